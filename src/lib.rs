@@ -1,1 +1,7 @@
-//! meshcall
+//! meshcall: a native desktop video-conference app. This library holds everything; the
+//! `meshcall` binary only parses its command line and calls in here.
+
+pub mod client;
+pub mod proto;
+pub mod server;
+pub mod tls;
