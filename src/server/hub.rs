@@ -1,0 +1,521 @@
+//! The room registry: who is in which room, and every rule about joining, leaving, resuming
+//! and relaying. Sockets reach it through [`Outbox`]es; it never awaits while holding its
+//! lock, so one std `Mutex` serves (critical sections are short, allocation-light).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::ServerConfig;
+use super::metrics::Metrics;
+use super::turn::turn_credentials;
+use crate::proto::{
+    CHAT_HISTORY, ChatMessage, ErrorCode, IceServer, JoinRequest, MAX_CHAT_CHARS,
+    MAX_SIGNAL_PAYLOAD_BYTES, Peer, ServerMessage, SignalPayload, StateUpdate, generate_room_code,
+    normalize_room_code, validate_name,
+};
+
+/// A refusal: the error code and the sentence sent with it.
+pub(crate) type Refusal = (ErrorCode, String);
+
+/// What a socket task is asked to write.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// One serialized message, shared between all receivers of a broadcast.
+    Text(Utf8Bytes),
+    /// Close the socket with this code and reason (after writing what came before).
+    Close(u16, &'static str),
+}
+
+/// The way into one socket's write queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    pub(crate) tx: mpsc::Sender<Outgoing>,
+    /// Cancelled when the socket cannot keep up; its task then closes it.
+    pub(crate) kick: CancellationToken,
+}
+
+impl Outbox {
+    fn push(&self, item: Outgoing) {
+        match self.tx.try_send(item) {
+            Ok(()) => {}
+            // A reader this far behind would only fall further behind: drop the socket and
+            // let the client resume, rather than buffer without bound.
+            Err(mpsc::error::TrySendError::Full(_)) => self.kick.cancel(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn send(&self, msg: &ServerMessage) {
+        self.push(Outgoing::Text(encode(msg)));
+    }
+}
+
+fn encode(msg: &ServerMessage) -> Utf8Bytes {
+    serde_json::to_string(msg)
+        .expect("server messages always serialize")
+        .into()
+}
+
+/// A socket's place in a room, once joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Membership {
+    pub(crate) room: String,
+    pub(crate) id: String,
+}
+
+enum Link {
+    Live {
+        conn: u64,
+        out: Outbox,
+    },
+    /// Inside the resume grace period; `epoch` tells this absence from a later one.
+    Away {
+        epoch: u64,
+        queue: VecDeque<Utf8Bytes>,
+    },
+}
+
+struct Member {
+    peer: Peer,
+    token: String,
+    link: Link,
+}
+
+struct Room {
+    passcode: Option<String>,
+    /// In join order, so `peers` lists members the way they arrived.
+    members: Vec<Member>,
+    next_peer: u64,
+    chat: VecDeque<ChatMessage>,
+}
+
+impl Room {
+    fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.peer.id == id)
+    }
+
+    fn member_mut(&mut self, id: &str) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.peer.id == id)
+    }
+
+    fn broadcast(&self, except: Option<&str>, msg: &ServerMessage) {
+        let text = encode(msg);
+        for m in &self.members {
+            if Some(m.peer.id.as_str()) == except {
+                continue;
+            }
+            if let Link::Live { out, .. } = &m.link {
+                out.push(Outgoing::Text(text.clone()));
+            }
+        }
+    }
+
+    fn peers_except(&self, id: &str) -> Vec<Peer> {
+        self.members
+            .iter()
+            .filter(|m| m.peer.id != id)
+            .map(|m| m.peer.clone())
+            .collect()
+    }
+}
+
+/// Every room of one server.
+pub(crate) struct Hub {
+    rooms: Mutex<HashMap<String, Room>>,
+    pub(crate) config: ServerConfig,
+    pub(crate) metrics: Metrics,
+    /// Cancelled when the server shuts down.
+    pub(crate) shutdown: CancellationToken,
+    /// Socket tasks and grace timers, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    next_conn: AtomicU64,
+    next_epoch: AtomicU64,
+}
+
+impl Hub {
+    pub(crate) fn new(config: ServerConfig, shutdown: CancellationToken) -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            config,
+            metrics: Metrics::default(),
+            shutdown,
+            tasks: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+            next_epoch: AtomicU64::new(1),
+        }
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+        // A panic while holding the lock would be a bug in this file; the map itself is
+        // still consistent between statements, so keep serving rather than cascade.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Room and member counts, for `/metrics` and tests.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let rooms = self.rooms();
+        (rooms.len(), rooms.values().map(|r| r.members.len()).sum())
+    }
+
+    /// Handles a `join` from socket `conn`. On success `joined` (and for a resume, the
+    /// queued signals) are already in `out`.
+    pub(crate) fn join(
+        &self,
+        conn: u64,
+        out: &Outbox,
+        req: JoinRequest,
+    ) -> Result<Membership, Refusal> {
+        // Checks run in the order protocol.md gives for competing errors.
+        let code = match req.room.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(normalize_room_code(raw).ok_or_else(|| {
+                (
+                    ErrorCode::BadRoomCode,
+                    "A room code is 3 to 64 of a-z, 0-9 and '-', not starting or ending with '-'."
+                        .to_owned(),
+                )
+            })?),
+        };
+        let name = validate_name(&req.name).ok_or_else(bad_name)?;
+        let mut rooms = self.rooms();
+        if let Some(ticket) = &req.resume {
+            let bad_resume = || {
+                (
+                    ErrorCode::BadResume,
+                    "That membership cannot be resumed; join afresh.".to_owned(),
+                )
+            };
+            let code = code.ok_or_else(bad_resume)?;
+            let room = rooms.get_mut(&code).ok_or_else(bad_resume)?;
+            let member = room.member_mut(&ticket.id).ok_or_else(bad_resume)?;
+            if member.token != ticket.token {
+                return Err(bad_resume());
+            }
+            return Ok(self.resume(room, code, ticket.id.clone(), name, &req, conn, out));
+        }
+        let code = match code {
+            Some(code) => code,
+            None => loop {
+                let fresh = generate_room_code();
+                if !rooms.contains_key(&fresh) {
+                    break fresh;
+                }
+            },
+        };
+        let room = rooms.entry(code.clone()).or_insert_with(|| Room {
+            passcode: req.passcode.clone().filter(|p| !p.is_empty()),
+            members: Vec::new(),
+            next_peer: 1,
+            chat: VecDeque::new(),
+        });
+        if let Some(passcode) = &room.passcode
+            && req.passcode.as_ref() != Some(passcode)
+        {
+            return Err((
+                ErrorCode::WrongPasscode,
+                "This room needs a passcode, and that one is not it.".to_owned(),
+            ));
+        }
+        if room.members.len() >= self.config.max_room_size {
+            return Err((
+                ErrorCode::RoomFull,
+                format!("The room is full ({} people).", self.config.max_room_size),
+            ));
+        }
+        let id = format!("p{}", room.next_peer);
+        room.next_peer += 1;
+        let peer = Peer {
+            id: id.clone(),
+            name,
+            audio: req.audio,
+            video: req.video,
+            screen: false,
+        };
+        let token = new_token();
+        out.send(&ServerMessage::Joined {
+            room: code.clone(),
+            self_id: id.clone(),
+            token: token.clone(),
+            peers: room.peers_except(&id),
+            ice_servers: self.ice_servers(&id),
+            chat: room.chat.iter().cloned().collect(),
+            resumed: false,
+        });
+        room.broadcast(None, &ServerMessage::PeerJoined { peer: peer.clone() });
+        room.members.push(Member {
+            peer,
+            token,
+            link: Link::Live {
+                conn,
+                out: out.clone(),
+            },
+        });
+        Ok(Membership { room: code, id })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resume(
+        &self,
+        room: &mut Room,
+        code: String,
+        id: String,
+        name: String,
+        req: &JoinRequest,
+        conn: u64,
+        out: &Outbox,
+    ) -> Membership {
+        let token = new_token();
+        let member = room.member_mut(&id).expect("caller found the member");
+        member.token = token.clone();
+        let old = std::mem::replace(
+            &mut member.link,
+            Link::Live {
+                conn,
+                out: out.clone(),
+            },
+        );
+        let queued = match old {
+            Link::Live { out: old_out, .. } => {
+                old_out.push(Outgoing::Close(4001, "replaced"));
+                VecDeque::new()
+            }
+            Link::Away { queue, .. } => queue,
+        };
+        let changed = member.peer.name != name
+            || member.peer.audio != req.audio
+            || member.peer.video != req.video;
+        member.peer.name = name;
+        member.peer.audio = req.audio;
+        member.peer.video = req.video;
+        let peer = member.peer.clone();
+        out.send(&ServerMessage::Joined {
+            room: code.clone(),
+            self_id: id.clone(),
+            token,
+            peers: room.peers_except(&id),
+            ice_servers: self.ice_servers(&id),
+            chat: room.chat.iter().cloned().collect(),
+            resumed: true,
+        });
+        for text in queued {
+            out.push(Outgoing::Text(text));
+        }
+        if changed {
+            room.broadcast(Some(&id), &ServerMessage::PeerUpdated { peer });
+        }
+        Membership { room: code, id }
+    }
+
+    fn ice_servers(&self, peer_id: &str) -> Vec<IceServer> {
+        let mut servers = self.config.ice_servers.clone();
+        if let Some(turn) = &self.config.turn {
+            let expires = unix_millis() / 1000 + turn.ttl_secs;
+            let (username, credential) = turn_credentials(&turn.secret, peer_id, expires);
+            servers.push(IceServer {
+                urls: turn.urls.clone(),
+                username: Some(username),
+                credential: Some(credential),
+            });
+        }
+        servers
+    }
+
+    /// Removes the member at once and tells the others (`leave`).
+    pub(crate) fn leave(&self, m: &Membership) {
+        let mut rooms = self.rooms();
+        remove_member(&mut rooms, m);
+    }
+
+    /// The socket `conn` of member `m` is gone without `leave`: hold the place for the grace
+    /// period, then drop it unless it was resumed.
+    pub(crate) fn disconnected(self: &Arc<Self>, m: &Membership, conn: u64) {
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut rooms = self.rooms();
+            let Some(member) = rooms.get_mut(&m.room).and_then(|r| r.member_mut(&m.id)) else {
+                return;
+            };
+            // A socket replaced by a resume no longer speaks for the member.
+            if !matches!(member.link, Link::Live { conn: c, .. } if c == conn) {
+                return;
+            }
+            member.link = Link::Away {
+                epoch,
+                queue: VecDeque::new(),
+            };
+        }
+        let hub = Arc::clone(self);
+        let m = m.clone();
+        let grace = self.config.grace;
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(grace) => hub.expire(&m, epoch),
+                // At shutdown every room goes anyway; nobody is left to tell.
+                () = hub.shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    fn expire(&self, m: &Membership, epoch: u64) {
+        let mut rooms = self.rooms();
+        let still_away = rooms
+            .get(&m.room)
+            .and_then(|r| r.member(&m.id))
+            .is_some_and(|mem| matches!(mem.link, Link::Away { epoch: e, .. } if e == epoch));
+        if still_away {
+            remove_member(&mut rooms, m);
+        }
+    }
+
+    /// Relays a `signal` to `to`, queueing it while `to` is inside its grace period.
+    pub(crate) fn signal(
+        &self,
+        m: &Membership,
+        to: &str,
+        payload: SignalPayload,
+    ) -> Result<(), Refusal> {
+        if payload.len() > MAX_SIGNAL_PAYLOAD_BYTES {
+            return Err((
+                ErrorCode::TooLarge,
+                format!(
+                    "A signal payload may be at most {MAX_SIGNAL_PAYLOAD_BYTES} bytes; this one is {}.",
+                    payload.len()
+                ),
+            ));
+        }
+        let mut rooms = self.rooms();
+        let target = rooms
+            .get_mut(&m.room)
+            .and_then(|r| r.member_mut(to))
+            .filter(|t| t.peer.id != m.id)
+            .ok_or_else(|| {
+                (
+                    ErrorCode::UnknownPeer,
+                    format!("There is no other member '{to}' in this room."),
+                )
+            })?;
+        let text = encode(&ServerMessage::Signal {
+            from: m.id.clone(),
+            payload,
+        });
+        match &mut target.link {
+            Link::Live { out, .. } => out.push(Outgoing::Text(text)),
+            Link::Away { queue, .. } => {
+                if queue.len() >= self.config.signal_queue {
+                    queue.pop_front();
+                }
+                queue.push_back(text);
+            }
+        }
+        self.metrics.relayed();
+        Ok(())
+    }
+
+    /// Applies a `state` and announces it when something changed.
+    pub(crate) fn state(&self, m: &Membership, update: StateUpdate) -> Result<(), Refusal> {
+        let name = match update.name.as_deref() {
+            Some(raw) => Some(validate_name(raw).ok_or_else(bad_name)?),
+            None => None,
+        };
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(&m.room) else {
+            return Ok(());
+        };
+        let Some(member) = room.member_mut(&m.id) else {
+            return Ok(());
+        };
+        let before = member.peer.clone();
+        let p = &mut member.peer;
+        if let Some(name) = name {
+            p.name = name;
+        }
+        p.audio = update.audio.unwrap_or(p.audio);
+        p.video = update.video.unwrap_or(p.video);
+        p.screen = update.screen.unwrap_or(p.screen);
+        if *p != before {
+            let peer = p.clone();
+            room.broadcast(Some(&m.id), &ServerMessage::PeerUpdated { peer });
+        }
+        Ok(())
+    }
+
+    /// Sends a chat message to the whole room (sender included) and keeps it in history.
+    pub(crate) fn chat(&self, m: &Membership, text: String) -> Result<(), Refusal> {
+        let chars = text.chars().count();
+        if !(1..=MAX_CHAT_CHARS).contains(&chars) {
+            return Err((
+                ErrorCode::BadMessage,
+                format!("A chat message is 1 to {MAX_CHAT_CHARS} characters; this one is {chars}."),
+            ));
+        }
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(&m.room) else {
+            return Ok(());
+        };
+        let Some(name) = room.member(&m.id).map(|mem| mem.peer.name.clone()) else {
+            return Ok(());
+        };
+        let msg = ChatMessage {
+            from: m.id.clone(),
+            name,
+            text,
+            ts: unix_millis(),
+        };
+        if room.chat.len() >= CHAT_HISTORY {
+            room.chat.pop_front();
+        }
+        room.chat.push_back(msg.clone());
+        room.broadcast(None, &ServerMessage::Chat(msg));
+        self.metrics.relayed();
+        Ok(())
+    }
+}
+
+fn remove_member(rooms: &mut HashMap<String, Room>, m: &Membership) {
+    let Some(room) = rooms.get_mut(&m.room) else {
+        return;
+    };
+    let before = room.members.len();
+    room.members.retain(|mem| mem.peer.id != m.id);
+    if room.members.len() == before {
+        return;
+    }
+    if room.members.is_empty() {
+        // The room ends with its last member: chat history and passcode go with it.
+        rooms.remove(&m.room);
+    } else {
+        room.broadcast(None, &ServerMessage::PeerLeft { id: m.id.clone() });
+    }
+}
+
+fn bad_name() -> Refusal {
+    (
+        ErrorCode::BadName,
+        "A name is 1 to 64 characters after trimming spaces, without control characters."
+            .to_owned(),
+    )
+}
+
+fn new_token() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,73 @@
+//! Counters for `/metrics`, rendered as Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::proto::ErrorCode;
+
+/// Server-wide counters; gauges that the room registry knows are passed in when rendering.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) sockets: AtomicU64,
+    pub(crate) relayed: AtomicU64,
+    pub(crate) frames_received: AtomicU64,
+    refused: [AtomicU64; ErrorCode::ALL.len()],
+}
+
+impl Metrics {
+    pub(crate) fn refused(&self, code: ErrorCode) {
+        self.refused[code.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn relayed(&self) {
+        self.relayed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn render(&self, rooms: usize, members: usize) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge("meshcall_rooms", "Rooms that exist now.", rooms as u64);
+        gauge(
+            "meshcall_members",
+            "Members in all rooms, including those inside a resume grace period.",
+            members as u64,
+        );
+        gauge(
+            "meshcall_sockets",
+            "Open WebSocket connections.",
+            self.sockets.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP meshcall_frames_received_total Text and binary frames read from clients.\n\
+             # TYPE meshcall_frames_received_total counter\n\
+             meshcall_frames_received_total {}",
+            self.frames_received.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP meshcall_messages_relayed_total Signals and chat messages delivered onward.\n\
+             # TYPE meshcall_messages_relayed_total counter\n\
+             meshcall_messages_relayed_total {}",
+            self.relayed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP meshcall_messages_refused_total Messages answered with an error, by code.\n\
+             # TYPE meshcall_messages_refused_total counter"
+        );
+        for code in ErrorCode::ALL {
+            let _ = writeln!(
+                out,
+                "meshcall_messages_refused_total{{code=\"{code}\"}} {}",
+                self.refused[code.index()].load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}

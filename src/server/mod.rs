@@ -1,0 +1,188 @@
+//! The signaling server (`meshcall serve`): rooms, relay, resume and limits over WebSocket,
+//! plus the small HTTP surface beside it. [`serve`] takes a bound listener and a shutdown
+//! future so tests and the desktop app can embed it; the binary only parses flags.
+
+mod conn;
+mod hub;
+mod metrics;
+mod pages;
+mod rate;
+mod turn;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use rate::RateLimits;
+pub use turn::{TurnConfig, turn_credentials};
+
+use crate::proto::{IceServer, MAX_FRAME_BYTES, WS_PATH, normalize_room_code};
+use hub::Hub;
+
+/// Everything a server can be told; `Default` gives protocol.md's values.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Members per room, grace-period members included (at least 1).
+    pub max_room_size: usize,
+    /// How long a dropped member keeps its place.
+    pub grace: Duration,
+    /// Static STUN/TURN servers handed out in `joined.iceServers`.
+    pub ice_servers: Vec<IceServer>,
+    /// A TURN server with a shared secret, for per-member credentials.
+    pub turn: Option<TurnConfig>,
+    /// How often the server pings each socket.
+    pub ping_interval: Duration,
+    /// Silence after which a socket counts as gone.
+    pub ping_timeout: Duration,
+    /// Per-socket message rate.
+    pub rate: RateLimits,
+    /// Signals kept for a member inside its grace period.
+    pub signal_queue: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_room_size: 8,
+            grace: Duration::from_secs(20),
+            ice_servers: Vec::new(),
+            turn: None,
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(30),
+            rate: RateLimits::default(),
+            signal_queue: 256,
+        }
+    }
+}
+
+/// TLS certificate and key files (PEM) for `wss://`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener failed.
+    #[error("the server's listener failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The certificate or key could not be loaded.
+    #[error("could not load the TLS certificate or key: {0}")]
+    Tls(std::io::Error),
+    /// A setting makes no sense.
+    #[error("invalid server setting: {0}")]
+    Config(String),
+}
+
+/// Runs the server on `listener` until `shutdown` completes, then closes every socket with
+/// 1001 and returns once all of them and all grace timers have ended.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    tls: Option<TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    if config.max_room_size == 0 {
+        return Err(ServeError::Config(
+            "max room size must be at least 1".into(),
+        ));
+    }
+    if config.ping_timeout.is_zero() || config.ping_interval.is_zero() {
+        return Err(ServeError::Config(
+            "ping interval and timeout must be positive".into(),
+        ));
+    }
+    let token = CancellationToken::new();
+    let hub = Arc::new(Hub::new(config, token.clone()));
+    let app = router(Arc::clone(&hub));
+    let stop = token.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stop.cancel();
+    };
+    match tls {
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        }
+        Some(files) => {
+            crate::tls::ensure_crypto_provider();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                .await
+                .map_err(ServeError::Tls)?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(Duration::from_secs(5)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)?
+                .handle(handle)
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                .await?;
+        }
+    }
+    // Upgraded sockets outlive the HTTP server's own bookkeeping; wait for them here.
+    hub.tasks.close();
+    hub.tasks.wait().await;
+    Ok(())
+}
+
+fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route(WS_PATH, get(ws_upgrade))
+        .route("/", get(|| async { Html(pages::placeholder(None)) }))
+        .route("/r/{code}", get(room_page))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(hub)
+}
+
+async fn ws_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+    if hub.shutdown.is_cancelled() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    // Frames between 64 KiB and this cap are read whole so the client can be told
+    // `too-large` before the close. Beyond it tungstenite refuses the frame from its header
+    // without buffering it, and the close that follows may reach the client as a reset,
+    // because the kernel still holds the unread payload.
+    let cap = 16 * MAX_FRAME_BYTES;
+    let tasks = hub.tasks.clone();
+    ws.max_message_size(cap)
+        .max_frame_size(cap)
+        .on_upgrade(move |socket| tasks.track_future(conn::run(hub, socket)))
+}
+
+async fn room_page(Path(code): Path<String>) -> Response {
+    match normalize_room_code(&code) {
+        Some(code) => Html(pages::placeholder(Some(&code))).into_response(),
+        None => (StatusCode::NOT_FOUND, "No such room code.").into_response(),
+    }
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let (rooms, members) = hub.counts();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        hub.metrics.render(rooms, members),
+    )
+        .into_response()
+}
