@@ -186,3 +186,21 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_protocol_numbers() {
+        let c = ServerConfig::default();
+        assert_eq!(c.max_room_size, 8);
+        assert_eq!(c.grace, Duration::from_secs(20));
+        assert_eq!(c.ping_interval, Duration::from_secs(10));
+        assert_eq!(c.ping_timeout, Duration::from_secs(30));
+        assert_eq!(c.signal_queue, 256);
+        assert_eq!(c.rate.per_second, 50.0);
+        assert_eq!(c.rate.burst, 100.0);
+        assert_eq!(c.rate.flood_close_after, Duration::from_secs(10));
+    }
+}
