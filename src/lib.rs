@@ -2,6 +2,7 @@
 //! `meshcall` binary only parses its command line and calls in here.
 
 pub mod client;
+pub mod engine;
 pub mod proto;
 pub mod server;
 pub mod tls;

@@ -1,0 +1,134 @@
+//! Builds one webrtc-rs peer connection per remote member, configured the same way every
+//! time: H.264 constrained baseline and Opus, NACK, reports, GCC over TWCC, keyframe
+//! requests delivered to us, and ICE host candidates only on the configured addresses.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rtc::interceptor::{Gcc, Registry, Slot};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use webrtc::peer_connection::{
+    CongestionFeedback, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer,
+    configure_congestion_control, register_default_interceptors,
+};
+
+use super::keyframe_requests::{KeyframeRequests, SLOT};
+use crate::proto::IceServer;
+
+/// RTP payload type for H.264 (every meshcall peer uses the same media engine).
+pub(crate) const H264_PT: u8 = 102;
+/// RTP payload type for Opus.
+pub(crate) const OPUS_PT: u8 = 111;
+/// Constrained baseline level 3.1, packetization mode 1: what every browser decodes.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// The range the congestion controller may choose a video bitrate in, bits per second.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BitrateRange {
+    pub(crate) initial: u32,
+    pub(crate) min: u32,
+    pub(crate) max: u32,
+}
+
+impl Default for BitrateRange {
+    fn default() -> Self {
+        // 150 kbps still carries a legible 360p face; 2.5 Mbps is 720p30 at good quality,
+        // and more than a mesh of 8 can send to 7 peers on ordinary uplinks.
+        Self {
+            initial: 600_000,
+            min: 150_000,
+            max: 2_500_000,
+        }
+    }
+}
+
+/// Makes peer connections with one configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerFactory {
+    /// Local addresses for host candidates; tests pin 127.0.0.1.
+    pub(crate) ice_ips: Vec<IpAddr>,
+    pub(crate) bitrate: BitrateRange,
+}
+
+fn media_engine() -> webrtc::error::Result<MediaEngine> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: H264_FMTP.to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: H264_PT,
+        },
+        RtpCodecKind::Video,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: OPUS_PT,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    Ok(me)
+}
+
+/// Converts the server's ICE servers for webrtc-rs.
+pub(crate) fn rtc_ice_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
+    servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+impl PeerFactory {
+    /// A new peer connection reporting to `handler`.
+    pub(crate) async fn build(
+        &self,
+        ice_servers: &[IceServer],
+        handler: Arc<dyn PeerConnectionEventHandler>,
+    ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+        // Codecs first: the interceptor helpers only decorate codecs that already exist.
+        let mut me = media_engine()?;
+        let b = self.bitrate;
+        let registry = configure_congestion_control(
+            Registry::new(),
+            Gcc::new(f64::from(b.initial), f64::from(b.min), f64::from(b.max)),
+            CongestionFeedback::Twcc,
+            &mut me,
+        )?;
+        let registry = register_default_interceptors(registry, &mut me)?
+            .with(Slot::from(SLOT), KeyframeRequests::default());
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(rtc_ice_servers(ice_servers))
+            .build();
+        let addrs: Vec<String> = if self.ice_ips.is_empty() {
+            vec!["0.0.0.0:0".to_owned()]
+        } else {
+            self.ice_ips.iter().map(|ip| format!("{ip}:0")).collect()
+        };
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            .with_udp_addrs(addrs)
+            .build()
+            .await?;
+        Ok(Arc::new(pc))
+    }
+}

@@ -1,0 +1,209 @@
+//! Two peer connections from [`PeerFactory`] in one process on 127.0.0.1: they connect,
+//! H.264 RTP flows, a PLI from the receiver reaches the sender's track, and no candidate
+//! names any address but loopback.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState,
+};
+
+use super::peer_factory::{BitrateRange, H264_PT, PeerFactory};
+
+enum Ev {
+    Candidate(RTCIceCandidateInit),
+    State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Forward(mpsc::UnboundedSender<Ev>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Forward {
+    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = ev.candidate.to_json() {
+            let _ = self.0.send(Ev::Candidate(init));
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(Ev::State(state));
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.0.send(Ev::Track(track));
+    }
+}
+
+fn factory() -> PeerFactory {
+    PeerFactory {
+        ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        bitrate: BitrateRange::default(),
+    }
+}
+
+const SSRC: u32 = 0x1234_5678;
+
+fn video_track() -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "peer-a".to_owned(),
+        "camera".to_owned(),
+        "camera".to_owned(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(SSRC),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264
+                    .to_owned(),
+                clock_rate: 90_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        }],
+    )))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_connect_on_loopback_and_exchange_rtp_and_pli() {
+    let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+    let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+    let a = factory().build(&[], Arc::new(Forward(a_tx))).await.unwrap();
+    let b = factory().build(&[], Arc::new(Forward(b_tx))).await.unwrap();
+    let track = video_track();
+    a.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+
+    let offer = a.create_offer(None).await.unwrap();
+    assert!(
+        offer.sdp.contains("profile-level-id=42e01f"),
+        "{}",
+        offer.sdp
+    );
+    assert!(offer.sdp.contains("transport-cc"), "no TWCC in offer");
+    a.set_local_description(offer.clone()).await.unwrap();
+    b.set_remote_description(offer).await.unwrap();
+    let answer = b.create_answer(None).await.unwrap();
+    b.set_local_description(answer.clone()).await.unwrap();
+    a.set_remote_description(answer).await.unwrap();
+
+    let mut candidates = Vec::new();
+    let (mut a_up, mut b_up) = (false, false);
+    let mut remote_track = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(a_up && b_up) {
+        tokio::select! {
+            Some(ev) = a_rx.recv() => match ev {
+                Ev::Candidate(c) => { candidates.push(c.candidate.clone()); b.add_ice_candidate(c).await.unwrap(); }
+                Ev::State(s) => a_up |= s == RTCPeerConnectionState::Connected,
+                Ev::Track(_) => {}
+            },
+            Some(ev) = b_rx.recv() => match ev {
+                Ev::Candidate(c) => { candidates.push(c.candidate.clone()); a.add_ice_candidate(c).await.unwrap(); }
+                Ev::State(s) => b_up |= s == RTCPeerConnectionState::Connected,
+                Ev::Track(t) => remote_track = Some(t),
+            },
+            () = tokio::time::sleep_until(deadline) => panic!("not connected: a {a_up} b {b_up}"),
+        }
+    }
+    assert!(!candidates.is_empty());
+    for c in &candidates {
+        assert!(c.contains(" 127.0.0.1 "), "candidate off loopback: {c}");
+    }
+
+    // 90 access units of one small NAL each (a non-IDR slice header is enough for RTP).
+    let sender = {
+        let track = Arc::clone(&track);
+        tokio::spawn(async move {
+            for i in 0..90u32 {
+                let pkt = rtp::Packet {
+                    header: rtp::header::Header {
+                        version: 2,
+                        marker: true,
+                        payload_type: H264_PT,
+                        sequence_number: i as u16,
+                        timestamp: i * 3000,
+                        ssrc: SSRC,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::from(vec![0x41, 0x9a, i as u8, 0x10, 0x20]),
+                };
+                track.write_rtp(pkt).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let remote = match remote_track {
+        Some(t) => t,
+        None => loop {
+            match tokio::time::timeout(Duration::from_secs(5), b_rx.recv())
+                .await
+                .unwrap()
+            {
+                Some(Ev::Track(t)) => break t,
+                Some(_) => continue,
+                None => panic!("b's events ended"),
+            }
+        },
+    };
+    assert_eq!(remote.kind().await, RtpCodecKind::Video);
+    assert_eq!(remote.stream_id().await, "peer-a");
+    let media_ssrc = remote.ssrcs().await[0];
+    remote
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        })])
+        .await
+        .unwrap();
+    let mut packets = 0;
+    let counted = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(ev) = remote.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(p) = ev {
+                assert_eq!(p.header.payload_type, H264_PT);
+                packets += 1;
+                if packets >= 60 {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "only {packets} RTP packets arrived");
+    let pli = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match track.poll().await {
+                Some(TrackLocalEvent::OnRtcpPacket(pkts)) => {
+                    if pkts
+                        .iter()
+                        .any(|p| p.as_any().is::<PictureLossIndication>())
+                    {
+                        return true;
+                    }
+                }
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(pli, Ok(true), "the PLI never reached the sender's track");
+    sender.await.unwrap();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
