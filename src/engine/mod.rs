@@ -1,10 +1,112 @@
-//! The call engine: one peer connection per remote member, media fan-out, keyframes,
-//! bandwidth. The only module that imports webrtc; it never touches egui.
+//! The call engine: one tokio actor owning the signaling client and one peer connection
+//! per remote member (full mesh), encode-once fan-out, keyframes, bandwidth and stats.
+//! The only module that imports webrtc; it never touches egui. Consumers (the desktop app,
+//! the headless participant) send [`Command`]s and read [`Event`]s.
 
-#![allow(dead_code)] // Building blocks ahead of the engine actor that will use them.
-
+mod actor;
+mod api;
+mod fanout;
+mod h264_assembler;
 mod keyframe_requests;
+mod local_media;
+mod negotiation;
+mod peer;
 mod peer_factory;
+mod sinks;
+mod stats;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use api::{
+    Command, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState, Member, MemberStats, parse_ips,
+};
+pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
+pub use sinks::CountingSinks;
+
+use actor::{Actor, Census, SinkFactory};
+use local_media::LocalMedia;
+
+/// A running engine. Dropping it (or [`Engine::shutdown`]) leaves any call cleanly.
+pub struct Engine {
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<Event>,
+    input: MediaInput,
+    census: Arc<Census>,
+    task: JoinHandle<()>,
+}
+
+impl Engine {
+    /// Starts an idle engine whose remote media goes to `sinks`. Must run inside a tokio runtime.
+    pub fn spawn(config: EngineConfig, sinks: &CountingSinks) -> Self {
+        Self::spawn_with(config, sinks.factory())
+    }
+
+    fn spawn_with(config: EngineConfig, sinks: SinkFactory) -> Self {
+        let (commands, command_rx) = mpsc::channel(64);
+        let (event_tx, events) = mpsc::channel(1024);
+        let media = Arc::new(LocalMedia::new());
+        let census = Arc::new(Census::default());
+        let actor = Actor::new(
+            config,
+            Arc::clone(&media),
+            sinks,
+            event_tx,
+            Arc::clone(&census),
+        );
+        let task = tokio::spawn(actor.run(command_rx));
+        Self {
+            commands,
+            events,
+            input: MediaInput(media),
+            census,
+            task,
+        }
+    }
+
+    /// Sends a command; false once the engine has stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.commands.send(cmd).await.is_ok()
+    }
+
+    /// Sends a command without waiting (for UI threads); false if the queue is full or closed.
+    pub fn try_send(&self, cmd: Command) -> bool {
+        self.commands.try_send(cmd).is_ok()
+    }
+
+    /// The next event.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// An event if one is waiting (never blocks).
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Where encoded local media goes in.
+    pub fn media_input(&self) -> MediaInput {
+        self.input.clone()
+    }
+
+    /// Peer tasks still alive (each owns one connection and its media tasks).
+    pub fn live_peer_tasks(&self) -> usize {
+        self.census.peer_tasks.load(Ordering::Relaxed)
+    }
+
+    /// Leaves any call and waits until every task has ended.
+    pub async fn shutdown(self) {
+        drop(self.commands);
+        let mut events = self.events;
+        // Keep reading so the actor never blocks on a full event queue while leaving.
+        let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let _ = self.task.await;
+        let _ = drain.await;
+    }
+}

@@ -1,0 +1,440 @@
+//! The engine's one task: owns the signaling client and a peer task per remote member,
+//! turns commands into protocol messages and signaling into peer connections.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::api::{Command, EngineConfig, Event, JoinParams, LinkState, Member};
+use super::local_media::LocalMedia;
+use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup, RemoteMediaSink};
+use super::peer_factory::{BitrateRange, PeerFactory};
+use crate::client::{
+    ClientConfig, ClientError, ClientEvent, ConnectionState, SignalClient, SignalSender,
+};
+use crate::proto::{
+    ClientMessage, IceServer, JoinRequest, Peer, PeerPayload, ServerMessage, StateUpdate,
+};
+
+/// Makes the sink for a new member's media.
+pub(crate) type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn RemoteMediaSink> + Send + Sync>;
+
+/// Counts live peer tasks, so tests can check that leaving frees every member.
+#[derive(Default)]
+pub(crate) struct Census {
+    pub(crate) peer_tasks: AtomicUsize,
+}
+
+struct Call {
+    client: SignalClient,
+    sender: SignalSender,
+    self_id: String,
+    ice_servers: Vec<IceServer>,
+    members: BTreeMap<String, Member>,
+    peers: HashMap<String, PeerHandle>,
+}
+
+pub(crate) struct Actor {
+    pub(crate) config: EngineConfig,
+    pub(crate) media: Arc<LocalMedia>,
+    pub(crate) sinks: SinkFactory,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) census: Arc<Census>,
+    pub(crate) peer_events_tx: mpsc::Sender<PeerEvent>,
+    pub(crate) peer_events: mpsc::Receiver<PeerEvent>,
+    call: Option<Call>,
+}
+
+fn member(p: &Peer) -> Member {
+    Member {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        audio: p.audio,
+        video: p.video,
+        link: LinkState::Connecting,
+    }
+}
+
+async fn next_client_event(call: &mut Option<Call>) -> Option<ClientEvent> {
+    match call {
+        Some(c) => c.client.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Actor {
+    pub(crate) fn new(
+        config: EngineConfig,
+        media: Arc<LocalMedia>,
+        sinks: SinkFactory,
+        events: mpsc::Sender<Event>,
+        census: Arc<Census>,
+    ) -> Self {
+        let (peer_events_tx, peer_events) = mpsc::channel(1024);
+        Self {
+            config,
+            media,
+            sinks,
+            events,
+            census,
+            peer_events_tx,
+            peer_events,
+            call: None,
+        }
+    }
+
+    async fn emit(&self, ev: Event) {
+        let _ = self.events.send(ev).await;
+    }
+
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd).await,
+                    None => {
+                        // Every handle is gone: leave cleanly and stop.
+                        self.end_call("the app closed").await;
+                        return;
+                    }
+                },
+                ev = next_client_event(&mut self.call) => match ev {
+                    Some(ev) => self.on_client_event(ev).await,
+                    None => self.end_call("the signaling connection ended").await,
+                },
+                Some(ev) = self.peer_events.recv() => self.on_peer_event(ev).await,
+            }
+        }
+    }
+
+    fn factory(&self) -> PeerFactory {
+        PeerFactory {
+            ice_ips: self.config.ice_ips.clone(),
+            bitrate: BitrateRange {
+                initial: 600_000.clamp(self.config.min_bitrate, self.config.max_bitrate),
+                min: self.config.min_bitrate,
+                max: self.config.max_bitrate,
+            },
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join(params) => self.join(params).await,
+            Command::SetMic(on) => {
+                self.media.set_audio(on);
+                self.send_state(StateUpdate {
+                    audio: Some(on),
+                    ..Default::default()
+                })
+                .await;
+            }
+            Command::SetCamera(on) => {
+                self.media.set_video(on);
+                self.send_state(StateUpdate {
+                    video: Some(on),
+                    ..Default::default()
+                })
+                .await;
+            }
+            Command::SetName(name) => {
+                self.send_state(StateUpdate {
+                    name: Some(name),
+                    ..Default::default()
+                })
+                .await;
+            }
+            Command::Chat(text) => {
+                if let Some(call) = &self.call {
+                    call.sender.send(ClientMessage::Chat { text }).await;
+                }
+            }
+            Command::Leave => self.end_call("you left").await,
+        }
+    }
+
+    async fn send_state(&self, update: StateUpdate) {
+        if let Some(call) = &self.call {
+            call.sender.send(ClientMessage::State(update)).await;
+        }
+    }
+
+    async fn join(&mut self, params: JoinParams) {
+        if self.call.is_some() {
+            self.emit(Event::Warning("already in a call; leave it first".into()))
+                .await;
+            return;
+        }
+        self.media.set_audio(params.audio);
+        self.media.set_video(params.video);
+        let config = ClientConfig::new(
+            params.server.clone(),
+            JoinRequest {
+                room: params.room.clone(),
+                name: params.name.clone(),
+                passcode: params.passcode.clone(),
+                audio: params.audio,
+                video: params.video,
+                resume: None,
+            },
+        );
+        let (client, joined) = match SignalClient::connect(config).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                let code = match &e {
+                    ClientError::Refused { code, .. } => Some(*code),
+                    _ => None,
+                };
+                self.emit(Event::JoinFailed {
+                    code,
+                    message: e.to_string(),
+                })
+                .await;
+                return;
+            }
+        };
+        let ServerMessage::Joined {
+            room,
+            self_id,
+            peers,
+            ice_servers,
+            chat,
+            ..
+        } = joined.message
+        else {
+            unreachable!("connect returns joined");
+        };
+        let sender = client.sender();
+        self.call = Some(Call {
+            client,
+            sender,
+            self_id: self_id.clone(),
+            ice_servers,
+            members: BTreeMap::new(),
+            peers: HashMap::new(),
+        });
+        let members: Vec<Member> = peers.iter().map(member).collect();
+        self.emit(Event::Joined {
+            room,
+            self_id,
+            members: members.clone(),
+            chat,
+        })
+        .await;
+        // We are the newcomer: we offer to everyone already here.
+        for m in members {
+            self.add_member(m.clone()).await;
+            self.start_peer(&m.id, true);
+        }
+    }
+
+    async fn add_member(&mut self, m: Member) {
+        if let Some(call) = &mut self.call {
+            call.members.insert(m.id.clone(), m);
+        }
+    }
+
+    fn start_peer(&mut self, id: &str, initiator: bool) {
+        let factory = self.factory();
+        let Some(call) = &mut self.call else { return };
+        if call.peers.contains_key(id) {
+            return;
+        }
+        let census = Arc::clone(&self.census);
+        census.peer_tasks.fetch_add(1, Ordering::Relaxed);
+        let handle = peer::spawn(PeerSetup {
+            self_id: call.self_id.clone(),
+            remote_id: id.to_owned(),
+            initiator,
+            factory,
+            ice_servers: call.ice_servers.clone(),
+            signal: call.sender.clone(),
+            media: Arc::clone(&self.media),
+            sink: (self.sinks)(id),
+            events: self.peer_events_tx.clone(),
+            stats_interval: self.config.stats_interval,
+        });
+        // The census ticks down when the task (and everything it awaited) has ended.
+        let PeerHandle { input, task } = handle;
+        let watched = tokio::spawn(async move {
+            let _ = task.await;
+            census.peer_tasks.fetch_sub(1, Ordering::Relaxed);
+        });
+        call.peers.insert(
+            id.to_owned(),
+            PeerHandle {
+                input,
+                task: watched,
+            },
+        );
+    }
+
+    /// Drops a member's peer task; it closes the connection and frees its tasks by itself.
+    fn stop_peer(&mut self, id: &str) {
+        if let Some(call) = &mut self.call
+            && let Some(handle) = call.peers.remove(id)
+        {
+            drop(handle.input);
+        }
+    }
+
+    async fn end_call(&mut self, reason: &str) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        let handles: Vec<PeerHandle> = call.peers.drain().map(|(_, h)| h).collect();
+        let mut tasks = Vec::new();
+        for h in handles {
+            drop(h.input);
+            tasks.push(h.task);
+        }
+        call.client.leave().await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.emit(Event::Left {
+            reason: reason.to_owned(),
+        })
+        .await;
+    }
+
+    async fn on_client_event(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::State(state) => {
+                let closed = matches!(state, ConnectionState::Closed { .. });
+                self.emit(Event::Signaling(state.clone())).await;
+                if closed && let ConnectionState::Closed { reason } = state {
+                    self.end_call(&reason).await;
+                }
+            }
+            ClientEvent::Message(msg) => self.on_server_message(msg).await,
+        }
+    }
+
+    async fn on_server_message(&mut self, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Joined {
+                self_id,
+                peers,
+                resumed,
+                ..
+            } => {
+                self.on_rejoined(self_id, peers, resumed).await;
+            }
+            ServerMessage::PeerJoined { peer } => {
+                // They will offer to us; the connection starts with their offer.
+                let m = member(&peer);
+                self.add_member(m.clone()).await;
+                self.emit(Event::MemberUpdated(m)).await;
+            }
+            ServerMessage::PeerUpdated { peer } => {
+                let Some(call) = &mut self.call else { return };
+                let link = call
+                    .members
+                    .get(&peer.id)
+                    .map_or(LinkState::Connecting, |m| m.link);
+                let m = Member {
+                    link,
+                    ..member(&peer)
+                };
+                call.members.insert(m.id.clone(), m.clone());
+                self.emit(Event::MemberUpdated(m)).await;
+            }
+            ServerMessage::PeerLeft { id } => {
+                self.stop_peer(&id);
+                if let Some(call) = &mut self.call {
+                    call.members.remove(&id);
+                }
+                self.emit(Event::MemberLeft { id }).await;
+            }
+            ServerMessage::Signal { from, payload } => {
+                let Some(typed) = PeerPayload::from_payload(&payload) else {
+                    tracing::debug!(peer = %from, "ignoring an unknown payload");
+                    return;
+                };
+                let Some(call) = &self.call else { return };
+                if !call.peers.contains_key(&from) {
+                    // Only an offer opens a connection; anything else for an unknown peer
+                    // is left over from one already gone.
+                    if !matches!(&typed, PeerPayload::Sdp(d) if d.kind == "offer") {
+                        return;
+                    }
+                    self.start_peer(&from, false);
+                }
+                if let Some(call) = &self.call
+                    && let Some(handle) = call.peers.get(&from)
+                {
+                    let _ = handle.input.send(PeerInput::Signal(typed)).await;
+                }
+            }
+            ServerMessage::Chat(chat) => self.emit(Event::Chat(chat)).await,
+            ServerMessage::Error { code, message } => {
+                self.emit(Event::Warning(format!(
+                    "the server refused a message ({code}): {message}"
+                )))
+                .await;
+            }
+        }
+    }
+
+    /// After a signaling reconnect. A resume keeps every connection; a fresh join means a
+    /// new identity, so every connection is rebuilt with us as the newcomer.
+    async fn on_rejoined(&mut self, self_id: String, peers: Vec<Peer>, resumed: bool) {
+        if resumed {
+            let Some(call) = &self.call else { return };
+            let present: Vec<String> = peers.iter().map(|p| p.id.clone()).collect();
+            let gone: Vec<String> = call
+                .members
+                .keys()
+                .filter(|id| !present.contains(id))
+                .cloned()
+                .collect();
+            for id in gone {
+                self.stop_peer(&id);
+                if let Some(call) = &mut self.call {
+                    call.members.remove(&id);
+                }
+                self.emit(Event::MemberLeft { id }).await;
+            }
+            return;
+        }
+        let ids: Vec<String> = self
+            .call
+            .as_ref()
+            .map(|c| c.members.keys().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.stop_peer(&id);
+            self.emit(Event::MemberLeft { id }).await;
+        }
+        if let Some(call) = &mut self.call {
+            call.self_id = self_id;
+            call.members.clear();
+        }
+        for p in &peers {
+            let m = member(p);
+            self.add_member(m.clone()).await;
+            self.emit(Event::MemberUpdated(m)).await;
+            self.start_peer(&p.id, true);
+        }
+    }
+
+    async fn on_peer_event(&mut self, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Link(id, link) => {
+                let Some(call) = &mut self.call else { return };
+                let Some(m) = call.members.get_mut(&id) else {
+                    return;
+                };
+                if m.link != link {
+                    m.link = link;
+                    let m = m.clone();
+                    self.emit(Event::MemberUpdated(m)).await;
+                }
+            }
+            PeerEvent::Stats(id, stats) => self.emit(Event::Stats { id, stats }).await,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! What the engine's consumers (the desktop app, the headless participant) see: commands
+//! in, events out. Nothing here names a webrtc type.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::client::ConnectionState;
+use crate::proto::ChatMessage;
+
+/// How the engine joins and behaves.
+#[derive(Debug, Clone)]
+pub struct JoinParams {
+    /// Signaling server URL (`ws://host:port`, `http://…` and bare `host:port` work too).
+    pub server: String,
+    /// Room to join; `None` creates one.
+    pub room: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Passcode for the room (or for the room this join creates).
+    pub passcode: Option<String>,
+    /// Whether the microphone starts on.
+    pub audio: bool,
+    /// Whether the camera starts on.
+    pub video: bool,
+}
+
+/// Settings that hold for every call the engine makes.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Local addresses ICE may use for host candidates. Empty: every interface.
+    /// Tests pin this to 127.0.0.1 so no traffic leaves loopback.
+    pub ice_ips: Vec<IpAddr>,
+    /// Video bitrate range for the congestion controller, bits per second.
+    pub min_bitrate: u32,
+    /// See `min_bitrate`.
+    pub max_bitrate: u32,
+    /// How often per-member stats are reported.
+    pub stats_interval: Duration,
+}
+
+/// The environment variable that pins ICE host candidates (comma-separated IPs).
+pub const ICE_IP_ENV: &str = "MESHCALL_ICE_IP";
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ice_ips: Vec::new(),
+            min_bitrate: 150_000,
+            max_bitrate: 2_500_000,
+            stats_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Defaults, with `ice_ips` from `MESHCALL_ICE_IP` when set.
+    pub fn from_env() -> Result<Self, String> {
+        let mut config = Self::default();
+        if let Ok(value) = std::env::var(ICE_IP_ENV) {
+            config.ice_ips = parse_ips(&value)?;
+        }
+        Ok(config)
+    }
+}
+
+/// Parses `127.0.0.1` or `127.0.0.1,::1`.
+pub fn parse_ips(value: &str) -> Result<Vec<IpAddr>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| format!("'{s}' is not an IP address")))
+        .collect()
+}
+
+/// What a consumer asks of the engine.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Join (or create) a room. Answered by [`Event::Joined`] or [`Event::JoinFailed`].
+    Join(JoinParams),
+    /// Turn the microphone on or off (no renegotiation).
+    SetMic(bool),
+    /// Turn the camera on or off (no renegotiation).
+    SetCamera(bool),
+    /// Change the display name.
+    SetName(String),
+    /// Send a chat message.
+    Chat(String),
+    /// Leave the room; the engine then reports [`Event::Left`].
+    Leave,
+}
+
+/// A room member as the engine knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Peer id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Microphone on (as they announced).
+    pub audio: bool,
+    /// Camera on (as they announced).
+    pub video: bool,
+    /// Media link to them.
+    pub link: LinkState,
+}
+
+/// The state of the media connection to one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Negotiating.
+    Connecting,
+    /// Media can flow.
+    Connected,
+    /// The connection was lost; trying to get it back.
+    Reconnecting,
+    /// Gave up on this connection.
+    Failed,
+}
+
+/// Numbers about one member, about once a second.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberStats {
+    /// Round-trip time of the ICE candidate pair, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Bits per second received from them.
+    pub bitrate_in: f64,
+    /// Bits per second sent to them.
+    pub bitrate_out: f64,
+    /// RTP packets from them that never arrived.
+    pub packets_lost: i64,
+    /// Video frames from them assembled (and, once decoding is wired, decoded).
+    pub video_frames: u64,
+    /// Video frames per second from them.
+    pub fps: f64,
+    /// Audio packets from them.
+    pub audio_packets: u64,
+    /// Inter-arrival jitter of their video, milliseconds.
+    pub jitter_ms: f64,
+    /// The congestion controller's estimate for what we send them, bits per second.
+    pub target_bitrate: Option<f64>,
+}
+
+/// What the engine tells its consumers.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// We are in the room.
+    Joined {
+        /// Room code.
+        room: String,
+        /// Our peer id.
+        self_id: String,
+        /// The others already there.
+        members: Vec<Member>,
+        /// The room's recent chat.
+        chat: Vec<ChatMessage>,
+    },
+    /// The join was refused or the server unreachable.
+    JoinFailed {
+        /// The protocol error code, when the server refused.
+        code: Option<crate::proto::ErrorCode>,
+        /// For people.
+        message: String,
+    },
+    /// Someone joined, changed, or their link changed state.
+    MemberUpdated(Member),
+    /// Someone left.
+    MemberLeft {
+        /// Peer id.
+        id: String,
+    },
+    /// A chat message.
+    Chat(ChatMessage),
+    /// Per-member numbers.
+    Stats {
+        /// Peer id.
+        id: String,
+        /// The numbers.
+        stats: MemberStats,
+    },
+    /// The signaling link changed state (media keeps flowing meanwhile).
+    Signaling(ConnectionState),
+    /// Something went wrong that the user should know about; the call goes on.
+    Warning(String),
+    /// We left the room (or were removed); the engine is idle again.
+    Left {
+        /// Why, for people.
+        reason: String,
+    },
+}

@@ -1,0 +1,370 @@
+//! One remote member: its peer connection and everything hanging off it. A task of its
+//! own serializes every operation on the connection; webrtc-rs callbacks only forward
+//! events to it (they run on the connection's driver, which must not be blocked or re-entered).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState,
+};
+
+use super::api::{LinkState, MemberStats};
+use super::h264_assembler::{AccessUnit, Assembled, H264Assembler};
+use super::local_media::LocalMedia;
+use super::negotiation::Negotiation;
+use super::peer_factory::PeerFactory;
+use super::stats::StatsTracker;
+use crate::client::SignalSender;
+use crate::proto::{ClientMessage, IceServer, PeerPayload};
+
+/// Where one member's incoming media goes (decoders, or counters in tests).
+pub(crate) trait RemoteMediaSink: Send + Sync + 'static {
+    /// A complete, decodable H.264 access unit.
+    fn video(&self, au: AccessUnit);
+    /// One Opus packet with its RTP sequence number and timestamp.
+    fn audio(&self, seq: u16, timestamp: u32, payload: Bytes);
+    /// Whether the decoder failed since the last call and needs a keyframe.
+    fn take_decoder_failure(&self) -> bool {
+        false
+    }
+    /// Video frames and audio packets delivered so far.
+    fn counts(&self) -> (u64, u64);
+}
+
+/// Messages from the engine actor to a peer task.
+#[derive(Debug)]
+pub(crate) enum PeerInput {
+    /// A payload the remote member signalled.
+    Signal(PeerPayload),
+}
+
+/// What a peer task reports to the actor.
+#[derive(Debug)]
+pub(crate) enum PeerEvent {
+    Link(String, LinkState),
+    Stats(String, MemberStats),
+}
+
+/// Everything a peer task starts from.
+pub(crate) struct PeerSetup {
+    pub(crate) self_id: String,
+    pub(crate) remote_id: String,
+    /// We joined after them, so we make the first offer.
+    pub(crate) initiator: bool,
+    pub(crate) factory: PeerFactory,
+    pub(crate) ice_servers: Vec<IceServer>,
+    pub(crate) signal: SignalSender,
+    pub(crate) media: Arc<LocalMedia>,
+    pub(crate) sink: Arc<dyn RemoteMediaSink>,
+    pub(crate) events: mpsc::Sender<PeerEvent>,
+    pub(crate) stats_interval: Duration,
+}
+
+/// The actor's handle on a peer task; dropping `input` ends the task, which then closes
+/// the connection and waits for every task it started.
+pub(crate) struct PeerHandle {
+    pub(crate) input: mpsc::Sender<PeerInput>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+pub(crate) fn spawn(setup: PeerSetup) -> PeerHandle {
+    let (input, rx) = mpsc::channel(256);
+    let task = tokio::spawn(run(setup, rx));
+    PeerHandle { input, task }
+}
+
+enum PcEvent {
+    Candidate(RTCIceCandidateInit),
+    State(RTCPeerConnectionState),
+    NegotiationNeeded,
+    Track(Arc<dyn TrackRemote>),
+}
+
+/// Forwards connection callbacks. Unbounded on purpose: the driver awaits these callbacks,
+/// so a full queue would stall the connection while our task waits on that same driver.
+/// The volume is a handful of candidates and state changes per connection.
+struct Forward(mpsc::UnboundedSender<PcEvent>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Forward {
+    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = ev.candidate.to_json() {
+            let _ = self.0.send(PcEvent::Candidate(init));
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(PcEvent::State(state));
+    }
+    async fn on_negotiation_needed(&self) {
+        let _ = self.0.send(PcEvent::NegotiationNeeded);
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.0.send(PcEvent::Track(track));
+    }
+}
+
+fn local_track(stream_id: &str, kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    let (track_id, codec) = match kind {
+        RtpCodecKind::Audio => (
+            "mic",
+            RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                ..Default::default()
+            },
+        ),
+        _ => (
+            "camera",
+            RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90_000,
+                ..Default::default()
+            },
+        ),
+    };
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id.to_owned(),
+        track_id.to_owned(),
+        track_id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+fn link_state(s: RTCPeerConnectionState) -> Option<LinkState> {
+    match s {
+        RTCPeerConnectionState::Connected => Some(LinkState::Connected),
+        RTCPeerConnectionState::Disconnected => Some(LinkState::Reconnecting),
+        RTCPeerConnectionState::Failed => Some(LinkState::Failed),
+        RTCPeerConnectionState::New | RTCPeerConnectionState::Connecting => {
+            Some(LinkState::Connecting)
+        }
+        _ => None,
+    }
+}
+
+async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
+    let id = setup.remote_id.clone();
+    let (pc_tx, mut pc_rx) = mpsc::unbounded_channel();
+    let pc = match setup
+        .factory
+        .build(&setup.ice_servers, Arc::new(Forward(pc_tx)))
+        .await
+    {
+        Ok(pc) => pc,
+        Err(e) => {
+            tracing::warn!(peer = %id, "cannot create a peer connection: {e}");
+            let _ = setup
+                .events
+                .send(PeerEvent::Link(id, LinkState::Failed))
+                .await;
+            return;
+        }
+    };
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let video = local_track(
+        &setup.self_id,
+        RtpCodecKind::Video,
+        setup.media.video.ssrc(),
+    );
+    let audio = local_track(
+        &setup.self_id,
+        RtpCodecKind::Audio,
+        setup.media.audio.ssrc(),
+    );
+    for track in [&video, &audio] {
+        if let Err(e) = pc.add_track(Arc::clone(track) as Arc<dyn TrackLocal>).await {
+            tracing::warn!(peer = %id, "cannot add a local track: {e}");
+        }
+    }
+    // Keyframe requests for our video arrive on our track (thanks to the interceptor).
+    tasks.push(tokio::spawn(watch_keyframe_requests(
+        Arc::clone(&video),
+        Arc::clone(&setup.media),
+    )));
+
+    let mut neg = Negotiation::new(&setup.self_id, &id);
+    let signal = |payload: PeerPayload| {
+        let sender = setup.signal.clone();
+        let to = id.clone();
+        async move {
+            sender
+                .send(ClientMessage::Signal {
+                    to,
+                    payload: payload.to_payload(),
+                })
+                .await;
+        }
+    };
+    if setup.initiator {
+        match neg.offer(&pc).await {
+            Ok(offer) => signal(offer).await,
+            Err(e) => tracing::warn!(peer = %id, "cannot make an offer: {e}"),
+        }
+    }
+
+    let mut legs_added = false;
+    let mut stats = StatsTracker::default();
+    let mut tick = tokio::time::interval(setup.stats_interval);
+    loop {
+        tokio::select! {
+            msg = input.recv() => match msg {
+                None => break,
+                Some(PeerInput::Signal(payload)) => match neg.on_payload(&pc, payload).await {
+                    Ok(Some(reply)) => signal(reply).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(peer = %id, "negotiation step failed: {e}"),
+                },
+            },
+            Some(ev) = pc_rx.recv() => match ev {
+                PcEvent::Candidate(c) => signal(neg.candidate_payload(c)).await,
+                PcEvent::NegotiationNeeded => {
+                    // Before the first exchange this is only our own tracks being added;
+                    // the protocol says who offers first, so it is not ours to act on.
+                    if neg.initial_done {
+                        match neg.offer(&pc).await {
+                            Ok(offer) => signal(offer).await,
+                            Err(e) => tracing::warn!(peer = %id, "renegotiation failed: {e}"),
+                        }
+                    }
+                }
+                PcEvent::State(s) => {
+                    tracing::debug!(peer = %id, "connection {s}");
+                    if s == RTCPeerConnectionState::Connected && !legs_added {
+                        legs_added = true;
+                        tasks.push(tokio::spawn(write_leg(
+                            setup.media.video.add_leg(&id),
+                            Arc::clone(&video),
+                        )));
+                        tasks.push(tokio::spawn(write_leg(
+                            setup.media.audio.add_leg(&id),
+                            Arc::clone(&audio),
+                        )));
+                    }
+                    if let Some(link) = link_state(s) {
+                        let _ = setup.events.send(PeerEvent::Link(id.clone(), link)).await;
+                    }
+                }
+                PcEvent::Track(track) => {
+                    tasks.push(tokio::spawn(read_track(track, Arc::clone(&setup.sink))));
+                }
+            },
+            _ = tick.tick() => {
+                let report = stats.sample(&pc, setup.sink.counts()).await;
+                let _ = setup.events.send(PeerEvent::Stats(id.clone(), report)).await;
+            }
+        }
+    }
+
+    // Teardown: stop feeding, close the connection (which ends every track stream), and
+    // wait for our tasks so nothing of this member outlives it.
+    setup.media.video.remove_leg(&id);
+    setup.media.audio.remove_leg(&id);
+    if let Err(e) = pc.close().await {
+        tracing::debug!(peer = %id, "close: {e}");
+    }
+    for t in tasks {
+        if tokio::time::timeout(Duration::from_secs(2), t)
+            .await
+            .is_err()
+        {
+            tracing::warn!(peer = %id, "a media task did not end after close");
+        }
+    }
+}
+
+async fn write_leg(mut queue: mpsc::Receiver<rtc::rtp::Packet>, track: Arc<TrackLocalStaticRTP>) {
+    while let Some(packet) = queue.recv().await {
+        if track.write_rtp(packet).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, media: Arc<LocalMedia>) {
+    while let Some(ev) = track.poll().await {
+        let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
+            continue;
+        };
+        let wants = packets.iter().any(|p| {
+            let any = p.as_any();
+            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+        });
+        if wants {
+            media.video.request_keyframe();
+        }
+    }
+}
+
+/// Shortest gap between two keyframe requests we send for one stream.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+
+async fn read_track(track: Arc<dyn TrackRemote>, sink: Arc<dyn RemoteMediaSink>) {
+    let kind = track.kind().await;
+    let mut assembler = H264Assembler::default();
+    // A decoder can start only from a keyframe.
+    let mut need_keyframe = true;
+    let mut last_pli: Option<Instant> = None;
+    let mut media_ssrc = None;
+    while let Some(ev) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(p) = ev else {
+            continue;
+        };
+        if kind == RtpCodecKind::Audio {
+            sink.audio(p.header.sequence_number, p.header.timestamp, p.payload);
+            continue;
+        }
+        media_ssrc.get_or_insert(p.header.ssrc);
+        match assembler.push(
+            p.header.sequence_number,
+            p.header.timestamp,
+            p.header.marker,
+            &p.payload,
+        ) {
+            Assembled::Pending => {}
+            Assembled::Lost => need_keyframe = true,
+            Assembled::Unit(au) => {
+                if au.keyframe {
+                    need_keyframe = false;
+                }
+                if !need_keyframe {
+                    sink.video(au);
+                }
+            }
+        }
+        need_keyframe |= sink.take_decoder_failure();
+        if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
+            last_pli = Some(Instant::now());
+            if let Some(media_ssrc) = media_ssrc {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The call engine over real sockets and real peer connections on 127.0.0.1, with
+//! synthetic encoded media (the codecs are tested on their own): full mesh, no glare,
+//! mute, leave and clean-up.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::TestServer;
+use meshcall::engine::{
+    Command, CountingSinks, Engine, EngineConfig, Event, JoinParams, LinkState, MediaInput,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        stats_interval: Duration::from_millis(500),
+        ..Default::default()
+    }
+}
+
+/// A fake camera and microphone: 30 access units and 50 Opus packets a second, with a
+/// keyframe whenever a peer asks for one.
+fn drive_media(input: MediaInput, stop: CancellationToken) -> JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut frames = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return frames,
+                _ = tick.tick() => {}
+            }
+            n += 1;
+            input.send_audio(&Bytes::from_static(&[0xfc, 0xff, 0xfe]));
+            if !n.is_multiple_of(3) {
+                continue; // video at ~16.7 fps keeps the test light
+            }
+            if !input.video_on() {
+                continue;
+            }
+            let au = if input.take_keyframe_request() {
+                let mut v = vec![
+                    0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65,
+                ];
+                v.resize(4000, 0x11);
+                v
+            } else {
+                let mut v = vec![0, 0, 0, 1, 0x41, 0x9a];
+                v.resize(800, 0x22);
+                v
+            };
+            input.send_video(&Bytes::from(au), 90_000 / 16);
+            frames += 1;
+        }
+    })
+}
+
+struct Participant {
+    engine: Engine,
+    sinks: CountingSinks,
+    id: String,
+    room: String,
+    members: HashMap<String, LinkState>,
+    stop: CancellationToken,
+    driver: JoinHandle<u64>,
+}
+
+impl Participant {
+    async fn join(server: &TestServer, room: Option<&str>, name: &str) -> Self {
+        let sinks = CountingSinks::default();
+        let mut engine = Engine::spawn(config(), &sinks);
+        engine
+            .send(Command::Join(JoinParams {
+                server: server.ws_url(),
+                room: room.map(str::to_owned),
+                name: name.to_owned(),
+                passcode: None,
+                audio: true,
+                video: true,
+            }))
+            .await;
+        let (room, id, members) = loop {
+            match tokio::time::timeout(Duration::from_secs(10), engine.next_event())
+                .await
+                .unwrap()
+            {
+                Some(Event::Joined {
+                    room,
+                    self_id,
+                    members,
+                    ..
+                }) => break (room, self_id, members),
+                Some(Event::JoinFailed { message, .. }) => panic!("join failed: {message}"),
+                Some(_) => continue,
+                None => panic!("engine stopped"),
+            }
+        };
+        let stop = CancellationToken::new();
+        let driver = drive_media(engine.media_input(), stop.clone());
+        Self {
+            engine,
+            sinks,
+            id,
+            room,
+            members: members.into_iter().map(|m| (m.id, m.link)).collect(),
+            stop,
+            driver,
+        }
+    }
+
+    /// Applies waiting events; returns the ids that left.
+    fn pump(&mut self) -> Vec<String> {
+        let mut left = Vec::new();
+        while let Some(ev) = self.engine.try_next_event() {
+            match ev {
+                Event::MemberUpdated(m) => {
+                    self.members.insert(m.id, m.link);
+                }
+                Event::MemberLeft { id } => {
+                    self.members.remove(&id);
+                    left.push(id);
+                }
+                _ => {}
+            }
+        }
+        left
+    }
+
+    fn connected_to(&self) -> usize {
+        self.members
+            .values()
+            .filter(|l| **l == LinkState::Connected)
+            .count()
+    }
+
+    fn video_from(&self, id: &str) -> u64 {
+        self.sinks.get(id).map_or(0, |c| c.video_frames())
+    }
+
+    fn audio_from(&self, id: &str) -> u64 {
+        self.sinks.get(id).map_or(0, |c| c.audio_packets())
+    }
+
+    async fn leave(self) -> u64 {
+        self.stop.cancel();
+        let frames = self.driver.await.unwrap();
+        self.engine.shutdown().await;
+        frames
+    }
+}
+
+/// Waits until `check` holds for everyone, pumping events; panics after `secs`.
+async fn until(
+    ps: &mut [Participant],
+    secs: u64,
+    what: &str,
+    check: impl Fn(&Participant, &[String]) -> bool,
+) {
+    let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        for p in ps.iter_mut() {
+            p.pump();
+        }
+        if ps.iter().all(|p| check(p, &ids)) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let state: Vec<String> = ps
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}: members {:?}, video {:?}",
+                        p.id,
+                        p.members,
+                        ids.iter().map(|i| p.video_from(i)).collect::<Vec<_>>()
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}:\n{}", state.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_see_and_hear_each_other() {
+    let s = TestServer::default().await;
+    let a = Participant::join(&s, None, "a").await;
+    let room = a.room.clone();
+    let b = Participant::join(&s, Some(&room), "b").await;
+    let c = Participant::join(&s, Some(&room), "c").await;
+    let mut ps = vec![a, b, c];
+    until(&mut ps, 15, "a full mesh", |p, _| p.connected_to() == 2).await;
+    until(&mut ps, 15, "media both ways", |p, ids| {
+        ids.iter()
+            .filter(|i| **i != p.id)
+            .all(|i| p.video_from(i) >= 30 && p.audio_from(i) >= 100)
+    })
+    .await;
+    // Encode once: every frame went to both peers from one send.
+    for p in &ps {
+        assert_eq!(p.engine.media_input().video_peers(), 2);
+    }
+    for p in ps {
+        let input = p.engine.media_input();
+        let driven = p.leave().await;
+        assert_eq!(
+            input.video_frames_sent(),
+            driven,
+            "frames sent != frames encoded"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_joining_at_once_all_connect_without_glare() {
+    let s = TestServer::default().await;
+    let first = Participant::join(&s, Some("crowd-room"), "p0").await;
+    let names: Vec<String> = (1..6).map(|i| format!("p{i}")).collect();
+    let joins = names
+        .iter()
+        .map(|n| Participant::join(&s, Some("crowd-room"), n));
+    let mut ps = vec![first];
+    ps.extend(futures_util::future::join_all(joins).await);
+    until(&mut ps, 30, "everyone connected to everyone", |p, _| {
+        p.connected_to() == 5
+    })
+    .await;
+    until(&mut ps, 20, "video from everyone", |p, ids| {
+        ids.iter()
+            .filter(|i| **i != p.id)
+            .all(|i| p.video_from(i) >= 10)
+    })
+    .await;
+    for p in ps {
+        p.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_and_camera_off_stop_media_and_tell_the_others() {
+    let s = TestServer::default().await;
+    let a = Participant::join(&s, None, "a").await;
+    let room = a.room.clone();
+    let b = Participant::join(&s, Some(&room), "b").await;
+    let mut ps = vec![a, b];
+    until(&mut ps, 15, "media", |p, ids| {
+        ids.iter()
+            .filter(|i| **i != p.id)
+            .all(|i| p.audio_from(i) >= 20 && p.video_from(i) >= 5)
+    })
+    .await;
+    let a_id = ps[0].id.clone();
+    ps[0].engine.send(Command::SetMic(false)).await;
+    ps[0].engine.send(Command::SetCamera(false)).await;
+    // b is told, and a's media stops.
+    let mut told = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while told != (true, true) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b was not told: {told:?}"
+        );
+        if let Ok(Some(Event::MemberUpdated(m))) =
+            tokio::time::timeout(Duration::from_millis(100), ps[1].engine.next_event()).await
+            && m.id == a_id
+        {
+            told = (!m.audio, !m.video);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (audio, video) = (ps[1].audio_from(&a_id), ps[1].video_from(&a_id));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        ps[1].audio_from(&a_id),
+        audio,
+        "audio kept flowing while muted"
+    );
+    assert_eq!(
+        ps[1].video_from(&a_id),
+        video,
+        "video kept flowing with the camera off"
+    );
+    // Unmuting brings both back, video starting from a keyframe.
+    let keyframes = ps[1].sinks.get(&a_id).unwrap().keyframes();
+    ps[0].engine.send(Command::SetMic(true)).await;
+    ps[0].engine.send(Command::SetCamera(true)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ps[1].audio_from(&a_id) < audio + 20 || ps[1].video_from(&a_id) < video + 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "media did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ps[1].sinks.get(&a_id).unwrap().keyframes() > keyframes);
+    for p in ps {
+        p.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_frees_the_member_everywhere() {
+    let s = TestServer::default().await;
+    let a = Participant::join(&s, None, "a").await;
+    let room = a.room.clone();
+    let b = Participant::join(&s, Some(&room), "b").await;
+    let c = Participant::join(&s, Some(&room), "c").await;
+    let mut ps = vec![a, b, c];
+    until(&mut ps, 15, "a full mesh", |p, _| p.connected_to() == 2).await;
+    for p in &ps {
+        assert_eq!(p.engine.live_peer_tasks(), 2);
+    }
+    let c = ps.pop().unwrap();
+    let c_id = c.id.clone();
+    let left_at = tokio::time::Instant::now();
+    c.leave().await;
+    until(&mut ps, 2, "c gone", |p, _| !p.members.contains_key(&c_id)).await;
+    assert!(left_at.elapsed() < Duration::from_secs(2));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while ps
+        .iter()
+        .any(|p| p.engine.live_peer_tasks() != 1 || p.engine.media_input().video_peers() != 1)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "c's peer tasks or legs were not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in ps {
+        p.leave().await;
+    }
+}
