@@ -168,6 +168,9 @@ async fn ws_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Respon
     let tasks = hub.tasks.clone();
     ws.max_message_size(cap)
         .max_frame_size(cap)
+        // tungstenite reserves 128 KiB per socket for reading by default; signaling
+        // messages are small, and larger ones still assemble in their own buffer.
+        .read_buffer_size(8 * 1024)
         .on_upgrade(move |socket| tasks.track_future(conn::run(hub, socket)))
 }
 
