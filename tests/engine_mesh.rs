@@ -340,3 +340,41 @@ async fn leaving_frees_the_member_everywhere() {
         p.leave().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_rtt_rates_and_a_bandwidth_estimate() {
+    let s = TestServer::default().await;
+    let mut a = Participant::join(&s, None, "a").await;
+    let room = a.room.clone();
+    let mut b = Participant::join(&s, Some(&room), "b").await;
+    let b_id = b.id.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let stats = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no full stats for b"
+        );
+        b.pump();
+        match tokio::time::timeout(Duration::from_millis(200), a.engine.next_event()).await {
+            Ok(Some(Event::Stats { id, stats })) if id == b_id => {
+                if stats.rtt_ms.is_some() && stats.target_bitrate.is_some() && stats.fps > 0.0 {
+                    break stats;
+                }
+            }
+            _ => {}
+        }
+    };
+    let rtt = stats.rtt_ms.unwrap();
+    assert!((0.0..50.0).contains(&rtt), "loopback rtt {rtt} ms");
+    assert!(stats.bitrate_in > 10_000.0, "{stats:?}");
+    assert!(stats.bitrate_out > 10_000.0, "{stats:?}");
+    assert!(
+        stats.video_frames > 0 && stats.audio_packets > 0,
+        "{stats:?}"
+    );
+    // The encoder target follows the estimate, inside the configured range.
+    let target = a.engine.media_input().target_bitrate();
+    assert!((150_000..=2_500_000).contains(&target), "{target}");
+    a.leave().await;
+    b.leave().await;
+}

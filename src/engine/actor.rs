@@ -34,6 +34,8 @@ struct Call {
     ice_servers: Vec<IceServer>,
     members: BTreeMap<String, Member>,
     peers: HashMap<String, PeerHandle>,
+    /// Each peer's latest congestion-control estimate, bits per second.
+    estimates: HashMap<String, f64>,
 }
 
 pub(crate) struct Actor {
@@ -214,6 +216,7 @@ impl Actor {
             ice_servers,
             members: BTreeMap::new(),
             peers: HashMap::new(),
+            estimates: HashMap::new(),
         });
         let members: Vec<Member> = peers.iter().map(member).collect();
         self.emit(Event::Joined {
@@ -434,7 +437,21 @@ impl Actor {
                     self.emit(Event::MemberUpdated(m)).await;
                 }
             }
-            PeerEvent::Stats(id, stats) => self.emit(Event::Stats { id, stats }).await,
+            PeerEvent::Stats(id, stats) => {
+                if let (Some(call), Some(estimate)) = (&mut self.call, stats.target_bitrate) {
+                    call.estimates.insert(id.clone(), estimate);
+                    // One encoder feeds everyone, so the weakest link sets the pace.
+                    let lowest = call
+                        .estimates
+                        .values()
+                        .copied()
+                        .fold(f64::INFINITY, f64::min);
+                    let bps =
+                        (lowest as u32).clamp(self.config.min_bitrate, self.config.max_bitrate);
+                    self.media.set_target_bitrate(bps);
+                }
+                self.emit(Event::Stats { id, stats }).await;
+            }
         }
     }
 }

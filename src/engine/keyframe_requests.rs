@@ -3,6 +3,10 @@
 //! webrtc-rs 0.21 ends its chain in a no-op stage that drops every inbound RTCP packet not
 //! marked `DeliverToApplication`, so without this a peer asking for a keyframe is never
 //! heard. Registered last so the other interceptors (reports, NACK, TWCC) have seen all RTCP.
+//!
+//! It marks and never drops: the congestion controller's estimate travels to the stats as
+//! an attribute on an otherwise empty RTCP packet, and an interceptor that dropped "other"
+//! RTCP (as webrtc-rs' own rtcp-processing example does) would silently lose it.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -16,7 +20,7 @@ use rtc::shared::error::Error;
 /// The registry slot: after every built-in interceptor.
 pub(crate) const SLOT: usize = 14_000;
 
-/// Marks PLI and FIR for delivery; drops the rest of inbound RTCP (the interceptors already used it).
+/// Marks RTCP carrying PLI or FIR for delivery; passes everything through unchanged.
 #[derive(Default)]
 pub(crate) struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
@@ -36,16 +40,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<_> = packets
-                .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
-                .cloned()
-                .collect();
-            if requests.is_empty() {
-                return Ok(());
-            }
-            msg.message.packet = Packet::Rtcp(requests);
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+        {
             msg.message.add(Attribute::DeliverToApplication);
         }
         self.read.push_back(msg);

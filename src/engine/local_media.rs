@@ -2,7 +2,7 @@
 //! handle the capture/encode side uses to hand in encoded frames.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use bytes::Bytes;
 
@@ -17,6 +17,8 @@ pub(crate) struct LocalMedia {
     pub(crate) audio: Fanout,
     audio_on: AtomicBool,
     video_on: AtomicBool,
+    /// What the shared video encoder should aim for, bits per second.
+    target_bitrate: AtomicU32,
 }
 
 impl LocalMedia {
@@ -26,7 +28,12 @@ impl LocalMedia {
             audio: Fanout::new(Kind::Audio),
             audio_on: AtomicBool::new(false),
             video_on: AtomicBool::new(false),
+            target_bitrate: AtomicU32::new(super::peer_factory::BitrateRange::default().initial),
         }
+    }
+
+    pub(crate) fn set_target_bitrate(&self, bps: u32) {
+        self.target_bitrate.store(bps, Ordering::Relaxed);
     }
 
     pub(crate) fn set_audio(&self, on: bool) {
@@ -80,6 +87,12 @@ impl MediaInput {
         } else {
             self.0.audio.skip(OPUS_FRAME_TICKS);
         }
+    }
+
+    /// The bitrate the video encoder should use now: the lowest congestion-control
+    /// estimate among the peers (one encoder serves them all), within the configured range.
+    pub fn target_bitrate(&self) -> u32 {
+        self.0.target_bitrate.load(Ordering::Relaxed)
     }
 
     /// Video frames sent so far (one per encoder run while the camera is on).
