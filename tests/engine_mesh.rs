@@ -356,10 +356,13 @@ async fn stats_report_rtt_rates_and_a_bandwidth_estimate() {
         );
         b.pump();
         match tokio::time::timeout(Duration::from_millis(200), a.engine.next_event()).await {
-            Ok(Some(Event::Stats { id, stats })) if id == b_id => {
-                if stats.rtt_ms.is_some() && stats.target_bitrate.is_some() && stats.fps > 0.0 {
-                    break stats;
-                }
+            Ok(Some(Event::Stats { id, stats }))
+                if id == b_id
+                    && stats.rtt_ms.is_some()
+                    && stats.target_bitrate.is_some()
+                    && stats.fps > 0.0 =>
+            {
+                break stats;
             }
             _ => {}
         }
