@@ -1,0 +1,12 @@
+//! Video: synthetic and camera sources, H.264 coding and colour conversion, on plain threads.
+
+pub mod convert;
+pub mod error;
+pub mod frame;
+pub mod mailbox;
+pub mod pattern;
+
+pub use convert::{RgbaImage, i420_to_rgba};
+pub use error::VideoError;
+pub use frame::{FrameTime, I420Frame, unix_now_ms};
+pub use pattern::{TestPattern, read_time_band};
