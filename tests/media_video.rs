@@ -1,12 +1,13 @@
 //! Video layer: codec round trips, the time band through H.264, rate and keyframe control,
-//! decoder recovery.
+//! decoder recovery and the camera's failure path on a machine without cameras.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Instant;
 
 use meshcall::media::video::{
-    EncodedFrame, EncoderSettings, FrameTime, H264Decoder, H264Encoder, I420Frame, TestPattern,
-    VideoError, read_time_band, unix_now_ms,
+    Camera, CaptureConfig, EncodedFrame, EncoderSettings, FrameTime, H264Decoder, H264Encoder,
+    I420Frame, TestPattern, VideoCapture, VideoError, VideoSource, camera::CameraRequest,
+    list_cameras, read_time_band, unix_now_ms,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -321,4 +322,31 @@ fn decoded_frames_convert_to_rgba_for_display() {
     assert!(px(8, 8)[..3].iter().all(|&c| c > 220), "{:?}", px(8, 8));
     assert!(px(24, 8)[..3].iter().all(|&c| c < 35), "{:?}", px(24, 8));
     assert!(rgba.pixels.chunks(4).all(|p| p[3] == 255));
+}
+
+/// This machine has no camera (and none can be emulated): the failure path is what users
+/// without a camera, or with one unplugged, will see.
+#[test]
+fn without_cameras_listing_is_empty_and_opening_says_so_plainly() {
+    let cameras = list_cameras();
+    if !cameras.is_empty() {
+        eprintln!("skipping: this machine has cameras: {cameras:?}");
+        return;
+    }
+    let err = Camera::open(0, CameraRequest::default()).unwrap_err();
+    assert!(matches!(err, VideoError::CameraNotFound), "{err:?}");
+    let message = err.to_string();
+    assert_eq!(message, "No camera found");
+
+    let config = CaptureConfig {
+        source: VideoSource::Camera { index: 0 },
+        width: 640,
+        height: 360,
+        fps: 30,
+    };
+    let err = VideoCapture::start(config).unwrap_err();
+    assert!(matches!(err, VideoError::CameraNotFound), "{err:?}");
+    for jargon in ["V4L", "os error", "Error:", "device 0"] {
+        assert!(!err.to_string().contains(jargon), "{err}");
+    }
 }
