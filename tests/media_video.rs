@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use meshcall::media::video::{
-    Camera, CaptureConfig, EncodedFrame, EncoderSettings, FrameTime, H264Decoder, H264Encoder,
-    I420Frame, TestPattern, VideoCapture, VideoError, VideoSource, camera::CameraRequest,
-    list_cameras, read_time_band, unix_now_ms,
+    Camera, CameraRequest, CaptureConfig, EncodedFrame, EncoderSettings, FrameTime, H264Decoder,
+    H264Encoder, I420Frame, TestPattern, VideoCapture, VideoError, VideoSource, list_cameras,
+    read_time_band, unix_now_ms,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -75,6 +75,16 @@ fn noisy(frame: &I420Frame, rng: &mut StdRng) -> I420Frame {
         frame.timestamp(),
     )
     .unwrap()
+}
+
+/// One encoder feeds every peer from the engine's thread, and decoders live on theirs.
+#[test]
+fn codecs_and_frames_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<H264Encoder>();
+    assert_send::<H264Decoder>();
+    assert_send::<I420Frame>();
+    assert_send::<VideoCapture>();
 }
 
 /// Threshold 40 dB: 30 dB is where H.264 artefacts become plainly visible, and this smooth

@@ -10,7 +10,7 @@ pub mod mailbox;
 pub mod pattern;
 pub mod source;
 
-pub use camera::{Camera, CameraInfo, list_cameras};
+pub use camera::{Camera, CameraInfo, CameraRequest, list_cameras};
 pub use convert::{RgbaImage, i420_to_rgba};
 pub use decoder::H264Decoder;
 pub use encoder::{EncodedFrame, EncoderSettings, H264Encoder};

@@ -71,10 +71,7 @@ impl VideoCapture {
             VideoSource::TestPattern { ref name } => {
                 let pattern = TestPattern::new(name, config.width, config.height)?;
                 let period = Duration::from_secs(1) / config.fps;
-                let mailbox = Arc::clone(&mailbox);
-                std::thread::Builder::new()
-                    .name("video-pattern".into())
-                    .spawn(move || run_pattern(pattern, period, &stop_rx, &mailbox))?
+                spawn_pattern(pattern, period, stop_rx, Arc::clone(&mailbox))?
             }
             VideoSource::Camera { index } => {
                 plane_sizes(config.width, config.height)?;
@@ -83,31 +80,8 @@ impl VideoCapture {
                     height: config.height,
                     fps: config.fps,
                 };
-                let (opened_tx, opened_rx) = mpsc::sync_channel(1);
-                let mailbox = Arc::clone(&mailbox);
-                let failure = Arc::clone(&failure);
-                // The camera is opened on its own thread: nokhwa cameras are not Send everywhere.
-                let thread = std::thread::Builder::new()
-                    .name("video-camera".into())
-                    .spawn(move || {
-                        let camera = match Camera::open(index, request) {
-                            Ok(camera) => {
-                                let _ = opened_tx.send(Ok(()));
-                                camera
-                            }
-                            Err(e) => {
-                                let _ = opened_tx.send(Err(e));
-                                return;
-                            }
-                        };
-                        run_camera(camera, &stop_rx, &mailbox, &failure);
-                    })?;
-                let opened = opened_rx.recv().unwrap_or(Err(VideoError::CameraFailed));
-                if let Err(e) = opened {
-                    let _ = thread.join();
-                    return Err(e);
-                }
-                thread
+                let sinks = (Arc::clone(&mailbox), Arc::clone(&failure));
+                spawn_camera(index, request, stop_rx, sinks)?
             }
         };
         Ok(Self {
@@ -138,8 +112,8 @@ impl VideoCapture {
         self.mailbox.dropped()
     }
 
-    /// Why the capture stopped on its own (e.g. the camera was unplugged), once it has.
-    pub fn failure(&self) -> Option<VideoError> {
+    /// Why the capture stopped on its own (e.g. the camera was unplugged); reported once.
+    pub fn take_failure(&self) -> Option<VideoError> {
         self.failure
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -161,6 +135,46 @@ impl Drop for VideoCapture {
             warn!("video capture thread panicked");
         }
     }
+}
+
+fn spawn_pattern(
+    pattern: TestPattern,
+    period: Duration,
+    stop: mpsc::Receiver<()>,
+    mailbox: Arc<Mailbox<I420Frame>>,
+) -> Result<JoinHandle<()>, VideoError> {
+    Ok(std::thread::Builder::new()
+        .name("video-pattern".into())
+        .spawn(move || run_pattern(pattern, period, &stop, &mailbox))?)
+}
+
+/// Opens the camera on its own thread (nokhwa cameras are not `Send` everywhere) and
+/// returns once it streams, or with the reason it could not.
+fn spawn_camera(
+    index: u32,
+    request: CameraRequest,
+    stop: mpsc::Receiver<()>,
+    (mailbox, failure): (Arc<Mailbox<I420Frame>>, Arc<Mutex<Option<VideoError>>>),
+) -> Result<JoinHandle<()>, VideoError> {
+    let (opened_tx, opened_rx) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("video-camera".into())
+        .spawn(move || match Camera::open(index, request) {
+            Ok(camera) => {
+                let _ = opened_tx.send(Ok(()));
+                run_camera(camera, &stop, &mailbox, &failure);
+            }
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+            }
+        })?;
+    // A thread that died without answering can only have panicked inside the backend.
+    let opened = opened_rx.recv().unwrap_or(Err(VideoError::CameraFailed));
+    if let Err(e) = opened {
+        let _ = thread.join();
+        return Err(e);
+    }
+    Ok(thread)
 }
 
 /// Renders frames on a fixed schedule until told to stop.
