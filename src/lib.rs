@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod engine;
+pub mod media;
 pub mod proto;
 pub mod server;
 pub mod tls;

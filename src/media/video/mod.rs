@@ -1,0 +1,20 @@
+//! Video: synthetic and camera sources, H.264 coding and colour conversion, on plain threads.
+
+pub mod camera;
+pub mod convert;
+pub mod decoder;
+pub mod encoder;
+pub mod error;
+pub mod frame;
+pub mod mailbox;
+pub mod pattern;
+pub mod source;
+
+pub use camera::{Camera, CameraInfo, CameraRequest, list_cameras};
+pub use convert::{RgbaImage, i420_to_rgba};
+pub use decoder::H264Decoder;
+pub use encoder::{EncodedFrame, EncoderSettings, H264Encoder};
+pub use error::VideoError;
+pub use frame::{FrameTime, I420Frame, unix_now_ms};
+pub use pattern::{TestPattern, read_time_band};
+pub use source::{CaptureConfig, VideoCapture, VideoSource};

@@ -1,0 +1,224 @@
+//! One capture interface for the test pattern and cameras: a paced thread with an owner.
+//!
+//! [`VideoCapture`] owns its thread: frames arrive through a small latest-wins mailbox, and
+//! dropping the handle stops the thread and joins it.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use super::VideoError;
+use super::camera::{Camera, CameraRequest};
+use super::frame::I420Frame;
+use super::frame::{FrameTime, plane_sizes};
+use super::mailbox::Mailbox;
+use super::pattern::TestPattern;
+
+/// Frames kept for a consumer that falls behind; more would only add latency.
+const MAILBOX_FRAMES: usize = 2;
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoSource {
+    /// The synthetic picture showing this name.
+    TestPattern {
+        /// Name drawn into the picture.
+        name: String,
+    },
+    /// A camera by its [`CameraInfo::index`](super::CameraInfo::index).
+    Camera {
+        /// Backend device index.
+        index: u32,
+    },
+}
+
+/// What to capture and how: the size and rate are requests for cameras, exact for the pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// The source.
+    pub source: VideoSource,
+    /// Wanted width in pixels.
+    pub width: u32,
+    /// Wanted height in pixels.
+    pub height: u32,
+    /// Wanted frames per second.
+    pub fps: u32,
+}
+
+/// A running capture; dropping it stops and joins its thread.
+#[derive(Debug)]
+pub struct VideoCapture {
+    mailbox: Arc<Mailbox<I420Frame>>,
+    failure: Arc<Mutex<Option<VideoError>>>,
+    /// Dropping this sender wakes and ends the thread at once.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VideoCapture {
+    /// Starts capturing; camera errors (none, busy, ...) are returned here, not later.
+    pub fn start(config: CaptureConfig) -> Result<Self, VideoError> {
+        if config.fps == 0 || config.fps > 120 {
+            return Err(VideoError::InvalidFrameRate(config.fps));
+        }
+        let mailbox = Arc::new(Mailbox::new(MAILBOX_FRAMES));
+        let failure = Arc::new(Mutex::new(None));
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let thread = match config.source {
+            VideoSource::TestPattern { ref name } => {
+                let pattern = TestPattern::new(name, config.width, config.height)?;
+                let period = Duration::from_secs(1) / config.fps;
+                spawn_pattern(pattern, period, stop_rx, Arc::clone(&mailbox))?
+            }
+            VideoSource::Camera { index } => {
+                plane_sizes(config.width, config.height)?;
+                let request = CameraRequest {
+                    width: config.width,
+                    height: config.height,
+                    fps: config.fps,
+                };
+                let sinks = (Arc::clone(&mailbox), Arc::clone(&failure));
+                spawn_camera(index, request, stop_rx, sinks)?
+            }
+        };
+        Ok(Self {
+            mailbox,
+            failure,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Takes the oldest waiting frame, waiting up to `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<I420Frame> {
+        self.mailbox.pop_timeout(timeout)
+    }
+
+    /// Takes the oldest waiting frame without waiting.
+    pub fn try_recv(&self) -> Option<I420Frame> {
+        self.mailbox.try_pop()
+    }
+
+    /// Takes the newest frame and discards older ones: what a display or encoder wants.
+    pub fn latest(&self) -> Option<I420Frame> {
+        self.mailbox.pop_latest()
+    }
+
+    /// Frames discarded because the consumer was too slow.
+    pub fn dropped_frames(&self) -> u64 {
+        self.mailbox.dropped()
+    }
+
+    /// Why the capture stopped on its own (e.g. the camera was unplugged); reported once.
+    pub fn take_failure(&self) -> Option<VideoError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// True once the capture thread has stopped producing.
+    pub fn has_ended(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+}
+
+impl Drop for VideoCapture {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            warn!("video capture thread panicked");
+        }
+    }
+}
+
+fn spawn_pattern(
+    pattern: TestPattern,
+    period: Duration,
+    stop: mpsc::Receiver<()>,
+    mailbox: Arc<Mailbox<I420Frame>>,
+) -> Result<JoinHandle<()>, VideoError> {
+    Ok(std::thread::Builder::new()
+        .name("video-pattern".into())
+        .spawn(move || run_pattern(pattern, period, &stop, &mailbox))?)
+}
+
+/// Opens the camera on its own thread (nokhwa cameras are not `Send` everywhere) and
+/// returns once it streams, or with the reason it could not.
+fn spawn_camera(
+    index: u32,
+    request: CameraRequest,
+    stop: mpsc::Receiver<()>,
+    (mailbox, failure): (Arc<Mailbox<I420Frame>>, Arc<Mutex<Option<VideoError>>>),
+) -> Result<JoinHandle<()>, VideoError> {
+    let (opened_tx, opened_rx) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("video-camera".into())
+        .spawn(move || match Camera::open(index, request) {
+            Ok(camera) => {
+                let _ = opened_tx.send(Ok(()));
+                run_camera(camera, &stop, &mailbox, &failure);
+            }
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+            }
+        })?;
+    // A thread that died without answering can only have panicked inside the backend.
+    let opened = opened_rx.recv().unwrap_or(Err(VideoError::CameraFailed));
+    if let Err(e) = opened {
+        let _ = thread.join();
+        return Err(e);
+    }
+    Ok(thread)
+}
+
+/// Renders frames on a fixed schedule until told to stop.
+fn run_pattern(
+    mut pattern: TestPattern,
+    period: Duration,
+    stop: &mpsc::Receiver<()>,
+    mailbox: &Mailbox<I420Frame>,
+) {
+    let mut next = Instant::now();
+    // Any message or a dropped sender ends the loop; only a timeout means "render now".
+    while let Err(RecvTimeoutError::Timeout) =
+        stop.recv_timeout(next.saturating_duration_since(Instant::now()))
+    {
+        mailbox.push(pattern.render(FrameTime::now()));
+        next += period;
+        // After a stall (suspended machine, debugger) skip ahead instead of bursting.
+        if next + period < Instant::now() {
+            next = Instant::now();
+        }
+    }
+    mailbox.close();
+    debug!("pattern capture stopped");
+}
+
+/// Reads the camera (which paces itself) until told to stop or the device fails.
+fn run_camera(
+    mut camera: Camera,
+    stop: &mpsc::Receiver<()>,
+    mailbox: &Mailbox<I420Frame>,
+    failure: &Mutex<Option<VideoError>>,
+) {
+    while let Err(mpsc::TryRecvError::Empty) = stop.try_recv() {
+        match camera.capture() {
+            Ok(frame) => mailbox.push(frame),
+            Err(VideoError::Conversion(e)) => warn!(error = %e, "dropping unreadable camera frame"),
+            Err(e) => {
+                *failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                break;
+            }
+        }
+    }
+    mailbox.close();
+    debug!("camera capture stopped");
+}
