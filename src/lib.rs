@@ -1,1 +1,3 @@
 //! meshcall
+
+pub mod media;

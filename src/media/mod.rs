@@ -1,0 +1,3 @@
+//! Media: capture, codecs and playback, independent of the network.
+
+pub mod audio;
