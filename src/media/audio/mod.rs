@@ -2,13 +2,17 @@
 //! playback. No network here: the engine hands in RTP payloads and takes out encoded packets.
 
 pub mod analysis;
+pub mod capture;
 pub mod codec;
+pub mod devices;
 pub mod error;
 pub mod frame;
 pub mod jitter;
 pub mod level;
 pub mod mixer;
+pub mod playback;
 pub mod remote;
+pub mod resample;
 pub mod tone;
 
 pub use error::AudioError;
