@@ -60,3 +60,23 @@ impl LevelMeter {
         self.level_dbfs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meter_rises_at_once_and_falls_slowly() {
+        let loud = [0.5_f32; 960]; // constant 0.5: -6.02 dBFS
+        let quiet = [0.0_f32; 960];
+        let mut meter = LevelMeter::new(1.5);
+        assert!((meter.update(&loud) - -6.02).abs() < 0.01);
+        assert!((meter.update(&quiet) - -7.52).abs() < 0.01);
+        for _ in 0..100 {
+            meter.update(&quiet);
+        }
+        assert_eq!(meter.level_dbfs(), SILENCE_DBFS);
+        assert_eq!(rms_dbfs(&[]), SILENCE_DBFS);
+        assert!((rms_dbfs(&[1.0, -1.0]) - 0.0).abs() < 1e-6);
+    }
+}

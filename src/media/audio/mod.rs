@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod capture;
 pub mod codec;
+pub mod denoise;
 pub mod devices;
 pub mod error;
 pub mod frame;

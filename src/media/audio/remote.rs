@@ -113,3 +113,85 @@ impl<K: Hash + Eq + Clone> RemoteAudio<K> {
         self.peers.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::media::audio::analysis::goertzel_amplitude;
+    use crate::media::audio::codec::OpusEncoder;
+    use crate::media::audio::tone::{ToneConfig, ToneGenerator};
+
+    fn packets(freq: f32, amplitude: f32, n: usize) -> Vec<Vec<u8>> {
+        let mut tone = ToneGenerator::new(ToneConfig {
+            frequency: freq,
+            amplitude,
+            ..ToneConfig::default()
+        });
+        let mut enc = OpusEncoder::new(32_000, 10).unwrap();
+        (0..n)
+            .map(|_| {
+                enc.encode(&tone.next_frame(Instant::now()).samples)
+                    .unwrap()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn peers_are_decoded_mixed_and_can_leave() {
+        let a = packets(440.0, 0.3, 100);
+        let b = packets(1000.0, 0.1, 100);
+        let mut remote = RemoteAudio::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let mut out = [0.0; FRAME_SAMPLES];
+        let mut mixed = Vec::new();
+        for i in 0..100usize {
+            let now = t0 + Duration::from_millis(20 * i as u64);
+            let (seq, ts) = (i as u16, i as u32 * 960);
+            remote.push(&"a", seq, ts, a[i].clone(), now).unwrap();
+            // b starts at another sequence number, as a separate RTP stream would.
+            remote
+                .push(&"b", seq.wrapping_add(40_000), ts, b[i].clone(), now)
+                .unwrap();
+            remote.next_frame(now, &mut out);
+            if i >= 60 {
+                mixed.extend_from_slice(&out);
+            }
+        }
+        // Both tones are in the mix at their own levels.
+        let at_440 = goertzel_amplitude(&mixed, 48_000, 440.0);
+        let at_1k = goertzel_amplitude(&mixed, 48_000, 1000.0);
+        assert!((at_440 - 0.3).abs() < 0.05, "440 Hz at {at_440}");
+        assert!((at_1k - 0.1).abs() < 0.03, "1 kHz at {at_1k}");
+        assert_eq!(remote.active_speaker(-60.0), Some("a"));
+        let levels: HashMap<_, _> = remote.levels().into_iter().collect();
+        assert!((levels[&"a"] - -13.5).abs() < 1.5, "{levels:?}"); // 0.3/sqrt(2) = -13.5 dBFS
+        assert!((levels[&"b"] - -23.0).abs() < 1.5, "{levels:?}"); // 0.1/sqrt(2) = -23.0 dBFS
+
+        remote.remove_peer(&"a");
+        assert_eq!(remote.peer_count(), 1);
+        let now = t0 + Duration::from_secs(3);
+        remote.next_frame(now, &mut out);
+        remote.next_frame(now, &mut out);
+        assert!(goertzel_amplitude(&out, 48_000, 440.0) < 0.01);
+        assert_eq!(remote.levels().len(), 1);
+    }
+
+    #[test]
+    fn garbage_payload_plays_a_gap_not_a_panic() {
+        let mut remote = RemoteAudio::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let mut out = [1.0; FRAME_SAMPLES];
+        for i in 0..10u16 {
+            let now = t0 + Duration::from_millis(20 * u64::from(i));
+            remote
+                .push(&7u32, i, u32::from(i) * 960, vec![0xff; 3], now)
+                .unwrap();
+            remote.next_frame(now, &mut out);
+            assert!(out.iter().all(|s| s.abs() <= 1.0));
+        }
+        assert_eq!(remote.stats(&7).unwrap().received, 10);
+    }
+}
