@@ -217,3 +217,90 @@ fn tone_into_virtual_mic_is_captured_coded_played_and_heard_on_the_speaker() {
         onset as f32 / 48_000.0
     );
 }
+
+/// Unloads a PulseAudio module when the test ends, however it ends.
+struct Module(String);
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        let _ = Command::new("pactl")
+            .args(["unload-module", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn named_44k1_stereo_microphone_is_resampled_to_48k_mono_frames() {
+    require_pulse!();
+    let sink = format!("mic44k{}", std::process::id());
+    let loaded = Command::new("pactl")
+        .args([
+            "load-module",
+            "module-null-sink",
+            &format!("sink_name={sink}"),
+            "rate=44100",
+            "channels=2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let _module = Module(String::from_utf8_lossy(&loaded.stdout).trim().to_owned());
+
+    let (capture, frames) = Capture::open(Some(&format!("{sink}.monitor")), 100).unwrap();
+    // Otherwise this test would not exercise the resampler at all.
+    assert_eq!(capture.device_rate(), 44_100);
+    // 1 kHz at 44.1 kHz, stereo: whatever comes out must be 48 kHz mono to read 1 kHz.
+    let tone: Vec<u8> = (0..44_100 * 4)
+        .flat_map(|i| {
+            let s = 0.4 * (std::f32::consts::TAU * 1000.0 * i as f32 / 44_100.0).sin();
+            let b = ((s * 32767.0) as i16).to_le_bytes();
+            [b[0], b[1], b[0], b[1]]
+        })
+        .collect();
+    let mut player = Reaped(
+        Command::new("pacat")
+            .args([
+                "-p",
+                "--latency-msec=20",
+                &format!("--device={sink}"),
+                "--format=s16le",
+                "--rate=44100",
+                "--channels=2",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = player.0.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&tone);
+    });
+
+    let mut heard = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) && heard.len() < 48_000 {
+        if let Ok(frame) = frames.recv_timeout(Duration::from_millis(500)) {
+            // Skip the leading silence before the tone reaches the monitor.
+            if !heard.is_empty() || frame.samples.iter().any(|s| s.abs() > 0.1) {
+                heard.extend_from_slice(&frame.samples);
+            }
+        }
+    }
+    drop(capture);
+    drop(player);
+    let _ = feeder.join();
+    assert!(
+        heard.len() >= 24_000,
+        "only {} samples of tone captured",
+        heard.len()
+    );
+    let window = &heard[4800..];
+    let freq = zero_crossing_frequency(window, 48_000).unwrap();
+    assert!((freq - 1000.0).abs() < 10.0, "captured {freq} Hz");
+    let amp = goertzel_amplitude(window, 48_000, 1000.0);
+    assert!((amp - 0.4).abs() < 0.08, "amplitude {amp}");
+}

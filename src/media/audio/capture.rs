@@ -26,6 +26,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A running microphone. Frames arrive on the receiver returned by [`Capture::open`].
 pub struct Capture {
     device_name: String,
+    device_rate: u32,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -52,12 +53,14 @@ impl Capture {
             .map_err(|e| AudioError::Thread(e.to_string()))?;
         let mut capture = Self {
             device_name: String::new(),
+            device_rate: 0,
             stop,
             thread: Some(thread),
         };
         match ready_rx.recv_timeout(OPEN_TIMEOUT) {
-            Ok(Ok(name)) => {
+            Ok(Ok((name, rate))) => {
                 capture.device_name = name;
+                capture.device_rate = rate;
                 Ok((capture, frames_rx))
             }
             Ok(Err(e)) => Err(e),
@@ -71,6 +74,11 @@ impl Capture {
     pub fn device_name(&self) -> &str {
         &self.device_name
     }
+
+    /// The device's own sample rate, before conversion to 48 kHz.
+    pub fn device_rate(&self) -> u32 {
+        self.device_rate
+    }
 }
 
 impl Drop for Capture {
@@ -82,7 +90,7 @@ impl Drop for Capture {
     }
 }
 
-type Ready = SyncSender<Result<String, AudioError>>;
+type Ready = SyncSender<Result<(String, u32), AudioError>>;
 
 fn run(wanted: Option<&str>, frames: &SyncSender<AudioFrame>, ready: &Ready, stop: &AtomicBool) {
     let opened = open_stream(wanted);
@@ -101,7 +109,7 @@ fn run(wanted: Option<&str>, frames: &SyncSender<AudioFrame>, ready: &Ready, sto
         }
     };
     tracing::info!(device = %name, rate, "microphone started");
-    let _ = ready.send(Ok(name));
+    let _ = ready.send(Ok((name, rate)));
 
     let mut raw = vec![0.0_f32; rate as usize / 10];
     let mut at_48k: Vec<f32> = Vec::with_capacity(SAMPLE_RATE as usize / 10);
