@@ -4,6 +4,7 @@
 pub mod client;
 pub mod engine;
 pub mod media;
+pub mod participant;
 pub mod proto;
 pub mod server;
 pub mod tls;

@@ -80,6 +80,16 @@ impl MediaInput {
         }
     }
 
+    /// Advances the video clock over a frame not sent (camera off).
+    pub fn skip_video(&self, ticks: u32) {
+        self.0.video.skip(ticks);
+    }
+
+    /// Advances the audio clock over a 20 ms frame not sent (muted).
+    pub fn skip_audio(&self) {
+        self.0.audio.skip(OPUS_FRAME_TICKS);
+    }
+
     /// Sends one 20 ms Opus packet to every connected peer; dropped while muted.
     pub fn send_audio(&self, packet: &Bytes) {
         if self.audio_on() {

@@ -9,6 +9,8 @@ mod fanout;
 mod h264_assembler;
 mod keyframe_requests;
 mod local_media;
+mod media_in;
+mod media_out;
 mod negotiation;
 mod peer;
 mod peer_factory;
@@ -28,6 +30,8 @@ pub use api::{
     Command, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState, Member, MemberStats, parse_ips,
 };
 pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
+pub use media_in::{RemoteMedia, RemoteMember, Speaker};
+pub use media_out::{AudioChoice, LocalPipelines, OutgoingStats, VideoChoice, VideoFormat};
 pub use sinks::CountingSinks;
 
 use actor::{Actor, Census, SinkFactory};
@@ -46,6 +50,12 @@ impl Engine {
     /// Starts an idle engine whose remote media goes to `sinks`. Must run inside a tokio runtime.
     pub fn spawn(config: EngineConfig, sinks: &CountingSinks) -> Self {
         Self::spawn_with(config, sinks.factory())
+    }
+
+    /// Starts an idle engine that decodes what it receives into `remote` (frames for
+    /// display, audio to the speaker). Must run inside a tokio runtime.
+    pub fn spawn_decoding(config: EngineConfig, remote: &RemoteMedia) -> Self {
+        Self::spawn_with(config, remote.factory())
     }
 
     fn spawn_with(config: EngineConfig, sinks: SinkFactory) -> Self {

@@ -1,0 +1,390 @@
+//! What we receive: per member, H.264 decoded on a thread of its own with only the latest
+//! frame kept for consumers, and Opus through that member's jitter buffer into the mixer,
+//! played on a speaker or, headless, on a 20 ms clock of our own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::actor::SinkFactory;
+use super::h264_assembler::AccessUnit;
+use super::peer::RemoteMediaSink;
+use crate::media::audio::jitter::JitterConfig;
+use crate::media::audio::playback::Playback;
+use crate::media::audio::remote::RemoteAudio;
+use crate::media::audio::FRAME_SAMPLES;
+use crate::media::video::{H264Decoder, I420Frame, read_time_band, unix_now_ms};
+
+/// Access units waiting for one member's decoder. H.264 frames depend on each other, so
+/// none may be skipped; if the decoder falls this far behind, drop and ask for a keyframe.
+const DECODE_QUEUE: usize = 30;
+/// Latency samples kept per member.
+const MAX_LATENCY_SAMPLES: usize = 20_000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+struct AudioTally {
+    frames: u64,
+    rms_sum: f64,
+    last: Option<Instant>,
+    last_played: u64,
+}
+
+/// One member's received media as consumers see it.
+#[derive(Default)]
+pub struct RemoteMember {
+    latest: Mutex<Option<Arc<I420Frame>>>,
+    fresh: AtomicBool,
+    video_frames: AtomicU64,
+    decode_failures: AtomicU64,
+    latencies_ms: Mutex<Vec<u32>>,
+    audio_packets: AtomicU64,
+    audio: Mutex<AudioTally>,
+}
+
+impl RemoteMember {
+    /// The newest decoded frame if it arrived since the last call (for texture updates).
+    pub fn take_new_frame(&self) -> Option<Arc<I420Frame>> {
+        if self.fresh.swap(false, Ordering::Relaxed) {
+            lock(&self.latest).clone()
+        } else {
+            None
+        }
+    }
+
+    /// The newest decoded frame.
+    pub fn latest_frame(&self) -> Option<Arc<I420Frame>> {
+        lock(&self.latest).clone()
+    }
+
+    /// Frames decoded.
+    pub fn video_frames(&self) -> u64 {
+        self.video_frames.load(Ordering::Relaxed)
+    }
+
+    /// Access units the decoder refused.
+    pub fn decode_failures(&self) -> u64 {
+        self.decode_failures.load(Ordering::Relaxed)
+    }
+
+    /// Glass-to-glass latency read from the sender's time band: (p50, p95) in ms.
+    pub fn latency_ms(&self) -> Option<(u32, u32)> {
+        let mut v = lock(&self.latencies_ms).clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        Some((at(0.50), at(0.95)))
+    }
+
+    /// Audio frames decoded from their packets (FEC-recovered ones included).
+    pub fn audio_frames(&self) -> u64 {
+        lock(&self.audio).frames
+    }
+
+    /// Mean RMS of their decoded audio (linear, 0 when nothing was heard).
+    pub fn audio_rms(&self) -> f64 {
+        let a = lock(&self.audio);
+        if a.frames == 0 { 0.0 } else { a.rms_sum / a.frames as f64 }
+    }
+
+    /// Time since their last decoded audio frame.
+    pub fn since_last_audio(&self) -> Option<Duration> {
+        lock(&self.audio).last.map(|t| t.elapsed())
+    }
+}
+
+/// Where decoded audio is played.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Speaker {
+    /// Nowhere: decode and measure on our own 20 ms clock (headless participants).
+    None,
+    /// The default output device.
+    Default,
+    /// An output device by name.
+    Named(String),
+}
+
+enum Output {
+    Device(Playback),
+    Headless(Arc<Mutex<RemoteAudio<String>>>),
+}
+
+impl Output {
+    fn push(&self, peer: &str, seq: u16, ts: u32, payload: Vec<u8>) {
+        let now = Instant::now();
+        let result = match self {
+            Output::Device(p) => p.push(peer, seq, ts, payload, now),
+            Output::Headless(r) => lock(r).push(&peer.to_owned(), seq, ts, payload, now),
+        };
+        if let Err(e) = result {
+            tracing::debug!("audio from {peer} dropped: {e}");
+        }
+    }
+
+    fn remove(&self, peer: &str) {
+        match self {
+            Output::Device(p) => p.remove_peer(peer),
+            Output::Headless(r) => lock(r).remove_peer(&peer.to_owned()),
+        }
+    }
+
+    /// (frames decoded so far, level in dBFS) per peer.
+    fn tallies(&self) -> Vec<(String, u64, f32)> {
+        let (levels, stats): (Vec<(String, f32)>, Box<dyn Fn(&str) -> u64>) = match self {
+            Output::Device(p) => (p.levels(), Box::new(|k| p.stats(k).map_or(0, |s| s.played + s.fec))),
+            Output::Headless(r) => {
+                let r = lock(r);
+                let levels = r.levels();
+                let played: HashMap<String, u64> = levels
+                    .iter()
+                    .map(|(k, _)| (k.clone(), r.stats(k).map_or(0, |s| s.played + s.fec)))
+                    .collect();
+                (levels, Box::new(move |k| played.get(k).copied().unwrap_or(0)))
+            }
+        };
+        levels.into_iter().map(|(k, db)| {
+            let played = stats(&k);
+            (k, played, db)
+        }).collect()
+    }
+}
+
+/// All members' received media; cheap to clone.
+#[derive(Clone)]
+pub struct RemoteMedia {
+    inner: Arc<RemoteInner>,
+}
+
+struct RemoteInner {
+    members: Mutex<HashMap<String, Arc<RemoteMember>>>,
+    output: Output,
+    stop: Arc<AtomicBool>,
+    clock: Mutex<Option<JoinHandle<()>>>,
+    /// Called when a new frame is ready (the UI asks egui to repaint).
+    on_frame: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Why audio could not be played on a device, if so.
+    pub(crate) problem: Option<String>,
+}
+
+impl Drop for RemoteInner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = lock(&self.clock).take()
+            // The clock briefly holds a strong reference; if it was the last, it is the one
+            // dropping us and ends by itself right after.
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+impl RemoteMedia {
+    /// Starts the audio output (falling back to headless playout if the device fails).
+    pub fn new(speaker: &Speaker) -> Self {
+        let mut problem = None;
+        let output = match speaker {
+            Speaker::None => None,
+            Speaker::Default => Some(Playback::open(None)),
+            Speaker::Named(n) => Some(Playback::open(Some(n))),
+        };
+        let output = match output {
+            Some(Ok(p)) => Output::Device(p),
+            Some(Err(e)) => {
+                problem = Some(format!("speaker: {e}"));
+                Output::Headless(Arc::new(Mutex::new(RemoteAudio::new(JitterConfig::default()))))
+            }
+            None => Output::Headless(Arc::new(Mutex::new(RemoteAudio::new(JitterConfig::default())))),
+        };
+        let inner = Arc::new(RemoteInner {
+            members: Mutex::new(HashMap::new()),
+            output,
+            stop: Arc::new(AtomicBool::new(false)),
+            clock: Mutex::new(None),
+            on_frame: Mutex::new(None),
+            problem,
+        });
+        // One 20 ms clock: drives headless playout, and tallies what each member played.
+        let weak = Arc::downgrade(&inner);
+        let stop = Arc::clone(&inner.stop);
+        let clock = std::thread::Builder::new()
+            .name("meshcall-audio-clock".into())
+            .spawn(move || audio_clock(&weak, &stop))
+            .ok();
+        *lock(&inner.clock) = clock;
+        Self { inner }
+    }
+
+    /// Why the speaker could not be used (audio is then decoded but not played).
+    pub fn problem(&self) -> Option<&str> {
+        self.inner.problem.as_deref()
+    }
+
+    /// Calls `f` whenever any member has a new frame.
+    pub fn set_on_frame(&self, f: Arc<dyn Fn() + Send + Sync>) {
+        *lock(&self.inner.on_frame) = Some(f);
+    }
+
+    /// Member `id`'s media, once anything was expected from them.
+    pub fn member(&self, id: &str) -> Option<Arc<RemoteMember>> {
+        lock(&self.inner.members).get(id).cloned()
+    }
+
+    /// Every member met so far.
+    pub fn members(&self) -> Vec<(String, Arc<RemoteMember>)> {
+        lock(&self.inner.members).iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+    }
+
+    pub(crate) fn factory(&self) -> SinkFactory {
+        let media = self.clone();
+        Arc::new(move |id: &str| Arc::new(media.sink(id)) as Arc<dyn RemoteMediaSink>)
+    }
+
+    fn sink(&self, id: &str) -> DecodingSink {
+        let member = Arc::clone(lock(&self.inner.members).entry(id.to_owned()).or_default());
+        let failed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel(DECODE_QUEUE);
+        let thread = {
+            let (member, failed, media) = (Arc::clone(&member), Arc::clone(&failed), self.clone());
+            std::thread::Builder::new()
+                .name(format!("meshcall-decode-{id}"))
+                .spawn(move || decode_loop(&rx, &member, &failed, &media))
+                .ok()
+        };
+        DecodingSink {
+            id: id.to_owned(),
+            member,
+            queue: Some(tx),
+            thread,
+            failed,
+            media: self.clone(),
+        }
+    }
+
+    fn notify_frame(&self) {
+        let f = lock(&self.inner.on_frame).clone();
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+fn audio_clock(inner: &std::sync::Weak<RemoteInner>, stop: &AtomicBool) {
+    let mut out = [0.0f32; FRAME_SAMPLES];
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        next += Duration::from_millis(20);
+        let Some(inner) = inner.upgrade() else { return };
+        if let Output::Headless(remote) = &inner.output {
+            lock(remote).next_frame(Instant::now(), &mut out);
+        }
+        let members = lock(&inner.members).clone();
+        for (peer, played, db) in inner.output.tallies() {
+            let Some(m) = members.get(&peer) else { continue };
+            let mut a = lock(&m.audio);
+            if played > a.last_played {
+                let n = played - a.last_played;
+                a.last_played = played;
+                a.frames += n;
+                let linear = if db.is_finite() { 10f64.powf(f64::from(db) / 20.0) } else { 0.0 };
+                a.rms_sum += linear * n as f64;
+                a.last = Some(Instant::now());
+            }
+        }
+        drop(inner);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+}
+
+fn decode_loop(
+    queue: &Receiver<AccessUnit>,
+    member: &RemoteMember,
+    failed: &AtomicBool,
+    media: &RemoteMedia,
+) {
+    let mut decoder = match H264Decoder::new() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("no H.264 decoder: {e}");
+            return;
+        }
+    };
+    // Ends when the sink (and so the sender) is dropped.
+    while let Ok(au) = queue.recv() {
+        match decoder.decode(&au.data) {
+            Ok(Some(frame)) => {
+                member.video_frames.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent_ms) = read_time_band(&frame) {
+                    let latency = unix_now_ms().saturating_sub(sent_ms).min(u64::from(u32::MAX));
+                    let mut l = lock(&member.latencies_ms);
+                    if l.len() < MAX_LATENCY_SAMPLES {
+                        l.push(latency as u32);
+                    }
+                }
+                *lock(&member.latest) = Some(Arc::new(frame));
+                member.fresh.store(true, Ordering::Relaxed);
+                media.notify_frame();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!("decode failed: {e}");
+                member.decode_failures.fetch_add(1, Ordering::Relaxed);
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct DecodingSink {
+    id: String,
+    member: Arc<RemoteMember>,
+    queue: Option<SyncSender<AccessUnit>>,
+    thread: Option<JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
+    media: RemoteMedia,
+}
+
+impl RemoteMediaSink for DecodingSink {
+    fn video(&self, au: AccessUnit) {
+        if let Some(q) = &self.queue
+            && let Err(TrySendError::Full(_)) = q.try_send(au)
+        {
+            // Skipping a unit breaks the references of the ones after it.
+            self.failed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn audio(&self, seq: u16, timestamp: u32, payload: Bytes) {
+        self.member.audio_packets.fetch_add(1, Ordering::Relaxed);
+        self.media.inner.output.push(&self.id, seq, timestamp, payload.to_vec());
+    }
+
+    fn take_decoder_failure(&self) -> bool {
+        self.failed.swap(false, Ordering::Relaxed)
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (self.member.video_frames(), self.member.audio_packets.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for DecodingSink {
+    fn drop(&mut self) {
+        // Closing the queue ends the decoder thread after at most one access unit.
+        self.queue.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.media.inner.output.remove(&self.id);
+    }
+}

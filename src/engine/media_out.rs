@@ -1,0 +1,296 @@
+//! Our outgoing media: a capture thread per source feeding ONE encoder each, whose output
+//! the fan-out sends to every peer. Encoder runs equal captured frames at any number of
+//! peers; that is the point of the design, and the counters here let tests prove it.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::local_media::MediaInput;
+use crate::media::audio::capture::Capture;
+use crate::media::audio::codec::{DEFAULT_BITRATE, DEFAULT_EXPECTED_LOSS_PERCENT, OpusEncoder};
+use crate::media::audio::level::rms;
+use crate::media::audio::tone::{ToneConfig, TonePattern, ToneSource};
+use crate::media::audio::AudioFrame;
+use crate::media::video::{
+    CaptureConfig, EncoderSettings, H264Encoder, I420Frame, VideoCapture, VideoSource,
+};
+
+/// What to send as video.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoChoice {
+    /// The synthetic test pattern (moving content, the name, a time band).
+    TestPattern,
+    /// A camera by index.
+    Camera(u32),
+    /// No video.
+    None,
+}
+
+/// What to send as audio.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AudioChoice {
+    /// A 440 Hz tone; with `beep_every`, short beeps at that period instead.
+    Tone {
+        /// Beep period, or continuous when `None`.
+        beep_every: Option<Duration>,
+    },
+    /// A microphone (the default one when `None`).
+    Mic(Option<String>),
+    /// No audio.
+    None,
+}
+
+/// Size and rate of the video we capture and send.
+#[derive(Debug, Clone)]
+pub struct VideoFormat {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+}
+
+impl Default for VideoFormat {
+    fn default() -> Self {
+        Self {
+            width: 640,
+            height: 360,
+            fps: 30,
+        }
+    }
+}
+
+/// Counters and the self-view, shared with consumers.
+#[derive(Default)]
+pub struct OutgoingStats {
+    /// Frames taken from the camera/pattern while the camera was on.
+    pub captured_frames: AtomicU64,
+    /// Encoder runs (one per captured frame, however many peers).
+    pub encoded_frames: AtomicU64,
+    /// Audio frames encoded.
+    pub audio_frames: AtomicU64,
+    /// The latest captured frame, for a self-preview.
+    pub preview: Mutex<Option<Arc<I420Frame>>>,
+    /// Microphone level of the last frame, linear RMS as f32 bits.
+    mic_rms: AtomicU32,
+}
+
+impl OutgoingStats {
+    /// Microphone level of the last frame (linear RMS, 0..1).
+    pub fn mic_rms(&self) -> f32 {
+        f32::from_bits(self.mic_rms.load(Ordering::Relaxed))
+    }
+}
+
+/// The running capture/encode threads; dropping this stops and joins them.
+pub struct LocalPipelines {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// Counters and self-view.
+    pub stats: Arc<OutgoingStats>,
+    /// Why a source could not start (no camera, no sound server); the call goes on without it.
+    pub problems: Vec<String>,
+}
+
+impl Drop for LocalPipelines {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl LocalPipelines {
+    /// Starts the chosen sources. A source that cannot start is reported in `problems`.
+    pub fn start(
+        input: &MediaInput,
+        name: &str,
+        video: &VideoChoice,
+        format: &VideoFormat,
+        audio: &AudioChoice,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(OutgoingStats::default());
+        let mut threads = Vec::new();
+        let mut problems = Vec::new();
+        let source = match video {
+            VideoChoice::TestPattern => Some(VideoSource::TestPattern { name: name.to_owned() }),
+            VideoChoice::Camera(index) => Some(VideoSource::Camera { index: *index }),
+            VideoChoice::None => None,
+        };
+        if let Some(source) = source {
+            let config = CaptureConfig {
+                source,
+                width: format.width,
+                height: format.height,
+                fps: format.fps,
+            };
+            match VideoCapture::start(config) {
+                Ok(capture) => {
+                    let (input, stop, stats, fps) =
+                        (input.clone(), Arc::clone(&stop), Arc::clone(&stats), format.fps);
+                    match std::thread::Builder::new()
+                        .name("meshcall-video-encode".into())
+                        .spawn(move || video_loop(&capture, fps, &input, &stop, &stats))
+                    {
+                        Ok(t) => threads.push(t),
+                        Err(e) => problems.push(format!("cannot start the video thread: {e}")),
+                    }
+                }
+                Err(e) => problems.push(format!("video: {e}")),
+            }
+        }
+        let frames = match audio {
+            AudioChoice::Tone { beep_every } => {
+                let pattern = match beep_every {
+                    Some(period) => TonePattern::Beeps {
+                        period: *period,
+                        length: Duration::from_millis(100),
+                    },
+                    None => TonePattern::Continuous,
+                };
+                ToneSource::start(ToneConfig { pattern, ..Default::default() }, 8)
+                    .map(|(src, rx)| (AudioSourceHandle::Tone(src), rx))
+                    .map_err(|e| format!("audio: {e}"))
+            }
+            AudioChoice::Mic(device) => Capture::open(device.as_deref(), 8)
+                .map(|(cap, rx)| (AudioSourceHandle::Mic(cap), rx))
+                .map_err(|e| format!("microphone: {e}")),
+            AudioChoice::None => Err(String::new()),
+        };
+        match frames {
+            Ok((handle, rx)) => {
+                let (input, stop, stats) = (input.clone(), Arc::clone(&stop), Arc::clone(&stats));
+                match std::thread::Builder::new()
+                    .name("meshcall-audio-encode".into())
+                    .spawn(move || audio_loop(handle, &rx, &input, &stop, &stats))
+                {
+                    Ok(t) => threads.push(t),
+                    Err(e) => problems.push(format!("cannot start the audio thread: {e}")),
+                }
+            }
+            Err(e) if !e.is_empty() => problems.push(e),
+            Err(_) => {}
+        }
+        Self {
+            stop,
+            threads,
+            stats,
+            problems,
+        }
+    }
+}
+
+fn video_loop(
+    capture: &VideoCapture,
+    fps: u32,
+    input: &MediaInput,
+    stop: &AtomicBool,
+    stats: &OutgoingStats,
+) {
+    let mut bitrate = input.target_bitrate();
+    let mut encoder = match H264Encoder::new(EncoderSettings {
+        bitrate_bps: bitrate,
+        frame_rate: fps as f32,
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("no video: the H.264 encoder did not start: {e}");
+            return;
+        }
+    };
+    let nominal_ticks = 90_000 / fps.max(1);
+    let mut last: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(frame) = capture.recv_timeout(Duration::from_millis(100)) else {
+            if let Some(err) = capture.take_failure() {
+                tracing::warn!("video source stopped: {err}");
+                return;
+            }
+            continue;
+        };
+        // RTP time follows capture time, so receivers see real gaps (and none when paced).
+        let at = frame.timestamp().instant;
+        let ticks = last.map_or(nominal_ticks, |l| {
+            let t = (at.saturating_duration_since(l).as_secs_f64() * 90_000.0) as u32;
+            t.clamp(1, 90_000)
+        });
+        last = Some(at);
+        let frame = Arc::new(frame);
+        *stats.preview.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&frame));
+        if !input.video_on() {
+            input.skip_video(ticks);
+            continue;
+        }
+        stats.captured_frames.fetch_add(1, Ordering::Relaxed);
+        if input.take_keyframe_request() {
+            encoder.request_keyframe();
+        }
+        let target = input.target_bitrate();
+        // Small wobbles of the estimate are not worth a rate-control reset.
+        if target.abs_diff(bitrate) > bitrate / 10 {
+            match encoder.set_bitrate(target) {
+                Ok(()) => bitrate = target,
+                Err(e) => tracing::debug!("bitrate change refused: {e}"),
+            }
+        }
+        stats.encoded_frames.fetch_add(1, Ordering::Relaxed);
+        match encoder.encode(&frame) {
+            Ok(Some(encoded)) => input.send_video(&Bytes::from(encoded.data), ticks),
+            Ok(None) => input.skip_video(ticks),
+            Err(e) => {
+                tracing::warn!("encoding a frame failed: {e}");
+                input.skip_video(ticks);
+            }
+        }
+    }
+}
+
+/// Keeps an audio source alive while its frames are read; dropping it stops the source.
+#[allow(dead_code)] // held for its Drop, never read
+enum AudioSourceHandle {
+    Tone(ToneSource),
+    Mic(Capture),
+}
+
+fn audio_loop(
+    source: AudioSourceHandle,
+    frames: &std::sync::mpsc::Receiver<AudioFrame>,
+    input: &MediaInput,
+    stop: &AtomicBool,
+    stats: &OutgoingStats,
+) {
+    let _source = source;
+    let mut encoder = match OpusEncoder::new(DEFAULT_BITRATE, DEFAULT_EXPECTED_LOSS_PERCENT) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("no audio: the Opus encoder did not start: {e}");
+            return;
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let frame = match frames.recv_timeout(Duration::from_millis(100)) {
+            Ok(f) => f,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        stats.mic_rms.store(rms(&frame.samples).to_bits(), Ordering::Relaxed);
+        if !input.audio_on() {
+            input.skip_audio();
+            continue;
+        }
+        match encoder.encode(&frame.samples) {
+            Ok(packet) => {
+                stats.audio_frames.fetch_add(1, Ordering::Relaxed);
+                input.send_audio(&Bytes::copy_from_slice(packet));
+            }
+            Err(e) => tracing::warn!("encoding audio failed: {e}"),
+        }
+    }
+}

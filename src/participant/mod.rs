@@ -1,0 +1,202 @@
+//! The headless participant (`meshcall join`): a real member without a window, for tests,
+//! demos and load. It joins, sends a test pattern and/or tone (or real devices), follows a
+//! schedule of mutes, and at the end leaves and reports what it received.
+
+mod report;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub use report::{Latency, MediaState, PeerReport, Report};
+
+use crate::engine::{
+    AudioChoice, Command, Engine, EngineConfig, Event, JoinParams, LocalPipelines, RemoteMedia,
+    Speaker, VideoChoice, VideoFormat,
+};
+
+/// Everything `meshcall join` is told.
+#[derive(Debug, Clone)]
+pub struct ParticipantConfig {
+    /// Signaling server URL.
+    pub server: String,
+    /// Room to join; `None` creates one.
+    pub room: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Passcode.
+    pub passcode: Option<String>,
+    /// Video to send.
+    pub video: VideoChoice,
+    /// Audio to send.
+    pub audio: AudioChoice,
+    /// Where to play what we receive.
+    pub speaker: Speaker,
+    /// Stop after this long (`None`: until Ctrl-C).
+    pub duration: Option<Duration>,
+    /// Timed actions, by time since joining.
+    pub schedule: Vec<(Duration, Command)>,
+    /// Engine settings (ICE addresses, bitrates).
+    pub engine: EngineConfig,
+}
+
+/// Why the participant could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ParticipantError {
+    /// The join was refused or the server unreachable.
+    #[error("could not join: {0}")]
+    Join(String),
+    /// The engine stopped unexpectedly.
+    #[error("the call engine stopped unexpectedly")]
+    EngineGone,
+}
+
+#[derive(Default)]
+struct Seen {
+    name: String,
+    audio: bool,
+    video: bool,
+    rtt_ms: Option<f64>,
+    left: bool,
+}
+
+/// Runs one participant until the duration ends or `stop` completes; returns its report.
+/// `on_joined` is called with the room code as soon as we are in.
+pub async fn run(
+    config: ParticipantConfig,
+    stop: impl std::future::Future<Output = ()>,
+    on_joined: impl FnOnce(&str),
+) -> Result<Report, ParticipantError> {
+    let remote = RemoteMedia::new(&config.speaker);
+    let mut problems: Vec<String> = remote.problem().map(str::to_owned).into_iter().collect();
+    let mut engine = Engine::spawn_decoding(config.engine.clone(), &remote);
+    let sent_join = Instant::now();
+    engine
+        .send(Command::Join(JoinParams {
+            server: config.server.clone(),
+            room: config.room.clone(),
+            name: config.name.clone(),
+            passcode: config.passcode.clone(),
+            audio: config.audio != AudioChoice::None,
+            video: config.video != VideoChoice::None,
+        }))
+        .await;
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let (room, self_id) = loop {
+        match engine.next_event().await {
+            Some(Event::Joined { room, self_id, members, .. }) => {
+                for m in members {
+                    seen.insert(m.id.clone(), Seen { name: m.name, audio: m.audio, video: m.video, ..Default::default() });
+                }
+                break (room, self_id);
+            }
+            Some(Event::JoinFailed { message, .. }) => {
+                engine.shutdown().await;
+                return Err(ParticipantError::Join(message));
+            }
+            Some(_) => continue,
+            None => return Err(ParticipantError::EngineGone),
+        }
+    };
+    on_joined(&room);
+    let joined_at = Instant::now();
+    let pipelines = LocalPipelines::start(
+        &engine.media_input(),
+        &config.name,
+        &config.video,
+        &VideoFormat::default(),
+        &config.audio,
+    );
+    for p in &pipelines.problems {
+        tracing::warn!("{p}");
+    }
+    problems.extend(pipelines.problems.iter().cloned());
+
+    let mut schedule = config.schedule.clone();
+    schedule.sort_by_key(|(at, _)| *at);
+    let mut schedule = schedule.into_iter().peekable();
+    let mut join_ms = None;
+    let deadline = config.duration.map(|d| joined_at + d);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => break,
+            ev = engine.next_event() => match ev {
+                Some(Event::MemberUpdated(m)) => {
+                    let s = seen.entry(m.id.clone()).or_default();
+                    s.name = m.name;
+                    s.audio = m.audio;
+                    s.video = m.video;
+                }
+                Some(Event::MemberLeft { id }) => seen.entry(id).or_default().left = true,
+                Some(Event::Stats { id, stats }) => {
+                    if stats.rtt_ms.is_some() {
+                        seen.entry(id).or_default().rtt_ms = stats.rtt_ms;
+                    }
+                }
+                Some(Event::Warning(w)) => tracing::warn!("{w}"),
+                Some(Event::Left { reason }) => {
+                    tracing::warn!("left the call: {reason}");
+                    break;
+                }
+                Some(_) => {}
+                None => return Err(ParticipantError::EngineGone),
+            },
+            _ = tick.tick() => {
+                if join_ms.is_none() && remote.members().iter().any(|(_, m)| m.video_frames() > 0) {
+                    join_ms = Some(sent_join.elapsed().as_millis() as u64);
+                }
+                while let Some((at, _)) = schedule.peek() {
+                    if joined_at.elapsed() < *at {
+                        break;
+                    }
+                    if let Some((_, cmd)) = schedule.next() {
+                        tracing::info!("scheduled: {cmd:?}");
+                        engine.send(cmd).await;
+                    }
+                }
+            }
+        }
+    }
+
+    // Stop sending first, so the counters below are final.
+    let stats = std::sync::Arc::clone(&pipelines.stats);
+    drop(pipelines);
+    engine.shutdown().await;
+    let mut peers = BTreeMap::new();
+    for (id, s) in seen {
+        let media = remote.member(&id);
+        let m = media.as_deref();
+        peers.insert(
+            id,
+            PeerReport {
+                name: s.name,
+                video_frames: m.map_or(0, |m| m.video_frames()),
+                audio_frames: m.map_or(0, |m| m.audio_frames()),
+                audio_rms: m.map_or(0.0, |m| m.audio_rms()),
+                last_audio_ms: m.and_then(|m| m.since_last_audio()).map(|d| d.as_millis() as u64),
+                latency_ms: m.and_then(|m| m.latency_ms()).map(|(p50, p95)| Latency { p50, p95 }),
+                rtt_ms: s.rtt_ms,
+                state: MediaState { audio: s.audio, video: s.video },
+                left: s.left,
+            },
+        );
+    }
+    Ok(Report {
+        room,
+        self_id,
+        join_ms,
+        captured_frames: stats.captured_frames.load(Ordering::Relaxed),
+        encoded_frames: stats.encoded_frames.load(Ordering::Relaxed),
+        sent_audio_frames: stats.audio_frames.load(Ordering::Relaxed),
+        peers,
+        problems,
+    })
+}
