@@ -268,7 +268,7 @@ fn resolution_change_mid_run_decodes_at_the_new_size() {
 
 #[test]
 fn decoder_reports_corrupt_input_and_recovers_at_the_next_keyframe() {
-    let frames = pattern_frames(640, 360, 12);
+    let frames = pattern_frames(640, 360, 14);
     let mut enc = encoder(800_000);
     let mut encoded: Vec<EncodedFrame> = encode_all(&mut enc, &frames[..10])
         .into_iter()
@@ -313,6 +313,14 @@ fn decoder_reports_corrupt_input_and_recovers_at_the_next_keyframe() {
         read_time_band(&picture),
         Some(frames[11].timestamp().unix_ms)
     );
+    // A whole frame lost in transit: the one after it cannot be decoded correctly and
+    // must be reported rather than shown with a wrong reference.
+    let _lost = enc.encode(&frames[12]).unwrap().unwrap();
+    let after_loss = enc.encode(&frames[13]).unwrap().unwrap();
+    assert!(matches!(
+        dec.decode(&after_loss.data),
+        Err(VideoError::CorruptStream)
+    ));
 }
 
 #[test]

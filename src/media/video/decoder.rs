@@ -46,8 +46,9 @@ impl H264Decoder {
             .any(|nal| nal_type(nal).is_some_and(|t| SLICE_NAL_TYPES.contains(&t)));
         match self.decoder.decode(access_unit) {
             Ok(Some(picture)) => copy_out(&picture).map(Some),
-            // A complete slice that yields no picture means openh264 dropped it as broken
-            // (e.g. a truncated IDR or a P-frame whose reference is gone).
+            // openh264 reports the cases we know (truncated or damaged slices, a missing
+            // reference frame) as errors; this catches any slice it swallows silently, so a
+            // frozen picture always leads to a keyframe request.
             Ok(None) if has_slice => Err(VideoError::CorruptStream),
             Ok(None) => Ok(None),
             Err(e) => {

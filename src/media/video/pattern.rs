@@ -137,21 +137,18 @@ fn read_cell(y: &[u8], w: usize, cell: usize, row: usize, col: usize) -> Option<
 
 fn draw_time_band(y: &mut [u8], u: &mut [u8], v: &mut [u8], w: usize, cell: usize, unix_ms: u64) {
     let crc = crc8(&unix_ms.to_be_bytes());
-    let payload = (0..64)
+    let mut payload = (0..64)
         .rev()
         .map(|i| (unix_ms >> i) & 1 == 1)
         .chain((0..8).rev().map(|i| (crc >> i) & 1 == 1));
-    let mut payload = payload;
-    // Row-major cell order: guards of row 0, payload, guards of row 1, payload.
-    let mut guards = GUARDS.iter().flatten().copied();
+    // Row-major: each row starts with its guards, payload cells fill the rest.
     for (row, row_guards) in GUARDS.iter().enumerate() {
         for col in 0..CELLS_PER_ROW as usize {
-            let white = if col < row_guards.len() {
-                guards.next()
-            } else {
-                payload.next()
-            }
-            .expect("band layout holds exactly 8 guard and 72 payload cells");
+            let white = row_guards
+                .get(col)
+                .copied()
+                .or_else(|| payload.next())
+                .expect("band layout holds exactly 8 guard and 72 payload cells");
             let luma = if white { WHITE } else { BLACK };
             fill_rect(
                 y,
