@@ -23,7 +23,73 @@ enum Command {
     /// Run the signaling server that rooms meet on.
     Serve(ServeArgs),
     /// Join a room as a headless participant (for tests, demos and load).
-    Join,
+    Join(JoinArgs),
+}
+
+#[derive(Args, Debug)]
+struct JoinArgs {
+    /// Signaling server, e.g. ws://127.0.0.1:8787.
+    #[arg(long, default_value = "ws://127.0.0.1:8787")]
+    server: String,
+    /// Room code to join; without it a new room is created and printed first.
+    #[arg(long)]
+    room: Option<String>,
+    /// Display name.
+    #[arg(long, default_value = "headless")]
+    name: String,
+    /// Room passcode.
+    #[arg(long)]
+    passcode: Option<String>,
+    /// What to send as video.
+    #[arg(long, value_enum, default_value = "test")]
+    video: VideoArg,
+    /// What to send as audio.
+    #[arg(long, value_enum, default_value = "tone")]
+    audio: AudioArg,
+    /// Where to play what we receive.
+    #[arg(long, value_enum, default_value = "none")]
+    speaker: SpeakerArg,
+    /// Leave after this many seconds (default: at Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Mute the microphone this many seconds after joining.
+    #[arg(long)]
+    mute_audio_at: Option<f64>,
+    /// Unmute the microphone this many seconds after joining.
+    #[arg(long)]
+    unmute_audio_at: Option<f64>,
+    /// Turn the camera off this many seconds after joining.
+    #[arg(long)]
+    camera_off_at: Option<f64>,
+    /// Turn the camera back on this many seconds after joining.
+    #[arg(long)]
+    camera_on_at: Option<f64>,
+    /// Local IP address(es) for ICE host candidates (comma-separated); also MESHCALL_ICE_IP.
+    #[arg(long, env = meshcall::engine::ICE_IP_ENV)]
+    ice_ip: Option<String>,
+    /// Where to write the JSON report at the end; `-` for standard output.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Debug)]
+enum VideoArg {
+    Test,
+    Camera,
+    None,
+}
+
+#[derive(clap::ValueEnum, Clone, Debug)]
+enum AudioArg {
+    Tone,
+    Mic,
+    None,
+}
+
+#[derive(clap::ValueEnum, Clone, Debug)]
+enum SpeakerArg {
+    None,
+    Default,
 }
 
 #[derive(Args, Debug)]
@@ -70,9 +136,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Some(Command::Serve(args)) => run_serve(args),
-        Some(Command::Join) => Err(anyhow::anyhow!(
-            "the headless participant is not built yet; `meshcall serve` is what works today"
-        )),
+        Some(Command::Join(args)) => run_join(args),
         None => Err(anyhow::anyhow!(
             "the desktop app is not built yet; run `meshcall serve` to host a signaling server"
         )),
@@ -127,6 +191,69 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn secs(s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("'{s}' is not a number of seconds"))
+}
+
+fn run_join(args: JoinArgs) -> anyhow::Result<()> {
+    use meshcall::engine::{
+        AudioChoice, Command as EngineCommand, EngineConfig, Speaker, VideoChoice, parse_ips,
+    };
+    use meshcall::participant::{ParticipantConfig, run};
+    let mut engine = EngineConfig::default();
+    if let Some(ips) = &args.ice_ip {
+        engine.ice_ips = parse_ips(ips).map_err(|e| anyhow::anyhow!("--ice-ip: {e}"))?;
+    }
+    let mut schedule = Vec::new();
+    for (at, cmd) in [
+        (args.mute_audio_at, EngineCommand::SetMic(false)),
+        (args.unmute_audio_at, EngineCommand::SetMic(true)),
+        (args.camera_off_at, EngineCommand::SetCamera(false)),
+        (args.camera_on_at, EngineCommand::SetCamera(true)),
+    ] {
+        if let Some(at) = at {
+            schedule.push((secs(at)?, cmd));
+        }
+    }
+    let config = ParticipantConfig {
+        server: args.server,
+        room: args.room,
+        name: args.name,
+        passcode: args.passcode,
+        video: match args.video {
+            VideoArg::Test => VideoChoice::TestPattern,
+            VideoArg::Camera => VideoChoice::Camera(0),
+            VideoArg::None => VideoChoice::None,
+        },
+        audio: match args.audio {
+            AudioArg::Tone => AudioChoice::Tone { beep_every: None },
+            AudioArg::Mic => AudioChoice::Mic(None),
+            AudioArg::None => AudioChoice::None,
+        },
+        speaker: match args.speaker {
+            SpeakerArg::None => Speaker::None,
+            SpeakerArg::Default => Speaker::Default,
+        },
+        duration: args.duration.map(secs).transpose()?,
+        schedule,
+        engine,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(run(config, shutdown_signal(), |room| {
+        use std::io::Write as _;
+        println!("room: {room}");
+        let _ = std::io::stdout().flush();
+    }))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    match args.report {
+        Some(path) if path.as_os_str() == "-" => println!("{json}"),
+        Some(path) => std::fs::write(&path, json + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?,
+        None => {}
+    }
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

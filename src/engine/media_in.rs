@@ -42,6 +42,7 @@ struct AudioTally {
 #[derive(Default)]
 pub struct RemoteMember {
     latest: Mutex<Option<Arc<I420Frame>>>,
+    latest_at: Mutex<Option<Instant>>,
     fresh: AtomicBool,
     video_frames: AtomicU64,
     decode_failures: AtomicU64,
@@ -63,6 +64,11 @@ impl RemoteMember {
     /// The newest decoded frame.
     pub fn latest_frame(&self) -> Option<Arc<I420Frame>> {
         lock(&self.latest).clone()
+    }
+
+    /// Time since their last decoded video frame.
+    pub fn since_last_video(&self) -> Option<Duration> {
+        lock(&self.latest_at).map(|t| t.elapsed())
     }
 
     /// Frames decoded.
@@ -332,6 +338,7 @@ fn decode_loop(
                     }
                 }
                 *lock(&member.latest) = Some(Arc::new(frame));
+                *lock(&member.latest_at) = Some(Instant::now());
                 member.fresh.store(true, Ordering::Relaxed);
                 media.notify_frame();
             }

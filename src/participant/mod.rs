@@ -182,6 +182,7 @@ pub async fn run(
                 audio_frames: m.map_or(0, |m| m.audio_frames()),
                 audio_rms: m.map_or(0.0, |m| m.audio_rms()),
                 last_audio_ms: m.and_then(|m| m.since_last_audio()).map(|d| d.as_millis() as u64),
+                last_video_ms: m.and_then(|m| m.since_last_video()).map(|d| d.as_millis() as u64),
                 latency_ms: m.and_then(|m| m.latency_ms()).map(|(p50, p95)| Latency { p50, p95 }),
                 rtt_ms: s.rtt_ms,
                 state: MediaState { audio: s.audio, video: s.video },

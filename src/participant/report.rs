@@ -35,6 +35,8 @@ pub struct PeerReport {
     pub audio_rms: f64,
     /// Time since their last audio frame at exit, ms (null if none ever came).
     pub last_audio_ms: Option<u64>,
+    /// Time since their last decoded video frame at exit, ms (null if none ever came).
+    pub last_video_ms: Option<u64>,
     /// From their test pattern's time band; null if they do not send the pattern.
     pub latency_ms: Option<Latency>,
     /// Last measured round-trip time, ms.
