@@ -140,7 +140,7 @@ fn tone_into_virtual_mic_is_captured_coded_played_and_heard_on_the_speaker() {
                 "--format=s16le",
                 "--rate=48000",
                 "--channels=1",
-                "--latency-msec=20",
+                "--latency-msec=100",
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -156,7 +156,7 @@ fn tone_into_virtual_mic_is_captured_coded_played_and_heard_on_the_speaker() {
         Command::new("pacat")
             .args([
                 "-p",
-                "--latency-msec=20",
+                "--latency-msec=100",
                 "--device=mic",
                 "--format=s16le",
                 "--rate=48000",
@@ -279,7 +279,7 @@ fn named_44k1_stereo_microphone_is_resampled_to_48k_mono_frames() {
         Command::new("pacat")
             .args([
                 "-p",
-                "--latency-msec=20",
+                "--latency-msec=100",
                 &format!("--device={sink}"),
                 "--format=s16le",
                 "--rate=44100",
