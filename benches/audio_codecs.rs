@@ -1,5 +1,5 @@
 //! Cost of the audio hot path per 20 ms frame: Opus encode, Opus decode, jitter-buffer
-//! push + pull. Plain timing loops (no harness): `cargo bench --bench audio_codecs`.
+//! push + pull, a 4-peer receive tick, echo cancellation, noise suppression. Plain timing loops (no harness): `cargo bench --bench audio_codecs`.
 #![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -9,6 +9,8 @@ use meshcall::media::audio::FRAME_SAMPLES;
 use meshcall::media::audio::codec::{
     DEFAULT_BITRATE, DEFAULT_EXPECTED_LOSS_PERCENT, OpusDecoder, OpusEncoder,
 };
+use meshcall::media::audio::denoise::NoiseSuppressor;
+use meshcall::media::audio::echo::EchoCanceller;
 use meshcall::media::audio::jitter::{JitterBuffer, JitterConfig};
 use meshcall::media::audio::remote::RemoteAudio;
 use meshcall::media::audio::tone::{ToneConfig, ToneGenerator};
@@ -83,11 +85,32 @@ fn main() {
     }
     let tick4 = per_frame(start.elapsed(), ticks);
 
+    // Microphone processing: echo cancellation (with a far-end frame) and noise suppression.
+    let mut aec = EchoCanceller::new(100).unwrap();
+    let n_proc = 1_000;
+    let start = Instant::now();
+    for i in 0..n_proc {
+        aec.render(&frames[(i + 7) % FRAMES]).unwrap();
+        let mut near = frames[i % FRAMES];
+        aec.process(&mut near).unwrap();
+        black_box(&near);
+    }
+    let aec_cost = per_frame(start.elapsed(), n_proc);
+    let mut ns = NoiseSuppressor::new();
+    let start = Instant::now();
+    for i in 0..n_proc {
+        let mut f = frames[i % FRAMES];
+        black_box(ns.process(&mut f));
+    }
+    let ns_cost = per_frame(start.elapsed(), n_proc);
+
     let avg_bytes = packets.iter().map(Vec::len).sum::<usize>() as f64 / FRAMES as f64;
     println!("opus encode (48 kHz mono, VoIP, 32 kb/s, FEC): {encode:8.1} µs/frame");
     println!("opus encode, no loss expected (FEC idle):      {encode_plain:8.1} µs/frame");
     println!("opus decode:                                   {decode:8.1} µs/frame");
     println!("jitter buffer push + pull:                     {jitter_cost:8.2} µs/frame");
     println!("4-peer receive tick (jitter+decode+mix):       {tick4:8.1} µs/tick");
+    println!("echo cancellation (aec3, render + capture):    {aec_cost:8.1} µs/frame");
+    println!("noise suppression (nnnoiseless):               {ns_cost:8.1} µs/frame");
     println!("average packet: {avg_bytes:.0} bytes; budget per frame: 20000 µs");
 }

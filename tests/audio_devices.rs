@@ -11,6 +11,8 @@ use meshcall::media::audio::analysis::{goertzel_amplitude, zero_crossing_frequen
 use meshcall::media::audio::capture::Capture;
 use meshcall::media::audio::codec::{DEFAULT_BITRATE, DEFAULT_EXPECTED_LOSS_PERCENT, OpusEncoder};
 use meshcall::media::audio::devices;
+use meshcall::media::audio::echo::EchoCanceller;
+use meshcall::media::audio::level::rms_dbfs;
 use meshcall::media::audio::playback::Playback;
 use meshcall::media::audio::{AudioError, FRAME_SAMPLES};
 
@@ -138,7 +140,7 @@ fn tone_into_virtual_mic_is_captured_coded_played_and_heard_on_the_speaker() {
                 "--format=s16le",
                 "--rate=48000",
                 "--channels=1",
-                "--latency-msec=20",
+                "--latency-msec=100",
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -154,7 +156,7 @@ fn tone_into_virtual_mic_is_captured_coded_played_and_heard_on_the_speaker() {
         Command::new("pacat")
             .args([
                 "-p",
-                "--latency-msec=20",
+                "--latency-msec=100",
                 "--device=mic",
                 "--format=s16le",
                 "--rate=48000",
@@ -277,7 +279,7 @@ fn named_44k1_stereo_microphone_is_resampled_to_48k_mono_frames() {
         Command::new("pacat")
             .args([
                 "-p",
-                "--latency-msec=20",
+                "--latency-msec=100",
                 &format!("--device={sink}"),
                 "--format=s16le",
                 "--rate=44100",
@@ -315,4 +317,101 @@ fn named_44k1_stereo_microphone_is_resampled_to_48k_mono_frames() {
     assert!((freq - 1000.0).abs() < 10.0, "captured {freq} Hz");
     let amp = goertzel_amplitude(window, 48_000, 1000.0);
     assert!((amp - 0.4).abs() < 0.08, "amplitude {amp}");
+}
+
+fn load_null_sink(name: &str) -> Module {
+    let out = Command::new("pactl")
+        .args([
+            "load-module",
+            "module-null-sink",
+            &format!("sink_name={name}"),
+            "rate=48000",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Module(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn speaker_echo_picked_up_by_the_microphone_is_cancelled() {
+    require_pulse!();
+    // A room of our own: what plays on `spk` is heard by `room` (whose monitor is the mic)
+    // about 40 ms later. Private sinks keep the other tests' default devices untouched.
+    let id = std::process::id();
+    let (spk, room) = (format!("aecspk{id}"), format!("aecroom{id}"));
+    let _spk = load_null_sink(&spk);
+    let _room = load_null_sink(&room);
+    let looped = Command::new("pactl")
+        .args([
+            "load-module",
+            "module-loopback",
+            &format!("source={spk}.monitor"),
+            &format!("sink={room}"),
+            "latency_msec=40",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        looped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&looped.stderr)
+    );
+    let _loopback = Module(String::from_utf8_lossy(&looped.stdout).trim().to_owned());
+
+    let mut playback = Playback::open(Some(&spk)).unwrap();
+    let far_end = playback.take_far_end().unwrap();
+    assert!(playback.take_far_end().is_none());
+    let (capture, mic) = Capture::open(Some(&format!("{room}.monitor")), 50).unwrap();
+    let mut aec = EchoCanceller::new(150).unwrap();
+    let mut encoder = OpusEncoder::new(64_000, 0).unwrap();
+
+    // The remote peer talks in bursts (noise syllables, 200 ms on, 100 ms off).
+    let mut seed: u32 = 12345;
+    let mut noise = move || {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (seed >> 8) as f32 / (1u32 << 24) as f32 * 0.6 - 0.3
+    };
+    let (mut raw, mut cleaned) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    let mut n: u32 = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        let Ok(mut frame) = mic.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        // One far-end packet per captured frame keeps both sides at the same pace.
+        let talking = (n / 10) % 3 != 2;
+        let far: [f32; FRAME_SAMPLES] =
+            std::array::from_fn(|_| if talking { noise() } else { 0.0 });
+        let packet = encoder.encode(&far).unwrap().to_vec();
+        playback
+            .push("bob", n as u16, n * 960, packet, Instant::now())
+            .unwrap();
+        n += 1;
+
+        while let Ok(reference) = far_end.try_recv() {
+            aec.render(&reference.samples).unwrap();
+        }
+        let before = frame.samples;
+        aec.process(&mut frame.samples).unwrap();
+        if started.elapsed() > Duration::from_secs(6) {
+            raw.extend_from_slice(&before);
+            cleaned.extend_from_slice(&frame.samples);
+        }
+    }
+    drop(capture);
+    drop(playback);
+    let (echo, residual) = (rms_dbfs(&raw), rms_dbfs(&cleaned));
+    eprintln!("echo at the microphone {echo:.1} dBFS, after AEC {residual:.1} dBFS");
+    // The loopback really carried the far end to the microphone...
+    assert!(echo > -30.0, "microphone heard only {echo:.1} dBFS of echo");
+    // ...and the canceller removed most of it.
+    assert!(
+        residual < echo - 15.0,
+        "echo {echo:.1} dBFS -> {residual:.1} dBFS"
+    );
 }

@@ -51,6 +51,9 @@ pub enum AudioError {
     /// The resampler could not be built or failed.
     #[error("resampler error: {0}")]
     Resample(String),
+    /// Echo cancellation or another processing stage failed.
+    #[error("audio processing error: {0}")]
+    Processing(String),
     /// A worker thread could not be started or died before it answered.
     #[error("audio worker thread failed: {0}")]
     Thread(String),

@@ -6,6 +6,7 @@ pub mod capture;
 pub mod codec;
 pub mod denoise;
 pub mod devices;
+pub mod echo;
 pub mod error;
 pub mod frame;
 pub mod jitter;

@@ -6,7 +6,7 @@
 //! only copies from that ring, and plays silence when it runs dry.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use ringbuf::traits::{Consumer, Observer, Producer, Split};
 
 use super::devices::{self, Kind};
 use super::error::AudioError;
-use super::frame::{FRAME_SAMPLES, SAMPLE_RATE};
+use super::frame::{AudioFrame, FRAME_SAMPLES, SAMPLE_RATE};
 use super::jitter::{JitterConfig, JitterStats};
 use super::remote::RemoteAudio;
 use super::resample::StreamResampler;
@@ -32,6 +32,7 @@ const QUEUED: Duration = Duration::from_millis(40);
 pub struct Playback {
     remote: Arc<Mutex<RemoteAudio<String>>>,
     underruns: Arc<AtomicU64>,
+    far_end: Option<Receiver<AudioFrame>>,
     device_name: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -44,17 +45,27 @@ impl Playback {
         let underruns = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        // Half a second of reference; unread frames are dropped, never queued without bound.
+        let (far_tx, far_rx) = mpsc::sync_channel(25);
         let wanted = device.map(str::to_owned);
         let thread = std::thread::Builder::new()
             .name("meshcall-speaker".into())
             .spawn({
                 let (remote, underruns, stop) = (remote.clone(), underruns.clone(), stop.clone());
-                move || run(wanted.as_deref(), &remote, underruns, &ready_tx, &stop)
+                move || {
+                    let shared = Shared {
+                        remote: &remote,
+                        far_end: &far_tx,
+                        stop: &stop,
+                    };
+                    run(wanted.as_deref(), &shared, underruns, &ready_tx)
+                }
             })
             .map_err(|e| AudioError::Thread(e.to_string()))?;
         let mut playback = Self {
             remote,
             underruns,
+            far_end: Some(far_rx),
             device_name: String::new(),
             stop,
             thread: Some(thread),
@@ -114,6 +125,12 @@ impl Playback {
         self.remote().stats(&peer.to_owned())
     }
 
+    /// The mixed frames as they are handed to the device: the echo canceller's reference.
+    /// There is one receiver; later calls return `None`.
+    pub fn take_far_end(&mut self) -> Option<Receiver<AudioFrame>> {
+        self.far_end.take()
+    }
+
     /// Device callbacks that found too little audio queued and padded with silence.
     pub fn underruns(&self) -> u64 {
         self.underruns.load(Ordering::Relaxed)
@@ -136,13 +153,14 @@ impl Drop for Playback {
 
 type Ready = SyncSender<Result<String, AudioError>>;
 
-fn run(
-    wanted: Option<&str>,
-    remote: &Mutex<RemoteAudio<String>>,
-    underruns: Arc<AtomicU64>,
-    ready: &Ready,
-    stop: &AtomicBool,
-) {
+/// What the playout thread shares with the handle.
+struct Shared<'a> {
+    remote: &'a Mutex<RemoteAudio<String>>,
+    far_end: &'a SyncSender<AudioFrame>,
+    stop: &'a AtomicBool,
+}
+
+fn run(wanted: Option<&str>, shared: &Shared<'_>, underruns: Arc<AtomicU64>, ready: &Ready) {
     let (stream, mut ring, rate, name) = match open_stream(wanted, underruns) {
         Ok(parts) => parts,
         Err(e) => {
@@ -163,13 +181,19 @@ fn run(
     let queued = (QUEUED.as_secs_f64() * f64::from(rate)) as usize;
     let mut mix = [0.0_f32; FRAME_SAMPLES];
     let mut out = Vec::with_capacity(rate as usize / 10);
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
         // The device's consumption paces the jitter buffers: one frame out per 20 ms it played.
         while ring.occupied_len() < queued {
-            remote
+            let now = Instant::now();
+            shared
+                .remote
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .next_frame(Instant::now(), &mut mix);
+                .next_frame(now, &mut mix);
+            let _ = shared.far_end.try_send(AudioFrame {
+                samples: mix,
+                captured_at: now,
+            });
             out.clear();
             if let Err(e) = resampler.process(&mix, &mut out) {
                 tracing::warn!("speaker resampling failed: {e}");
