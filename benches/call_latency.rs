@@ -27,12 +27,20 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn join(url: &str, room: Option<&str>, name: &str, secs: u64, report: &std::path::Path) -> Child {
     let mut cmd = Command::new(bin());
-    cmd.args(["join", "--server", url, "--name", name, "--duration", &secs.to_string()])
-        .arg("--report")
-        .arg(report)
-        .env("MESHCALL_ICE_IP", "127.0.0.1")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped());
+    cmd.args([
+        "join",
+        "--server",
+        url,
+        "--name",
+        name,
+        "--duration",
+        &secs.to_string(),
+    ])
+    .arg("--report")
+    .arg(report)
+    .env("MESHCALL_ICE_IP", "127.0.0.1")
+    .env("RUST_LOG", "error")
+    .stdout(Stdio::piped());
     if let Some(r) = room {
         cmd.args(["--room", r]);
     }
@@ -41,10 +49,19 @@ fn join(url: &str, room: Option<&str>, name: &str, secs: u64, report: &std::path
 
 fn run(n: usize, url: &str) {
     let dir = std::env::temp_dir();
-    let reports: Vec<_> = (0..n).map(|i| dir.join(format!("meshcall-bench-{}-{n}-{i}.json", std::process::id()))).collect();
+    let reports: Vec<_> = (0..n)
+        .map(|i| {
+            dir.join(format!(
+                "meshcall-bench-{}-{n}-{i}.json",
+                std::process::id()
+            ))
+        })
+        .collect();
     let mut first = join(url, None, "p0", SECONDS + 1, &reports[0]);
     let mut line = String::new();
-    BufReader::new(first.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let room = line.trim().trim_start_matches("room: ").to_owned();
     let mut children = vec![first];
     for (i, report) in reports.iter().enumerate().skip(1) {
@@ -63,7 +80,8 @@ fn run(n: usize, url: &str) {
     let mut lat95 = Vec::new();
     let mut joins = Vec::new();
     for r in &reports {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap();
         let _ = std::fs::remove_file(r);
         if let Some(j) = v["join_ms"].as_u64() {
             joins.push(j);

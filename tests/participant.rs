@@ -26,7 +26,12 @@ fn report_path(tag: &str) -> PathBuf {
 }
 
 /// Starts `meshcall join`; returns it, and the room code when it created the room.
-fn join(server: &TestServer, room: Option<&str>, name: &str, extra: &[&str]) -> (Member, Option<String>) {
+fn join(
+    server: &TestServer,
+    room: Option<&str>,
+    name: &str,
+    extra: &[&str],
+) -> (Member, Option<String>) {
     let report = report_path(name);
     let _ = std::fs::remove_file(&report);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcall"));
@@ -35,7 +40,10 @@ fn join(server: &TestServer, room: Option<&str>, name: &str, extra: &[&str]) -> 
         .arg(&report)
         .args(extra)
         .env("MESHCALL_ICE_IP", "127.0.0.1")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            "warn,rtc_interceptor::registry=error,rtc_dtls=error,rtc_ice=error",
+        )
         .stdout(Stdio::piped());
     if let Some(room) = room {
         cmd.args(["--room", room]);
@@ -45,8 +53,15 @@ fn join(server: &TestServer, room: Option<&str>, name: &str, extra: &[&str]) -> 
         use std::io::BufRead;
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
-        Some(line.trim().strip_prefix("room: ").expect("first line is the room").to_owned())
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        Some(
+            line.trim()
+                .strip_prefix("room: ")
+                .expect("first line is the room")
+                .to_owned(),
+        )
     } else {
         None
     };
@@ -87,12 +102,18 @@ async fn three_participants_see_and_hear_each_other_for_ten_seconds() {
     let (c, _) = join(&s, Some(&room), "C", &["--duration", "10.5"]);
     let reports = [("A", a.report()), ("B", b.report()), ("C", c.report())];
     for (me, r) in &reports {
-        assert_eq!(r["captured_frames"], r["encoded_frames"], "{me}: encode once");
+        assert_eq!(
+            r["captured_frames"], r["encoded_frames"],
+            "{me}: encode once"
+        );
         for other in ["A", "B", "C"].iter().filter(|o| *o != me) {
             let p = peer(r, other);
             assert!(n(&p["video_frames"]) >= 150, "{me} from {other}: {p}");
             assert!(n(&p["audio_frames"]) >= 300, "{me} from {other}: {p}");
-            assert!(p["audio_rms"].as_f64().unwrap() > 0.2, "{me} from {other}: tone too quiet: {p}");
+            assert!(
+                p["audio_rms"].as_f64().unwrap() > 0.2,
+                "{me} from {other}: tone too quiet: {p}"
+            );
             let p50 = n(&p["latency_ms"]["p50"]);
             assert!(p50 < 100, "{me} from {other}: latency p50 {p50} ms");
             assert!(p["rtt_ms"].as_f64().is_some(), "{me} from {other}: no rtt");
@@ -104,7 +125,19 @@ async fn three_participants_see_and_hear_each_other_for_ten_seconds() {
 async fn muting_and_camera_off_stop_media_and_the_others_see_it() {
     let _heavy = HEAVY.lock().await;
     let s = TestServer::default().await;
-    let (a, room) = join(&s, None, "A", &["--duration", "7", "--mute-audio-at", "3", "--camera-off-at", "3"]);
+    let (a, room) = join(
+        &s,
+        None,
+        "A",
+        &[
+            "--duration",
+            "7",
+            "--mute-audio-at",
+            "3",
+            "--camera-off-at",
+            "3",
+        ],
+    );
     let room = room.unwrap();
     let (b, _) = join(&s, Some(&room), "B", &["--duration", "6"]);
     let (c, _) = join(&s, Some(&room), "C", &["--duration", "6"]);
@@ -114,7 +147,10 @@ async fn muting_and_camera_off_stop_media_and_the_others_see_it() {
         assert_eq!(p["state"]["audio"], false, "{p}");
         assert_eq!(p["state"]["video"], false, "{p}");
         // Media flowed before the mute and stopped about when it happened (3 s ago at most).
-        assert!(n(&p["audio_frames"]) > 50 && n(&p["video_frames"]) > 30, "{p}");
+        assert!(
+            n(&p["audio_frames"]) > 50 && n(&p["video_frames"]) > 30,
+            "{p}"
+        );
         assert!(n(&p["last_audio_ms"]) >= 1500, "audio kept coming: {p}");
         assert!(n(&p["last_video_ms"]) >= 1500, "video kept coming: {p}");
     }
@@ -131,7 +167,18 @@ async fn unmuting_brings_audio_and_video_back() {
         &s,
         None,
         "A",
-        &["--duration", "7", "--mute-audio-at", "1", "--unmute-audio-at", "3", "--camera-off-at", "1", "--camera-on-at", "3"],
+        &[
+            "--duration",
+            "7",
+            "--mute-audio-at",
+            "1",
+            "--unmute-audio-at",
+            "3",
+            "--camera-off-at",
+            "1",
+            "--camera-on-at",
+            "3",
+        ],
     );
     let (b, _) = join(&s, Some(&room.unwrap()), "B", &["--duration", "6"]);
     let r = b.report();
@@ -156,8 +203,18 @@ async fn a_crashed_member_is_dropped_after_the_grace_period() {
     .await;
     let (a, room) = join(&s, None, "A", &["--duration", "9", "--video", "none"]);
     let room = room.unwrap();
-    let (b, _) = join(&s, Some(&room), "B", &["--duration", "8", "--video", "none"]);
-    let (mut c, _) = join(&s, Some(&room), "C", &["--duration", "30", "--video", "none"]);
+    let (b, _) = join(
+        &s,
+        Some(&room),
+        "B",
+        &["--duration", "8", "--video", "none"],
+    );
+    let (mut c, _) = join(
+        &s,
+        Some(&room),
+        "C",
+        &["--duration", "30", "--video", "none"],
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     c.child.kill().unwrap(); // SIGKILL: no leave, no goodbye
     let _ = c.child.wait();
@@ -194,16 +251,32 @@ async fn one_encoder_run_per_captured_frame_with_1_2_and_4_peers() {
         let room = room.unwrap();
         let mut members = vec![first];
         for i in 1..=peers {
-            members.push(join(&s, Some(&room), &format!("m{i}"), &["--duration", "4", "--audio", "none"]).0);
+            members.push(
+                join(
+                    &s,
+                    Some(&room),
+                    &format!("m{i}"),
+                    &["--duration", "4", "--audio", "none"],
+                )
+                .0,
+            );
         }
         for m in members {
             let r = m.report();
             let captured = n(&r["captured_frames"]);
             assert!(captured > 90, "{peers} peers: {r}");
             assert_eq!(captured, n(&r["encoded_frames"]), "{peers} peers: {r}");
-            let received: Vec<u64> = r["peers"].as_object().unwrap().values().map(|p| n(&p["video_frames"])).collect();
+            let received: Vec<u64> = r["peers"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|p| n(&p["video_frames"]))
+                .collect();
             assert_eq!(received.len(), peers, "{r}");
-            assert!(received.iter().all(|&f| f > 30), "{peers} peers: {received:?}");
+            assert!(
+                received.iter().all(|&f| f > 30),
+                "{peers} peers: {received:?}"
+            );
         }
     }
 }
@@ -217,5 +290,8 @@ fn a_refused_join_exits_non_zero_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("could not join") && stderr.contains("cannot reach"), "{stderr}");
+    assert!(
+        stderr.contains("could not join") && stderr.contains("cannot reach"),
+        "{stderr}"
+    );
 }

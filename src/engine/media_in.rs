@@ -17,7 +17,7 @@ use super::peer::RemoteMediaSink;
 use crate::media::audio::jitter::JitterConfig;
 use crate::media::audio::playback::Playback;
 use crate::media::audio::remote::RemoteAudio;
-use crate::media::audio::FRAME_SAMPLES;
+use crate::media::audio::{AudioFrame, FRAME_SAMPLES};
 use crate::media::video::{H264Decoder, I420Frame, read_time_band, unix_now_ms};
 
 /// Access units waiting for one member's decoder. H.264 frames depend on each other, so
@@ -100,7 +100,11 @@ impl RemoteMember {
     /// Mean RMS of their decoded audio (linear, 0 when nothing was heard).
     pub fn audio_rms(&self) -> f64 {
         let a = lock(&self.audio);
-        if a.frames == 0 { 0.0 } else { a.rms_sum / a.frames as f64 }
+        if a.frames == 0 {
+            0.0
+        } else {
+            a.rms_sum / a.frames as f64
+        }
     }
 
     /// Time since their last decoded audio frame.
@@ -121,7 +125,8 @@ pub enum Speaker {
 }
 
 enum Output {
-    Device(Playback),
+    /// In a mutex only because `Playback` is not `Sync` (it holds the echo reference's receiver).
+    Device(Mutex<Playback>),
     Headless(Arc<Mutex<RemoteAudio<String>>>),
 }
 
@@ -129,7 +134,7 @@ impl Output {
     fn push(&self, peer: &str, seq: u16, ts: u32, payload: Vec<u8>) {
         let now = Instant::now();
         let result = match self {
-            Output::Device(p) => p.push(peer, seq, ts, payload, now),
+            Output::Device(p) => lock(p).push(peer, seq, ts, payload, now),
             Output::Headless(r) => lock(r).push(&peer.to_owned(), seq, ts, payload, now),
         };
         if let Err(e) = result {
@@ -139,29 +144,37 @@ impl Output {
 
     fn remove(&self, peer: &str) {
         match self {
-            Output::Device(p) => p.remove_peer(peer),
+            Output::Device(p) => lock(p).remove_peer(peer),
             Output::Headless(r) => lock(r).remove_peer(&peer.to_owned()),
         }
     }
 
     /// (frames decoded so far, level in dBFS) per peer.
     fn tallies(&self) -> Vec<(String, u64, f32)> {
-        let (levels, stats): (Vec<(String, f32)>, Box<dyn Fn(&str) -> u64>) = match self {
-            Output::Device(p) => (p.levels(), Box::new(|k| p.stats(k).map_or(0, |s| s.played + s.fec))),
+        fn collect(
+            levels: Vec<(String, f32)>,
+            played: impl Fn(&str) -> u64,
+        ) -> Vec<(String, u64, f32)> {
+            levels
+                .into_iter()
+                .map(|(k, db)| {
+                    let n = played(&k);
+                    (k, n, db)
+                })
+                .collect()
+        }
+        match self {
+            Output::Device(p) => {
+                let p = lock(p);
+                collect(p.levels(), |k| p.stats(k).map_or(0, |s| s.played + s.fec))
+            }
             Output::Headless(r) => {
                 let r = lock(r);
-                let levels = r.levels();
-                let played: HashMap<String, u64> = levels
-                    .iter()
-                    .map(|(k, _)| (k.clone(), r.stats(k).map_or(0, |s| s.played + s.fec)))
-                    .collect();
-                (levels, Box::new(move |k| played.get(k).copied().unwrap_or(0)))
+                collect(r.levels(), |k| {
+                    r.stats(&k.to_owned()).map_or(0, |s| s.played + s.fec)
+                })
             }
-        };
-        levels.into_iter().map(|(k, db)| {
-            let played = stats(&k);
-            (k, played, db)
-        }).collect()
+        }
     }
 }
 
@@ -180,6 +193,8 @@ struct RemoteInner {
     on_frame: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// Why audio could not be played on a device, if so.
     pub(crate) problem: Option<String>,
+    /// The mix as sent to the speaker, for the echo canceller (taken once).
+    echo_reference: Mutex<Option<Receiver<AudioFrame>>>,
 }
 
 impl Drop for RemoteInner {
@@ -204,13 +219,21 @@ impl RemoteMedia {
             Speaker::Default => Some(Playback::open(None)),
             Speaker::Named(n) => Some(Playback::open(Some(n))),
         };
+        let mut echo_reference = None;
         let output = match output {
-            Some(Ok(p)) => Output::Device(p),
+            Some(Ok(mut p)) => {
+                echo_reference = p.take_far_end();
+                Output::Device(Mutex::new(p))
+            }
             Some(Err(e)) => {
                 problem = Some(format!("speaker: {e}"));
-                Output::Headless(Arc::new(Mutex::new(RemoteAudio::new(JitterConfig::default()))))
+                Output::Headless(Arc::new(Mutex::new(RemoteAudio::new(
+                    JitterConfig::default(),
+                ))))
             }
-            None => Output::Headless(Arc::new(Mutex::new(RemoteAudio::new(JitterConfig::default())))),
+            None => Output::Headless(Arc::new(Mutex::new(RemoteAudio::new(
+                JitterConfig::default(),
+            )))),
         };
         let inner = Arc::new(RemoteInner {
             members: Mutex::new(HashMap::new()),
@@ -219,6 +242,7 @@ impl RemoteMedia {
             clock: Mutex::new(None),
             on_frame: Mutex::new(None),
             problem,
+            echo_reference: Mutex::new(echo_reference),
         });
         // One 20 ms clock: drives headless playout, and tallies what each member played.
         let weak = Arc::downgrade(&inner);
@@ -236,6 +260,12 @@ impl RemoteMedia {
         self.inner.problem.as_deref()
     }
 
+    /// What the speaker plays, for cancelling its echo from the microphone (once; `None`
+    /// when nothing is played on a device).
+    pub fn take_echo_reference(&self) -> Option<Receiver<AudioFrame>> {
+        lock(&self.inner.echo_reference).take()
+    }
+
     /// Calls `f` whenever any member has a new frame.
     pub fn set_on_frame(&self, f: Arc<dyn Fn() + Send + Sync>) {
         *lock(&self.inner.on_frame) = Some(f);
@@ -248,7 +278,10 @@ impl RemoteMedia {
 
     /// Every member met so far.
     pub fn members(&self) -> Vec<(String, Arc<RemoteMember>)> {
-        lock(&self.inner.members).iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+        lock(&self.inner.members)
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
     }
 
     pub(crate) fn factory(&self) -> SinkFactory {
@@ -296,13 +329,19 @@ fn audio_clock(inner: &std::sync::Weak<RemoteInner>, stop: &AtomicBool) {
         }
         let members = lock(&inner.members).clone();
         for (peer, played, db) in inner.output.tallies() {
-            let Some(m) = members.get(&peer) else { continue };
+            let Some(m) = members.get(&peer) else {
+                continue;
+            };
             let mut a = lock(&m.audio);
             if played > a.last_played {
                 let n = played - a.last_played;
                 a.last_played = played;
                 a.frames += n;
-                let linear = if db.is_finite() { 10f64.powf(f64::from(db) / 20.0) } else { 0.0 };
+                let linear = if db.is_finite() {
+                    10f64.powf(f64::from(db) / 20.0)
+                } else {
+                    0.0
+                };
                 a.rms_sum += linear * n as f64;
                 a.last = Some(Instant::now());
             }
@@ -331,7 +370,9 @@ fn decode_loop(
             Ok(Some(frame)) => {
                 member.video_frames.fetch_add(1, Ordering::Relaxed);
                 if let Some(sent_ms) = read_time_band(&frame) {
-                    let latency = unix_now_ms().saturating_sub(sent_ms).min(u64::from(u32::MAX));
+                    let latency = unix_now_ms()
+                        .saturating_sub(sent_ms)
+                        .min(u64::from(u32::MAX));
                     let mut l = lock(&member.latencies_ms);
                     if l.len() < MAX_LATENCY_SAMPLES {
                         l.push(latency as u32);
@@ -373,7 +414,10 @@ impl RemoteMediaSink for DecodingSink {
 
     fn audio(&self, seq: u16, timestamp: u32, payload: Bytes) {
         self.member.audio_packets.fetch_add(1, Ordering::Relaxed);
-        self.media.inner.output.push(&self.id, seq, timestamp, payload.to_vec());
+        self.media
+            .inner
+            .output
+            .push(&self.id, seq, timestamp, payload.to_vec());
     }
 
     fn take_decoder_failure(&self) -> bool {
@@ -381,7 +425,10 @@ impl RemoteMediaSink for DecodingSink {
     }
 
     fn counts(&self) -> (u64, u64) {
-        (self.member.video_frames(), self.member.audio_packets.load(Ordering::Relaxed))
+        (
+            self.member.video_frames(),
+            self.member.audio_packets.load(Ordering::Relaxed),
+        )
     }
 }
 

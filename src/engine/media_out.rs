@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::local_media::MediaInput;
+use crate::media::audio::AudioFrame;
 use crate::media::audio::capture::Capture;
 use crate::media::audio::codec::{DEFAULT_BITRATE, DEFAULT_EXPECTED_LOSS_PERCENT, OpusEncoder};
+use crate::media::audio::denoise::NoiseSuppressor;
+use crate::media::audio::echo::EchoCanceller;
 use crate::media::audio::level::rms;
 use crate::media::audio::tone::{ToneConfig, TonePattern, ToneSource};
-use crate::media::audio::AudioFrame;
 use crate::media::video::{
     CaptureConfig, EncoderSettings, H264Encoder, I420Frame, VideoCapture, VideoSource,
 };
@@ -108,19 +110,24 @@ impl Drop for LocalPipelines {
 
 impl LocalPipelines {
     /// Starts the chosen sources. A source that cannot start is reported in `problems`.
+    /// `echo_reference` is what the speaker plays (see `RemoteMedia::take_echo_reference`);
+    /// with it, a microphone's echo of the call is cancelled.
     pub fn start(
         input: &MediaInput,
         name: &str,
         video: &VideoChoice,
         format: &VideoFormat,
         audio: &AudioChoice,
+        echo_reference: Option<std::sync::mpsc::Receiver<AudioFrame>>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(OutgoingStats::default());
         let mut threads = Vec::new();
         let mut problems = Vec::new();
         let source = match video {
-            VideoChoice::TestPattern => Some(VideoSource::TestPattern { name: name.to_owned() }),
+            VideoChoice::TestPattern => Some(VideoSource::TestPattern {
+                name: name.to_owned(),
+            }),
             VideoChoice::Camera(index) => Some(VideoSource::Camera { index: *index }),
             VideoChoice::None => None,
         };
@@ -133,8 +140,12 @@ impl LocalPipelines {
             };
             match VideoCapture::start(config) {
                 Ok(capture) => {
-                    let (input, stop, stats, fps) =
-                        (input.clone(), Arc::clone(&stop), Arc::clone(&stats), format.fps);
+                    let (input, stop, stats, fps) = (
+                        input.clone(),
+                        Arc::clone(&stop),
+                        Arc::clone(&stats),
+                        format.fps,
+                    );
                     match std::thread::Builder::new()
                         .name("meshcall-video-encode".into())
                         .spawn(move || video_loop(&capture, fps, &input, &stop, &stats))
@@ -155,9 +166,15 @@ impl LocalPipelines {
                     },
                     None => TonePattern::Continuous,
                 };
-                ToneSource::start(ToneConfig { pattern, ..Default::default() }, 8)
-                    .map(|(src, rx)| (AudioSourceHandle::Tone(src), rx))
-                    .map_err(|e| format!("audio: {e}"))
+                ToneSource::start(
+                    ToneConfig {
+                        pattern,
+                        ..Default::default()
+                    },
+                    8,
+                )
+                .map(|(src, rx)| (AudioSourceHandle::Tone(src), rx))
+                .map_err(|e| format!("audio: {e}"))
             }
             AudioChoice::Mic(device) => Capture::open(device.as_deref(), 8)
                 .map(|(cap, rx)| (AudioSourceHandle::Mic(cap), rx))
@@ -167,10 +184,15 @@ impl LocalPipelines {
         match frames {
             Ok((handle, rx)) => {
                 let (input, stop, stats) = (input.clone(), Arc::clone(&stop), Arc::clone(&stats));
+                // Only a real microphone hears a room: synthetic tones need no cleaning.
+                let is_mic = matches!(handle, AudioSourceHandle::Mic(_));
                 match std::thread::Builder::new()
                     .name("meshcall-audio-encode".into())
-                    .spawn(move || audio_loop(handle, &rx, &input, &stop, &stats))
-                {
+                    .spawn(move || {
+                        // Built here: the echo canceller cannot move between threads.
+                        let cleanup = is_mic.then(|| MicCleanup::new(echo_reference));
+                        audio_loop(handle, &rx, cleanup, &input, &stop, &stats);
+                    }) {
                     Ok(t) => threads.push(t),
                     Err(e) => problems.push(format!("cannot start the audio thread: {e}")),
                 }
@@ -259,9 +281,50 @@ enum AudioSourceHandle {
     Mic(Capture),
 }
 
+/// Echo cancellation (the far-end mix as reference) and noise suppression for a microphone.
+struct MicCleanup {
+    echo: Option<(EchoCanceller, std::sync::mpsc::Receiver<AudioFrame>)>,
+    noise: NoiseSuppressor,
+}
+
+/// Typical speaker-to-microphone delay to start the echo canceller's search from.
+const ECHO_DELAY_MS: i32 = 60;
+
+impl MicCleanup {
+    fn new(reference: Option<std::sync::mpsc::Receiver<AudioFrame>>) -> Self {
+        let echo = reference.and_then(|r| match EchoCanceller::new(ECHO_DELAY_MS) {
+            Ok(aec) => Some((aec, r)),
+            Err(e) => {
+                tracing::warn!("echo cancellation unavailable: {e}");
+                None
+            }
+        });
+        Self {
+            echo,
+            noise: NoiseSuppressor::new(),
+        }
+    }
+
+    fn process(&mut self, frame: &mut AudioFrame) {
+        if let Some((aec, reference)) = &mut self.echo {
+            // Everything the speaker played since the last microphone frame goes in first.
+            while let Ok(far) = reference.try_recv() {
+                if let Err(e) = aec.render(&far.samples) {
+                    tracing::debug!("echo reference refused: {e}");
+                }
+            }
+            if let Err(e) = aec.process(&mut frame.samples) {
+                tracing::debug!("echo cancellation failed on a frame: {e}");
+            }
+        }
+        self.noise.process(&mut frame.samples);
+    }
+}
+
 fn audio_loop(
     source: AudioSourceHandle,
     frames: &std::sync::mpsc::Receiver<AudioFrame>,
+    mut cleanup: Option<MicCleanup>,
     input: &MediaInput,
     stop: &AtomicBool,
     stats: &OutgoingStats,
@@ -275,12 +338,17 @@ fn audio_loop(
         }
     };
     while !stop.load(Ordering::Relaxed) {
-        let frame = match frames.recv_timeout(Duration::from_millis(100)) {
+        let mut frame = match frames.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => f,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        stats.mic_rms.store(rms(&frame.samples).to_bits(), Ordering::Relaxed);
+        if let Some(c) = &mut cleanup {
+            c.process(&mut frame);
+        }
+        stats
+            .mic_rms
+            .store(rms(&frame.samples).to_bits(), Ordering::Relaxed);
         if !input.audio_on() {
             input.skip_audio();
             continue;

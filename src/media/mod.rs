@@ -1,4 +1,4 @@
 //! Media: capture, codecs and playback, independent of the network.
 
-pub mod video;
 pub mod audio;
+pub mod video;

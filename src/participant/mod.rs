@@ -84,9 +84,22 @@ pub async fn run(
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let (room, self_id) = loop {
         match engine.next_event().await {
-            Some(Event::Joined { room, self_id, members, .. }) => {
+            Some(Event::Joined {
+                room,
+                self_id,
+                members,
+                ..
+            }) => {
                 for m in members {
-                    seen.insert(m.id.clone(), Seen { name: m.name, audio: m.audio, video: m.video, ..Default::default() });
+                    seen.insert(
+                        m.id.clone(),
+                        Seen {
+                            name: m.name,
+                            audio: m.audio,
+                            video: m.video,
+                            ..Default::default()
+                        },
+                    );
                 }
                 break (room, self_id);
             }
@@ -106,6 +119,7 @@ pub async fn run(
         &config.video,
         &VideoFormat::default(),
         &config.audio,
+        remote.take_echo_reference(),
     );
     for p in &pipelines.problems {
         tracing::warn!("{p}");
@@ -181,11 +195,20 @@ pub async fn run(
                 video_frames: m.map_or(0, |m| m.video_frames()),
                 audio_frames: m.map_or(0, |m| m.audio_frames()),
                 audio_rms: m.map_or(0.0, |m| m.audio_rms()),
-                last_audio_ms: m.and_then(|m| m.since_last_audio()).map(|d| d.as_millis() as u64),
-                last_video_ms: m.and_then(|m| m.since_last_video()).map(|d| d.as_millis() as u64),
-                latency_ms: m.and_then(|m| m.latency_ms()).map(|(p50, p95)| Latency { p50, p95 }),
+                last_audio_ms: m
+                    .and_then(|m| m.since_last_audio())
+                    .map(|d| d.as_millis() as u64),
+                last_video_ms: m
+                    .and_then(|m| m.since_last_video())
+                    .map(|d| d.as_millis() as u64),
+                latency_ms: m
+                    .and_then(|m| m.latency_ms())
+                    .map(|(p50, p95)| Latency { p50, p95 }),
                 rtt_ms: s.rtt_ms,
-                state: MediaState { audio: s.audio, video: s.video },
+                state: MediaState {
+                    audio: s.audio,
+                    video: s.video,
+                },
                 left: s.left,
             },
         );
