@@ -138,7 +138,11 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => run_serve(args),
         Some(Command::Join(args)) => run_join(args),
         None => Err(anyhow::anyhow!(
-            "the desktop app is not built yet; run `meshcall serve` to host a signaling server"
+            "the desktop window is not built yet. What works today:\n  \
+             meshcall serve                      run a signaling server on 127.0.0.1:8787\n  \
+             meshcall join --duration 30         start a room with a test pattern and a tone\n  \
+             meshcall join --room CODE --report -  join it and print what was received\n\
+             (meshcall --help for everything)"
         )),
     };
     match result {

@@ -156,17 +156,7 @@ fn open_stream(wanted: Option<&str>) -> Result<Opened, AudioError> {
     let chosen = devices::host()?;
     let device = devices::find(&chosen, Kind::Microphone, wanted)?;
     let name = devices::device_name(&device);
-    let stream_error = |detail: String| {
-        if chosen.pulse_problem.is_some() {
-            devices::no_sound_system(&chosen, &detail)
-        } else {
-            AudioError::Stream {
-                kind: "microphone",
-                name: name.clone(),
-                detail,
-            }
-        }
-    };
+    let stream_error = |detail: String| devices::stream_error(&chosen, "microphone", &name, detail);
     let supported = device
         .default_input_config()
         .map_err(|e| stream_error(e.to_string()))?;

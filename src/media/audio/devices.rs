@@ -140,6 +140,25 @@ pub(crate) fn find(
 }
 
 /// The error for "nothing answered", mentioning PulseAudio's problem when it had one.
+/// The error for a device stream that would not open: when PulseAudio was unreachable that,
+/// not the fallback device's complaint, is what the person needs to hear.
+pub(crate) fn stream_error(
+    chosen: &ChosenHost,
+    kind: &'static str,
+    name: &str,
+    detail: String,
+) -> AudioError {
+    if chosen.pulse_problem.is_some() {
+        no_sound_system(chosen, &detail)
+    } else {
+        AudioError::Stream {
+            kind,
+            name: name.to_owned(),
+            detail,
+        }
+    }
+}
+
 pub(crate) fn no_sound_system(chosen: &ChosenHost, detail: &str) -> AudioError {
     let detail = match &chosen.pulse_problem {
         Some(pulse) => format!("PulseAudio: {pulse}; fallback: {detail}"),

@@ -212,17 +212,7 @@ fn open_stream(wanted: Option<&str>, underruns: Arc<AtomicU64>) -> Result<Opened
     let chosen = devices::host()?;
     let device = devices::find(&chosen, Kind::Speaker, wanted)?;
     let name = devices::device_name(&device);
-    let stream_error = |detail: String| {
-        if chosen.pulse_problem.is_some() {
-            devices::no_sound_system(&chosen, &detail)
-        } else {
-            AudioError::Stream {
-                kind: "speaker",
-                name: name.clone(),
-                detail,
-            }
-        }
-    };
+    let stream_error = |detail: String| devices::stream_error(&chosen, "speaker", &name, detail);
     let supported = device
         .default_output_config()
         .map_err(|e| stream_error(e.to_string()))?;
