@@ -167,3 +167,24 @@ fn two_browsers_and_a_headless_member_all_receive_each_other() {
         assert_headless_received(&r, "Headless", me);
     }
 }
+
+#[test]
+fn the_page_asks_for_the_passcode_chats_and_resumes_after_a_socket_drop() {
+    let Some(r) = run("lobby-chat-resume") else {
+        return;
+    };
+    assert_eq!(r["prefilled"], "browser-test", "the link's code: {r}");
+    assert!(r["refusal"].as_str().unwrap().contains("passcode"), "{r}");
+    assert!(
+        r["chat"][0]
+            .as_str()
+            .unwrap()
+            .contains("hello from the browser"),
+        "the echo of our chat: {r}"
+    );
+    // A resume keeps the id; a fresh join would have been given a new one.
+    assert_eq!(r["after"]["self"], r["selfBefore"], "{r}");
+    assert_eq!(r["after"]["open"], true, "{r}");
+    assert_eq!(r["after"]["peers"][0], "Host", "{r}");
+    assert_eq!(r["status"], "", "still says reconnecting: {r}");
+}

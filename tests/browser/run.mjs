@@ -35,10 +35,10 @@ async function startServer() {
 }
 
 /** Starts `meshcall join`; resolves its report when it exits. */
-function headless(name, seconds) {
+function headless(name, seconds, extra = []) {
   const report = join(tmp, `${name}.json`);
   const child = spawn(BIN, ['join', '--server', `ws://127.0.0.1:${PORT}`, '--room', ROOM, '--name', name,
-    '--duration', String(seconds), '--report', report], {
+    '--duration', String(seconds), '--report', report, ...extra], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, MESHCALL_ICE_IP: '127.0.0.1',
       RUST_LOG: process.env.RUST_LOG || 'warn,rtc_interceptor::registry=error,rtc_dtls=error,rtc_ice=error' },
@@ -113,6 +113,39 @@ async function screenshot(page, file) {
 }
 
 const scenarios = {
+  // A room with a passcode, chat, and a signaling drop the page must resume from.
+  async 'lobby-chat-resume'(browser) {
+    const report = headless('Host', 14, ['--passcode', 'sesame', '--video', 'none', '--audio', 'none']);
+    await sleep(1500);
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.on('pageerror', (e) => log('page error:', e.message));
+    await page.goto(`${BASE}/r/${ROOM}`);
+    const prefilled = await page.inputValue('#room');
+    await page.fill('#name', 'Web');
+    await page.click('#join');
+    await page.waitForSelector('#passcode-row:not([hidden])', { timeout: 10000 });
+    const refusal = await page.textContent('#lobby-message');
+    await page.fill('#passcode', 'sesame');
+    await page.click('#join');
+    await page.waitForSelector('#call:not([hidden])', { timeout: 10000 });
+    await page.fill('#chat-text', 'hello from the browser');
+    await page.click('#chat-form button');
+    await page.waitForSelector('#chat-log li', { timeout: 5000 });
+    const selfBefore = await page.evaluate(() => window.meshcall.state.self);
+    await page.evaluate(() => window.meshcall.state.signaling.ws.close());
+    await sleep(3000);
+    const after = await page.evaluate(() => {
+      const { state } = window.meshcall;
+      return { self: state.self, open: state.signaling.ws.readyState === WebSocket.OPEN, peers: [...state.peers.values()].map((p) => p.name) };
+    });
+    const chat = await page.$$eval('#chat-log li', (lis) => lis.map((li) => li.textContent));
+    const status = await page.textContent('#status');
+    await page.click('#leave');
+    await report;
+    return { prefilled, refusal, selfBefore, after, chat, status };
+  },
+
   // One browser and one headless member; the browser mutes after 10 s.
   async 'browser-and-headless'(browser) {
     const page = await browserMember(browser, 'Web');
