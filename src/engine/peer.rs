@@ -22,12 +22,13 @@ use webrtc::peer_connection::{
     PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 use super::api::{LinkState, MemberStats};
 use super::h264_assembler::{AccessUnit, Assembled, H264Assembler};
 use super::local_media::LocalMedia;
 use super::negotiation::Negotiation;
-use super::peer_factory::PeerFactory;
+use super::peer_factory::{H264_PT, OPUS_PT, PeerFactory, negotiated_payload_type};
 use super::stats::StatsTracker;
 use crate::client::SignalSender;
 use crate::proto::{ClientMessage, IceServer, PeerPayload};
@@ -195,9 +196,14 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
         RtpCodecKind::Audio,
         setup.media.audio.ssrc(),
     );
+    let mut senders: Vec<Option<Arc<dyn RtpSender>>> = Vec::new();
     for track in [&video, &audio] {
-        if let Err(e) = pc.add_track(Arc::clone(track) as Arc<dyn TrackLocal>).await {
-            tracing::warn!(peer = %id, "cannot add a local track: {e}");
+        match pc.add_track(Arc::clone(track) as Arc<dyn TrackLocal>).await {
+            Ok(sender) => senders.push(Some(sender)),
+            Err(e) => {
+                tracing::warn!(peer = %id, "cannot add a local track: {e}");
+                senders.push(None);
+            }
         }
     }
     // Keyframe requests for our video arrive on our track (thanks to the interceptor).
@@ -255,13 +261,17 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     tracing::debug!(peer = %id, "connection {s}");
                     if s == RTCPeerConnectionState::Connected && !legs_added {
                         legs_added = true;
+                        let video_pt = payload_type(senders[0].as_ref(), MIME_TYPE_H264, H264_PT).await;
+                        let audio_pt = payload_type(senders[1].as_ref(), MIME_TYPE_OPUS, OPUS_PT).await;
                         tasks.push(tokio::spawn(write_leg(
                             setup.media.video.add_leg(&id),
                             Arc::clone(&video),
+                            video_pt,
                         )));
                         tasks.push(tokio::spawn(write_leg(
                             setup.media.audio.add_leg(&id),
                             Arc::clone(&audio),
+                            audio_pt,
                         )));
                     }
                     if let Some(link) = link_state(s) {
@@ -296,8 +306,27 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     }
 }
 
-async fn write_leg(mut queue: mpsc::Receiver<rtc::rtp::Packet>, track: Arc<TrackLocalStaticRTP>) {
-    while let Some(packet) = queue.recv().await {
+/// The payload type this connection negotiated for `mime`, or ours when it cannot tell.
+async fn payload_type(sender: Option<&Arc<dyn RtpSender>>, mime: &str, ours: u8) -> u8 {
+    let Some(sender) = sender else { return ours };
+    match sender.get_parameters().await {
+        Ok(p) => negotiated_payload_type(&p.rtp_parameters.codecs, mime).unwrap_or(ours),
+        Err(e) => {
+            tracing::debug!("no send parameters: {e}");
+            ours
+        }
+    }
+}
+
+/// Feeds one peer's track from its fan-out queue. The fan-out packetizes once with our
+/// payload types; each connection may have negotiated others, so they are rewritten here.
+async fn write_leg(
+    mut queue: mpsc::Receiver<rtc::rtp::Packet>,
+    track: Arc<TrackLocalStaticRTP>,
+    payload_type: u8,
+) {
+    while let Some(mut packet) = queue.recv().await {
+        packet.header.payload_type = payload_type;
         if track.write_rtp(packet).await.is_err() {
             break;
         }

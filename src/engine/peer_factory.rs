@@ -5,12 +5,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Gcc, Registry, Slot};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use webrtc::peer_connection::{
     CongestionFeedback, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer, SettingEngineBuilder,
     configure_congestion_control, register_default_interceptors,
 };
 
@@ -95,12 +96,49 @@ pub(crate) fn rtc_ice_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
         .collect()
 }
 
+/// The payload type the answer gave `mime` among a sender's negotiated codecs.
+///
+/// A browser that makes the offer picks its own numbers (Chromium 156 gave H.264 108,
+/// not our 102), and the answer must use them; packets with any other number are dropped.
+pub(crate) fn negotiated_payload_type(codecs: &[RTCRtpCodecParameters], mime: &str) -> Option<u8> {
+    codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .map(|c| c.payload_type)
+}
+
 impl PeerFactory {
     /// A new peer connection reporting to `handler`.
     pub(crate) async fn build(
         &self,
         ice_servers: &[IceServer],
         handler: Arc<dyn PeerConnectionEventHandler>,
+    ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+        match self
+            .build_with(
+                ice_servers,
+                Arc::clone(&handler),
+                MulticastDnsMode::QueryOnly,
+            )
+            .await
+        {
+            Ok(pc) => Ok(pc),
+            Err(e) => {
+                // The mDNS socket's multicast join fails with ENODEV where no interface has
+                // a multicast route (a network namespace holding only `lo`), and that fails
+                // the whole build; such a machine has no `.local` names to resolve anyway.
+                tracing::debug!("peer connection without mDNS after: {e}");
+                self.build_with(ice_servers, handler, MulticastDnsMode::Disabled)
+                    .await
+            }
+        }
+    }
+
+    async fn build_with(
+        &self,
+        ice_servers: &[IceServer],
+        handler: Arc<dyn PeerConnectionEventHandler>,
+        mdns: MulticastDnsMode,
     ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
         // Codecs first: the interceptor helpers only decorate codecs that already exist.
         let mut me = media_engine()?;
@@ -121,7 +159,9 @@ impl PeerFactory {
         } else {
             self.ice_ips.iter().map(|ip| format!("{ip}:0")).collect()
         };
+        let settings = SettingEngineBuilder::new().with_multicast_dns_mode(mdns);
         let pc = PeerConnectionBuilder::new()
+            .with_setting_engine(settings.build())
             .with_configuration(config)
             .with_media_engine(me)
             .with_interceptor_registry(registry)
@@ -130,5 +170,27 @@ impl PeerFactory {
             .build()
             .await?;
         Ok(Arc::new(pc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec(mime: &str, pt: u8) -> RTCRtpCodecParameters {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                ..Default::default()
+            },
+            payload_type: pt,
+        }
+    }
+
+    #[test]
+    fn the_answers_payload_type_wins_over_ours() {
+        let codecs = [codec("video/rtx", 107), codec("video/H264", 106)];
+        assert_eq!(negotiated_payload_type(&codecs, MIME_TYPE_H264), Some(106));
+        assert_eq!(negotiated_payload_type(&codecs, MIME_TYPE_OPUS), None);
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -149,8 +149,12 @@ pub async fn serve(
 fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route(WS_PATH, get(ws_upgrade))
-        .route("/", get(|| async { Html(pages::placeholder(None)) }))
+        .route("/", get(|| async { pages::index(None) }))
         .route("/r/{code}", get(room_page))
+        .route(
+            "/assets/{file}",
+            get(|Path(file): Path<String>| async move { pages::asset(&file) }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .with_state(hub)
@@ -176,7 +180,7 @@ async fn ws_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Respon
 
 async fn room_page(Path(code): Path<String>) -> Response {
     match normalize_room_code(&code) {
-        Some(code) => Html(pages::placeholder(Some(&code))).into_response(),
+        Some(code) => pages::index(Some(&code)),
         None => (StatusCode::NOT_FOUND, "No such room code.").into_response(),
     }
 }

@@ -1,27 +1,97 @@
-//! The HTML pages served over plain HTTP. The browser client has its own issue; until then
-//! these pages say how to join with the desktop app.
+//! The browser client: static files compiled into the binary and served with a strict
+//! Content-Security-Policy, so the page can load nothing but its own files.
 
-/// The page at `GET /` and `GET /r/<code>`.
-pub(crate) fn placeholder(room: Option<&str>) -> String {
-    let (title, body) = match room {
-        Some(code) => (
-            format!("meshcall — room {code}"),
-            format!(
-                "<p>You were invited to the meshcall room <code>{code}</code>.</p>\
-                 <p>Joining from the browser is coming soon. For now, join with the desktop app:</p>\
-                 <pre>meshcall --room {code}</pre>"
-            ),
-        ),
-        None => (
-            "meshcall".to_owned(),
-            "<p>This is a meshcall signaling server.</p>\
-             <p>Start or join a meeting with the desktop app: <code>meshcall</code>.</p>"
-                .to_owned(),
-        ),
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Only our own files and our own WebSocket; no inline script, no framing.
+const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+                   media-src 'self' blob: mediastream:; object-src 'none'; base-uri 'none'; \
+                   form-action 'self'; frame-ancestors 'none'";
+
+const INDEX: &str = include_str!("../../assets/web/index.html");
+
+/// The files under `/assets/`: name, Content-Type, body.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("app.js", JS, include_str!("../../assets/web/app.js")),
+    (
+        "signaling.js",
+        JS,
+        include_str!("../../assets/web/signaling.js"),
+    ),
+    ("peer.js", JS, include_str!("../../assets/web/peer.js")),
+    ("codecs.js", JS, include_str!("../../assets/web/codecs.js")),
+    ("media.js", JS, include_str!("../../assets/web/media.js")),
+    ("ui.js", JS, include_str!("../../assets/web/ui.js")),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../assets/web/style.css"),
+    ),
+];
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The page at `GET /`, or at `GET /r/<code>` with `room` already normalized (so it holds
+/// only `a-z`, `0-9` and `-` and needs no escaping).
+pub(crate) fn index(room: Option<&str>) -> Response {
+    let title = match room {
+        Some(code) => format!("meshcall — room {code}"),
+        None => "meshcall".to_owned(),
     };
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>"
+    let body = INDEX
+        .replace("{{TITLE}}", &title)
+        .replace("{{ROOM}}", room.unwrap_or(""));
+    respond("text/html; charset=utf-8", body)
+}
+
+/// A file of the client by name, or 404.
+pub(crate) fn asset(name: &str) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, body)) => respond(content_type, (*body).to_owned()),
+        None => (StatusCode::NOT_FOUND, "No such file.").into_response(),
+    }
+}
+
+fn respond(content_type: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_SECURITY_POLICY, CSP.to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            // The page is small and changes with the binary; always ask again.
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+        ],
+        body,
     )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_the_page_imports_is_served() {
+        for (_, _, body) in ASSETS {
+            for line in body.lines().filter(|l| l.starts_with("import ")) {
+                let name = line
+                    .rsplit("'./")
+                    .next()
+                    .and_then(|s| s.split('\'').next())
+                    .unwrap_or_default();
+                assert!(ASSETS.iter().any(|(n, _, _)| *n == name), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_room_code_is_filled_in() {
+        let html = INDEX.replace("{{ROOM}}", "abc-defg-hij");
+        assert!(html.contains("value=\"abc-defg-hij\""));
+        assert!(
+            !INDEX.contains("<script>"),
+            "inline scripts would break the CSP"
+        );
+    }
 }

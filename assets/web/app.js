@@ -1,0 +1,201 @@
+// Wires the lobby, the signaling socket, one PeerLink per member and the call view.
+
+import { Signaling } from './signaling.js';
+import { PeerLink } from './peer.js';
+import { LocalMedia } from './media.js';
+import { Tiles, addChat, clearChat } from './ui.js';
+
+const $ = (id) => document.getElementById(id);
+
+const ERRORS = {
+  'room-full': 'This room is full.',
+  'wrong-passcode': 'This room needs a passcode. Enter it and join again.',
+  'bad-room-code': 'That room code is not valid (3 to 64 of a-z, 0-9 and -).',
+  'bad-name': 'Please enter a name (at most 64 characters).',
+};
+
+const state = {
+  signaling: null,
+  media: new LocalMedia(),
+  tiles: null,
+  self: null,
+  myState: null,
+  iceServers: [],
+  links: new Map(),  // peer id -> PeerLink
+  peers: new Map(),  // peer id -> peer object
+  inCall: false,
+};
+
+function lobbyMessage(text) {
+  $('lobby-message').textContent = text;
+}
+
+function status(text) {
+  $('status').textContent = text;
+}
+
+function send(msg) {
+  state.signaling.send(msg);
+}
+
+function link(peerId, initiator) {
+  let l = state.links.get(peerId);
+  if (l) return l;
+  l = new PeerLink({
+    selfId: state.self,
+    peerId,
+    initiator,
+    iceServers: state.iceServers,
+    media: state.media,
+    hooks: {
+      signal: (payload) => send({ type: 'signal', to: peerId, payload }),
+      track: (track) => state.tiles.attach(peerId, track),
+    },
+  });
+  state.links.set(peerId, l);
+  return l;
+}
+
+function dropPeer(id) {
+  const l = state.links.get(id);
+  if (l) l.close();
+  state.links.delete(id);
+  state.peers.delete(id);
+  state.tiles.remove(id);
+}
+
+function showPeer(peer) {
+  state.peers.set(peer.id, peer);
+  state.tiles.update(peer.id, peer);
+}
+
+function onJoined(msg) {
+  if (msg.resumed && state.inCall && msg.self === state.self) {
+    // Peer connections survived the outage; only reconcile who is still here.
+    const present = new Set(msg.peers.map((p) => p.id));
+    for (const id of [...state.peers.keys()]) if (!present.has(id)) dropPeer(id);
+    for (const p of msg.peers) showPeer(p);
+    status('');
+    return;
+  }
+  // A fresh join (first, or after the grace period ran out): start over as the newcomer.
+  for (const id of [...state.links.keys()]) dropPeer(id);
+  state.self = msg.self;
+  state.iceServers = msg.iceServers || [];
+  state.inCall = true;
+  $('lobby').hidden = true;
+  $('call').hidden = false;
+  $('room-label').textContent = `Room ${msg.room}`;
+  history.replaceState(null, '', `/r/${msg.room}`);
+  status('');
+  state.tiles.update(state.self, { ...state.myState, name: `${state.myState.name} (you)` });
+  state.tiles.showLocal(state.self, state.media.stream);
+  clearChat();
+  for (const c of msg.chat || []) addChat(c);
+  for (const p of msg.peers) {
+    showPeer(p);
+    link(p.id, true);
+  }
+}
+
+function onError(msg) {
+  if (msg.code === 'bad-resume') return; // Signaling joins afresh by itself
+  if (!state.inCall) {
+    if (msg.code === 'wrong-passcode') $('passcode-row').hidden = false;
+    lobbyMessage(ERRORS[msg.code] || msg.message || msg.code);
+    $('join').disabled = false;
+    if (ERRORS[msg.code]) {
+      state.signaling.leave();
+      state.media.stop();
+    }
+    return;
+  }
+  console.warn('server refused', msg.code, msg.message);
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case 'joined': return onJoined(msg);
+    case 'peer-joined': return showPeer(msg.peer);
+    case 'peer-updated': return showPeer(msg.peer);
+    case 'peer-left': return dropPeer(msg.id);
+    case 'signal': return link(msg.from, false).receive(msg.payload);
+    case 'chat': return addChat(msg);
+    case 'error': return onError(msg);
+    default: return undefined;
+  }
+}
+
+async function join(ev) {
+  ev.preventDefault();
+  $('join').disabled = true;
+  lobbyMessage('Starting camera and microphone…');
+  const warning = await state.media.open();
+  lobbyMessage(warning);
+  const name = $('name').value.trim();
+  const room = $('room').value.trim().toLowerCase();
+  const passcode = $('passcode').value;
+  state.myState = { name, audio: state.media.sending('audio'), video: state.media.sending('video') };
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+  state.signaling = new Signaling(url, {
+    message: onMessage,
+    dropped: () => status('Connection lost, reconnecting…'),
+    unreachable: () => {
+      lobbyMessage('Cannot reach the meshcall server. Check the link and try again.');
+      $('join').disabled = false;
+      state.media.stop();
+    },
+  });
+  state.signaling.start({ room: room || null, name, passcode: passcode || null, ...mediaFlags() });
+}
+
+function mediaFlags() {
+  return { audio: state.media.sending('audio'), video: state.media.sending('video') };
+}
+
+function toggle(kind, button, onLabel, offLabel) {
+  const track = state.media.toggle(kind);
+  for (const l of state.links.values()) l.setSending(kind, track);
+  const on = state.media.sending(kind);
+  button.textContent = on ? onLabel : offLabel;
+  button.setAttribute('aria-pressed', String(!on));
+  state.myState = { ...state.myState, ...mediaFlags() };
+  state.signaling.join = { ...state.signaling.join, ...mediaFlags() };
+  state.tiles.update(state.self, { ...state.myState, name: `${state.myState.name} (you)` });
+  send({ type: 'state', [kind]: on });
+}
+
+function leave() {
+  state.signaling.leave();
+  for (const id of [...state.links.keys()]) dropPeer(id);
+  state.tiles.clear();
+  state.media.stop();
+  state.inCall = false;
+  $('call').hidden = true;
+  $('lobby').hidden = false;
+  $('join').disabled = false;
+  lobbyMessage('You left the call.');
+}
+
+function sendChat(ev) {
+  ev.preventDefault();
+  const input = $('chat-text');
+  const text = input.value.trim();
+  if (text) send({ type: 'chat', text });
+  input.value = '';
+}
+
+function main() {
+  state.tiles = new Tiles();
+  $('join-form').addEventListener('submit', join);
+  $('chat-form').addEventListener('submit', sendChat);
+  $('leave').addEventListener('click', leave);
+  $('toggle-mic').addEventListener('click', (e) => toggle('audio', e.target, 'Mute', 'Unmute'));
+  $('toggle-cam').addEventListener('click', (e) => toggle('video', e.target, 'Camera off', 'Camera on'));
+  const room = document.body.dataset.room;
+  if (room) $('room').value = room;
+  // Tests read peer connections from here; nothing in the page depends on it.
+  window.meshcall = { state };
+}
+
+main();

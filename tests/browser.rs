@@ -1,0 +1,190 @@
+//! The browser client in headless Chromium, against `meshcall serve` and `meshcall join`,
+//! all inside a private network namespace that holds only `lo` (so WebRTC can reach
+//! nothing else). `tests/browser/run.mjs` drives the pages with playwright-core and writes
+//! what every member received; the numbers are judged here.
+//!
+//! Skips with `SKIPPED: <reason>` where node, Chromium, playwright-core or `unshare -n`
+//! are missing (`scripts/test` installs them).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Each scenario runs a browser and real codecs; two at once would starve 2 cores.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// A scenario that runs much longer than its ~15 s is stuck.
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn driver_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Why the browser tests cannot run on this machine, if they cannot.
+fn missing() -> Option<String> {
+    if !succeeds(Command::new("node").arg("--version")) {
+        return Some("node is not installed".into());
+    }
+    if !chromium().exists() {
+        return Some(format!("no Chromium at {}", chromium().display()));
+    }
+    if !driver_dir().join("node_modules/playwright-core").exists() {
+        return Some("playwright-core is not installed (npm ci in tests/browser)".into());
+    }
+    if !succeeds(Command::new("unshare").args(["-n", "ip", "link", "set", "lo", "up"])) {
+        return Some("cannot make a network namespace (unshare -n needs root)".into());
+    }
+    None
+}
+
+/// Runs one scenario of `run.mjs` in a fresh network namespace; returns its result.
+fn run(scenario: &str) -> Option<Value> {
+    if let Some(reason) = missing() {
+        println!("SKIPPED: {reason}");
+        return None;
+    }
+    let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let out = std::env::temp_dir().join(format!(
+        "meshcall-browser-{}-{scenario}.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&out);
+    let mut child = Command::new("unshare")
+        .args([
+            "-n",
+            "sh",
+            "-c",
+            "ip link set lo up && exec node run.mjs \"$0\" \"$1\"",
+        ])
+        .arg(scenario)
+        .arg(&out)
+        .current_dir(driver_dir())
+        .env("MESHCALL_BIN", env!("CARGO_BIN_EXE_meshcall"))
+        .env(
+            "ARTIFACTS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts"),
+        )
+        .env("CHROMIUM", chromium())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            panic!("scenario {scenario} ran over {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "scenario {scenario} failed: {status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let result: Value = serde_json::from_str(&text).unwrap();
+    println!("{scenario}: {result:#}");
+    Some(result)
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// What headless member `me` received from `from`, found by name.
+fn headless_got<'a>(result: &'a Value, me: &str, from: &str) -> &'a Value {
+    let peers = result["headless"][me]["peers"].as_object().unwrap();
+    peers
+        .values()
+        .find(|p| p["name"] == from)
+        .unwrap_or_else(|| panic!("{me} never saw {from}"))
+}
+
+/// Checks that browser `me` decoded H.264 video and received audio from `from`.
+fn assert_browser_received(result: &Value, me: &str, from: &str) {
+    let got = &result["browser"][me][from];
+    assert_eq!(got["connection"], "connected", "{me} from {from}: {got}");
+    assert_eq!(got["videoCodec"], "video/H264", "{me} from {from}: {got}");
+    assert!(n(&got["framesDecoded"]) > 100, "{me} from {from}: {got}");
+    assert!(n(&got["audioSamples"]) > 48_000, "{me} from {from}: {got}");
+}
+
+/// Checks that headless member `me` got video and audio from browser member `from`.
+fn assert_headless_received(result: &Value, me: &str, from: &str) -> Value {
+    let got = headless_got(result, me, from).clone();
+    assert!(n(&got["video_frames"]) > 100, "{me} from {from}: {got}");
+    assert!(n(&got["audio_frames"]) > 200, "{me} from {from}: {got}");
+    got
+}
+
+#[test]
+fn a_browser_and_a_headless_member_exchange_media_and_the_browser_mutes() {
+    let Some(r) = run("browser-and-headless") else {
+        return;
+    };
+    assert_browser_received(&r, "Web", "Headless");
+    let got = assert_headless_received(&r, "Headless", "Web");
+    // The browser muted 10 s in; the headless member left about 4 s later.
+    assert_eq!(got["state"]["audio"], false, "{got}");
+    assert_eq!(got["state"]["video"], true, "{got}");
+    assert!(n(&got["last_audio_ms"]) >= 2000, "audio kept coming: {got}");
+    assert!(n(&got["last_video_ms"]) < 1000, "video stopped too: {got}");
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/browser-call.png");
+    assert!(shot.exists(), "no screenshot at {}", shot.display());
+}
+
+#[test]
+fn a_browser_that_makes_the_offer_gets_media_in_its_own_payload_types() {
+    let Some(r) = run("browser-offers") else {
+        return;
+    };
+    assert_browser_received(&r, "Web", "Headless");
+    assert_headless_received(&r, "Headless", "Web");
+}
+
+#[test]
+fn two_browsers_and_a_headless_member_all_receive_each_other() {
+    let Some(r) = run("two-browsers") else {
+        return;
+    };
+    for (me, other) in [("WebA", "WebB"), ("WebB", "WebA")] {
+        assert_browser_received(&r, me, other);
+        assert_browser_received(&r, me, "Headless");
+        assert_headless_received(&r, "Headless", me);
+    }
+}
+
+#[test]
+fn the_page_asks_for_the_passcode_chats_and_resumes_after_a_socket_drop() {
+    let Some(r) = run("lobby-chat-resume") else {
+        return;
+    };
+    assert_eq!(r["prefilled"], "browser-test", "the link's code: {r}");
+    assert!(r["refusal"].as_str().unwrap().contains("passcode"), "{r}");
+    assert!(
+        r["chat"][0]
+            .as_str()
+            .unwrap()
+            .contains("hello from the browser"),
+        "the echo of our chat: {r}"
+    );
+    // A resume keeps the id; a fresh join would have been given a new one.
+    assert_eq!(r["after"]["self"], r["selfBefore"], "{r}");
+    assert_eq!(r["after"]["open"], true, "{r}");
+    assert_eq!(r["after"]["peers"][0], "Host", "{r}");
+    assert_eq!(r["status"], "", "still says reconnecting: {r}");
+}
