@@ -89,7 +89,7 @@ pub(crate) fn spawn(setup: PeerSetup) -> PeerHandle {
     PeerHandle { input, task }
 }
 
-enum PcEvent {
+pub(super) enum PcEvent {
     Candidate(RTCIceCandidateInit),
     State(RTCPeerConnectionState),
     NegotiationNeeded,
@@ -99,7 +99,7 @@ enum PcEvent {
 /// Forwards connection callbacks. Unbounded on purpose: the driver awaits these callbacks,
 /// so a full queue would stall the connection while our task waits on that same driver.
 /// The volume is a handful of candidates and state changes per connection.
-struct Forward(mpsc::UnboundedSender<PcEvent>);
+pub(super) struct Forward(pub(super) mpsc::UnboundedSender<PcEvent>);
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Forward {
@@ -119,7 +119,11 @@ impl PeerConnectionEventHandler for Forward {
     }
 }
 
-fn local_track(stream_id: &str, kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+pub(super) fn local_track(
+    stream_id: &str,
+    kind: RtpCodecKind,
+    ssrc: u32,
+) -> Arc<TrackLocalStaticRTP> {
     let (track_id, codec) = match kind {
         RtpCodecKind::Audio => (
             "mic",

@@ -7,45 +7,16 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState,
-};
+use webrtc::media_stream::track_remote::TrackRemoteEvent;
+use webrtc::peer_connection::RTCPeerConnectionState;
 
+use super::peer::{Forward, PcEvent, local_track};
 use super::peer_factory::{BitrateRange, H264_PT, PeerFactory};
-
-enum Ev {
-    Candidate(RTCIceCandidateInit),
-    State(RTCPeerConnectionState),
-    Track(Arc<dyn TrackRemote>),
-}
-
-struct Forward(mpsc::UnboundedSender<Ev>);
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Forward {
-    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = ev.candidate.to_json() {
-            let _ = self.0.send(Ev::Candidate(init));
-        }
-    }
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.0.send(Ev::State(state));
-    }
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.0.send(Ev::Track(track));
-    }
-}
 
 fn factory() -> PeerFactory {
     PeerFactory {
@@ -56,35 +27,13 @@ fn factory() -> PeerFactory {
 
 const SSRC: u32 = 0x1234_5678;
 
-fn video_track() -> Arc<TrackLocalStaticRTP> {
-    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        "peer-a".to_owned(),
-        "camera".to_owned(),
-        "camera".to_owned(),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(SSRC),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264
-                    .to_owned(),
-                clock_rate: 90_000,
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-    )))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_connect_on_loopback_and_exchange_rtp_and_pli() {
     let (a_tx, mut a_rx) = mpsc::unbounded_channel();
     let (b_tx, mut b_rx) = mpsc::unbounded_channel();
     let a = factory().build(&[], Arc::new(Forward(a_tx))).await.unwrap();
     let b = factory().build(&[], Arc::new(Forward(b_tx))).await.unwrap();
-    let track = video_track();
+    let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
     a.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
         .await
         .unwrap();
@@ -109,14 +58,15 @@ async fn two_peers_connect_on_loopback_and_exchange_rtp_and_pli() {
     while !(a_up && b_up) {
         tokio::select! {
             Some(ev) = a_rx.recv() => match ev {
-                Ev::Candidate(c) => { candidates.push(c.candidate.clone()); b.add_ice_candidate(c).await.unwrap(); }
-                Ev::State(s) => a_up |= s == RTCPeerConnectionState::Connected,
-                Ev::Track(_) => {}
+                PcEvent::Candidate(c) => { candidates.push(c.candidate.clone()); b.add_ice_candidate(c).await.unwrap(); }
+                PcEvent::State(s) => a_up |= s == RTCPeerConnectionState::Connected,
+                PcEvent::Track(_) | PcEvent::NegotiationNeeded => {}
             },
             Some(ev) = b_rx.recv() => match ev {
-                Ev::Candidate(c) => { candidates.push(c.candidate.clone()); a.add_ice_candidate(c).await.unwrap(); }
-                Ev::State(s) => b_up |= s == RTCPeerConnectionState::Connected,
-                Ev::Track(t) => remote_track = Some(t),
+                PcEvent::Candidate(c) => { candidates.push(c.candidate.clone()); a.add_ice_candidate(c).await.unwrap(); }
+                PcEvent::State(s) => b_up |= s == RTCPeerConnectionState::Connected,
+                PcEvent::Track(t) => remote_track = Some(t),
+                PcEvent::NegotiationNeeded => {}
             },
             () = tokio::time::sleep_until(deadline) => panic!("not connected: a {a_up} b {b_up}"),
         }
@@ -155,7 +105,7 @@ async fn two_peers_connect_on_loopback_and_exchange_rtp_and_pli() {
                 .await
                 .unwrap()
             {
-                Some(Ev::Track(t)) => break t,
+                Some(PcEvent::Track(t)) => break t,
                 Some(_) => continue,
                 None => panic!("b's events ended"),
             }
