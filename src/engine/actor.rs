@@ -228,12 +228,12 @@ impl Actor {
         .await;
         // We are the newcomer: we offer to everyone already here.
         for m in members {
-            self.add_member(m.clone()).await;
+            self.add_member(m.clone());
             self.start_peer(&m.id, true);
         }
     }
 
-    async fn add_member(&mut self, m: Member) {
+    fn add_member(&mut self, m: Member) {
         if let Some(call) = &mut self.call {
             call.members.insert(m.id.clone(), m);
         }
@@ -274,6 +274,15 @@ impl Actor {
         );
     }
 
+    /// Forgets a member who left: their connection goes and consumers are told.
+    async fn remove_member(&mut self, id: String) {
+        self.stop_peer(&id);
+        if let Some(call) = &mut self.call {
+            call.members.remove(&id);
+        }
+        self.emit(Event::MemberLeft { id }).await;
+    }
+
     /// Drops a member's peer task; it closes the connection and frees its tasks by itself.
     fn stop_peer(&mut self, id: &str) {
         if let Some(call) = &mut self.call
@@ -306,9 +315,12 @@ impl Actor {
     async fn on_client_event(&mut self, ev: ClientEvent) {
         match ev {
             ClientEvent::State(state) => {
-                let closed = matches!(state, ConnectionState::Closed { .. });
-                self.emit(Event::Signaling(state.clone())).await;
-                if closed && let ConnectionState::Closed { reason } = state {
+                let closed = match &state {
+                    ConnectionState::Closed { reason } => Some(reason.clone()),
+                    _ => None,
+                };
+                self.emit(Event::Signaling(state)).await;
+                if let Some(reason) = closed {
                     self.end_call(&reason).await;
                 }
             }
@@ -329,7 +341,7 @@ impl Actor {
             ServerMessage::PeerJoined { peer } => {
                 // They will offer to us; the connection starts with their offer.
                 let m = member(&peer);
-                self.add_member(m.clone()).await;
+                self.add_member(m.clone());
                 self.emit(Event::MemberUpdated(m)).await;
             }
             ServerMessage::PeerUpdated { peer } => {
@@ -345,13 +357,7 @@ impl Actor {
                 call.members.insert(m.id.clone(), m.clone());
                 self.emit(Event::MemberUpdated(m)).await;
             }
-            ServerMessage::PeerLeft { id } => {
-                self.stop_peer(&id);
-                if let Some(call) = &mut self.call {
-                    call.members.remove(&id);
-                }
-                self.emit(Event::MemberLeft { id }).await;
-            }
+            ServerMessage::PeerLeft { id } => self.remove_member(id).await,
             ServerMessage::Signal { from, payload } => {
                 let Some(typed) = PeerPayload::from_payload(&payload) else {
                     tracing::debug!(peer = %from, "ignoring an unknown payload");
@@ -395,11 +401,7 @@ impl Actor {
                 .cloned()
                 .collect();
             for id in gone {
-                self.stop_peer(&id);
-                if let Some(call) = &mut self.call {
-                    call.members.remove(&id);
-                }
-                self.emit(Event::MemberLeft { id }).await;
+                self.remove_member(id).await;
             }
             return;
         }
@@ -418,7 +420,7 @@ impl Actor {
         }
         for p in &peers {
             let m = member(p);
-            self.add_member(m.clone()).await;
+            self.add_member(m.clone());
             self.emit(Event::MemberUpdated(m)).await;
             self.start_peer(&p.id, true);
         }
