@@ -327,9 +327,8 @@ fn audio_clock(inner: &std::sync::Weak<RemoteInner>, stop: &AtomicBool) {
         if let Output::Headless(remote) = &inner.output {
             lock(remote).next_frame(Instant::now(), &mut out);
         }
-        let members = lock(&inner.members).clone();
         for (peer, played, db) in inner.output.tallies() {
-            let Some(m) = members.get(&peer) else {
+            let Some(m) = lock(&inner.members).get(&peer).cloned() else {
                 continue;
             };
             let mut a = lock(&m.audio);
