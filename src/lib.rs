@@ -7,4 +7,6 @@ pub mod media;
 pub mod participant;
 pub mod proto;
 pub mod server;
+pub mod session;
 pub mod tls;
+pub mod ui;

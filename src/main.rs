@@ -11,11 +11,38 @@ use meshcall::proto::IceServer;
 use meshcall::server::{ServerConfig, TlsFiles, TurnConfig};
 
 /// meshcall: video calls with everyone in a room, peer to peer.
+///
+/// Without a subcommand, opens the desktop window.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    window: WindowArgs,
+}
+
+/// Prefills the window's lobby; with --room it joins at once.
+#[derive(Args, Debug)]
+struct WindowArgs {
+    /// Signaling server, e.g. ws://127.0.0.1:8787 (default: the remembered one).
+    #[arg(long)]
+    server: Option<String>,
+    /// Room code (or invite link) to join at once.
+    #[arg(long)]
+    room: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// What to send as video.
+    #[arg(long, value_enum)]
+    video: Option<VideoArg>,
+    /// What to send as audio.
+    #[arg(long, value_enum)]
+    audio: Option<AudioArg>,
+    /// Local IP address(es) for ICE host candidates (comma-separated); also MESHCALL_ICE_IP.
+    #[arg(long, env = meshcall::engine::ICE_IP_ENV)]
+    ice_ip: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,13 +164,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Serve(args)) => run_serve(args),
         Some(Command::Join(args)) => run_join(args),
-        None => Err(anyhow::anyhow!(
-            "the desktop window is not built yet. What works today:\n  \
-             meshcall serve                      run a signaling server on 127.0.0.1:8787\n  \
-             meshcall join --duration 30         start a room with a test pattern and a tone\n  \
-             meshcall join --room CODE --report -  join it and print what was received\n\
-             (meshcall --help for everything)"
-        )),
+        None => run_window(cli.window),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,6 +216,32 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn run_window(args: WindowArgs) -> anyhow::Result<()> {
+    use meshcall::ui::settings::{CameraPick, MicPick};
+    let mut engine = meshcall::engine::EngineConfig::default();
+    if let Some(ips) = &args.ice_ip {
+        engine.ice_ips =
+            meshcall::engine::parse_ips(ips).map_err(|e| anyhow::anyhow!("--ice-ip: {e}"))?;
+    }
+    let launch = meshcall::ui::Launch {
+        server: args.server,
+        room: args.room,
+        name: args.name,
+        camera: args.video.map(|v| match v {
+            VideoArg::Test => CameraPick::TestPattern,
+            VideoArg::Camera => CameraPick::Camera(0),
+            VideoArg::None => CameraPick::None,
+        }),
+        mic: args.audio.map(|a| match a {
+            AudioArg::Tone => MicPick::Tone,
+            AudioArg::Mic => MicPick::Default,
+            AudioArg::None => MicPick::None,
+        }),
+        engine,
+    };
+    meshcall::ui::run(launch)
 }
 
 fn secs(s: f64) -> anyhow::Result<Duration> {

@@ -129,6 +129,8 @@ pub struct MemberStats {
     pub bitrate_out: f64,
     /// RTP packets from them that never arrived.
     pub packets_lost: i64,
+    /// RTP packets from them that arrived (with `packets_lost`, the loss fraction).
+    pub packets_received: u64,
     /// Video frames from them assembled (and, once decoding is wired, decoded).
     pub video_frames: u64,
     /// Video frames per second from them.

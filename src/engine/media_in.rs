@@ -36,6 +36,8 @@ struct AudioTally {
     rms_sum: f64,
     last: Option<Instant>,
     last_played: u64,
+    /// Level of what was played in the last clock tick, decaying while nothing plays.
+    level: f64,
 }
 
 /// One member's received media as consumers see it.
@@ -105,6 +107,12 @@ impl RemoteMember {
         } else {
             a.rms_sum / a.frames as f64
         }
+    }
+
+    /// How loud they are right now (linear RMS of the last 20 ms played, 0..1), for
+    /// showing who is speaking.
+    pub fn audio_level(&self) -> f32 {
+        lock(&self.audio).level as f32
     }
 
     /// Time since their last decoded audio frame.
@@ -343,6 +351,10 @@ fn audio_clock(inner: &std::sync::Weak<RemoteInner>, stop: &AtomicBool) {
                 };
                 a.rms_sum += linear * n as f64;
                 a.last = Some(Instant::now());
+                a.level = linear;
+            } else {
+                // Silence after speech fades rather than snapping, so a border does not flicker.
+                a.level *= 0.7;
             }
         }
         drop(inner);

@@ -246,7 +246,9 @@ fn video_loop(
         last = Some(at);
         let frame = Arc::new(frame);
         *stats.preview.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&frame));
-        if !input.video_on() {
+        // Off, or nobody to send to (the lobby's self-preview): capture only. A peer that
+        // connects later asks for a keyframe, so nothing is lost by not encoding now.
+        if !input.video_on() || input.video_peers() == 0 {
             input.skip_video(ticks);
             continue;
         }

@@ -40,6 +40,7 @@ impl StatsTracker {
         for inbound in report.inbound_rtp_streams() {
             let r = &inbound.received_rtp_stream_stats;
             s.packets_lost += r.packets_lost;
+            s.packets_received += r.packets_received;
             if r.rtp_stream_stats.kind == RtpCodecKind::Video {
                 // RTP timestamp units at 90 kHz.
                 s.jitter_ms = r.jitter / 90.0;

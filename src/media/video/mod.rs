@@ -11,7 +11,7 @@ pub mod pattern;
 pub mod source;
 
 pub use camera::{Camera, CameraInfo, CameraRequest, list_cameras};
-pub use convert::{RgbaImage, i420_to_rgba};
+pub use convert::{RgbaImage, i420_to_rgba, i420_to_rgba_into};
 pub use decoder::H264Decoder;
 pub use encoder::{EncodedFrame, EncoderSettings, H264Encoder};
 pub use error::VideoError;

@@ -1,0 +1,309 @@
+//! The one task that owns the engine, the capture pipelines and the embedded server for
+//! the desktop app. Device work that blocks (opening a camera, a sound device) runs on
+//! tokio's blocking pool so neither this task nor the UI stalls on it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::embedded_server::{EmbeddedServer, ServerPlan, plan_server};
+use super::{DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, Shared, lock};
+use crate::engine::{
+    AudioChoice, Command, Engine, EngineConfig, Event, LocalPipelines, RemoteMedia, VideoChoice,
+    VideoFormat,
+};
+
+type Wake = Arc<dyn Fn() + Send + Sync>;
+
+struct Worker {
+    config: EngineConfig,
+    devices: DeviceChoice,
+    notices: mpsc::Sender<Notice>,
+    shared: Arc<Shared>,
+    wake: Wake,
+    engine: Option<Engine>,
+    video: Option<LocalPipelines>,
+    audio: Option<LocalPipelines>,
+    /// Between sending `join` and hearing `left` (or the join failing).
+    in_call: bool,
+    server: Option<EmbeddedServer>,
+    /// Who was speaking at the last look (our own id is "").
+    speaking: BTreeSet<String>,
+}
+
+pub(super) async fn run(
+    config: EngineConfig,
+    devices: DeviceChoice,
+    mut requests: mpsc::Receiver<Request>,
+    notices: mpsc::Sender<Notice>,
+    shared: Arc<Shared>,
+    wake: Wake,
+) {
+    let mut w = Worker {
+        config,
+        devices: devices.clone(),
+        notices,
+        shared,
+        wake,
+        engine: None,
+        video: None,
+        audio: None,
+        in_call: false,
+        server: None,
+        speaking: BTreeSet::new(),
+    };
+    w.list_devices();
+    w.rebuild(devices).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(r) => w.handle(r).await,
+                None => break,
+            },
+            Some(event) = next_event(&mut w.engine) => w.on_event(event).await,
+            _ = tick.tick() => w.check_speaking(),
+        }
+    }
+    w.close().await;
+}
+
+async fn next_event(engine: &mut Option<Engine>) -> Option<Event> {
+    match engine {
+        Some(e) => e.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Worker {
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::UseDevices(choice) => {
+                if self.in_call {
+                    tracing::warn!("devices can only change outside a call");
+                } else if choice != self.devices {
+                    self.rebuild(choice).await;
+                }
+            }
+            Request::Join { params, lan } => self.join(params, lan).await,
+            Request::SetMic(on) => {
+                self.devices.mic_on = on;
+                if self.in_call {
+                    self.send(Command::SetMic(on)).await;
+                }
+            }
+            Request::SetCamera(on) => {
+                self.devices.camera_on = on;
+                if on && self.video.is_none() {
+                    self.start_video().await;
+                } else if !on {
+                    self.stop_video().await;
+                }
+                if self.in_call {
+                    self.send(Command::SetCamera(on)).await;
+                }
+            }
+            Request::Engine(command) => self.send(command).await,
+            Request::RefreshDevices => self.list_devices(),
+        }
+    }
+
+    async fn send(&self, command: Command) {
+        if let Some(engine) = &self.engine {
+            engine.send(command).await;
+        }
+    }
+
+    async fn notify(&self, notice: Notice) {
+        // The UI may be gone while we tidy up; nothing to tell then.
+        let _ = self.notices.send(notice).await;
+        (self.wake)();
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match &event {
+            Event::JoinFailed { .. } | Event::Left { .. } => self.in_call = false,
+            _ => {}
+        }
+        self.notify(Notice::Engine(event)).await;
+    }
+
+    fn list_devices(&self) {
+        let notices = self.notices.clone();
+        let wake = Arc::clone(&self.wake);
+        tokio::task::spawn_blocking(move || {
+            let cameras = crate::media::video::list_cameras();
+            let (audio, audio_problem) = match crate::media::audio::devices::list() {
+                Ok(a) => (a, None),
+                Err(e) => (Default::default(), Some(e.to_string())),
+            };
+            let lists = DeviceLists {
+                cameras,
+                audio,
+                audio_problem,
+            };
+            if notices.blocking_send(Notice::Devices(lists)).is_ok() {
+                wake();
+            }
+        });
+    }
+
+    /// New devices: a fresh speaker output, engine and capture (only outside a call, so
+    /// nothing is lost; the echo canceller needs the new speaker's output as reference).
+    async fn rebuild(&mut self, choice: DeviceChoice) {
+        self.devices = choice;
+        self.stop_video().await;
+        self.stop_audio().await;
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown().await;
+        }
+        let speaker = self.devices.speaker.clone();
+        let remote = match tokio::task::spawn_blocking(move || RemoteMedia::new(&speaker)).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.notify(Notice::DeviceProblem(format!("speaker: {e}")))
+                    .await;
+                return;
+            }
+        };
+        if let Some(problem) = remote.problem() {
+            self.notify(Notice::DeviceProblem(problem.to_owned())).await;
+        }
+        remote.set_on_frame(Arc::clone(&self.wake));
+        self.engine = Some(Engine::spawn_decoding(self.config.clone(), &remote));
+        *lock(&self.shared.remote) = Some(remote);
+        self.start_audio().await;
+        if self.devices.camera_on {
+            self.start_video().await;
+        }
+    }
+
+    async fn start_pipeline(
+        &self,
+        video: VideoChoice,
+        audio: AudioChoice,
+    ) -> Option<LocalPipelines> {
+        let engine = self.engine.as_ref()?;
+        let input = engine.media_input();
+        let name = self.devices.name.clone();
+        let echo = if matches!(audio, AudioChoice::Mic(_)) {
+            lock(&self.shared.remote)
+                .as_ref()
+                .and_then(RemoteMedia::take_echo_reference)
+        } else {
+            None
+        };
+        let started = tokio::task::spawn_blocking(move || {
+            LocalPipelines::start(&input, &name, &video, &VideoFormat::default(), &audio, echo)
+        })
+        .await;
+        match started {
+            Ok(p) => {
+                for problem in &p.problems {
+                    self.notify(Notice::DeviceProblem(problem.clone())).await;
+                }
+                Some(p)
+            }
+            Err(e) => {
+                self.notify(Notice::DeviceProblem(format!("capture: {e}")))
+                    .await;
+                None
+            }
+        }
+    }
+
+    async fn start_video(&mut self) {
+        if self.devices.video == VideoChoice::None {
+            return;
+        }
+        let p = self
+            .start_pipeline(self.devices.video.clone(), AudioChoice::None)
+            .await;
+        *lock(&self.shared.video_out) = p.as_ref().map(|p| Arc::clone(&p.stats));
+        self.video = p;
+    }
+
+    async fn start_audio(&mut self) {
+        if self.devices.audio == AudioChoice::None {
+            return;
+        }
+        let p = self
+            .start_pipeline(VideoChoice::None, self.devices.audio.clone())
+            .await;
+        *lock(&self.shared.audio_out) = p.as_ref().map(|p| Arc::clone(&p.stats));
+        self.audio = p;
+    }
+
+    async fn stop_video(&mut self) {
+        *lock(&self.shared.video_out) = None;
+        stop(self.video.take()).await;
+    }
+
+    async fn stop_audio(&mut self) {
+        *lock(&self.shared.audio_out) = None;
+        stop(self.audio.take()).await;
+    }
+
+    async fn join(&mut self, mut params: crate::engine::JoinParams, lan: bool) {
+        if let ServerPlan::StartLocal { port } = plan_server(&params.server).await {
+            if let Some(old) = self.server.take() {
+                old.stop().await;
+            }
+            match EmbeddedServer::start(port, lan).await {
+                Ok(server) => {
+                    let url = server.public_base();
+                    self.server = Some(server);
+                    self.notify(Notice::ServerStarted { url, lan }).await;
+                }
+                Err(e) => self.notify(Notice::ServerProblem(e)).await,
+            }
+        }
+        params.audio = self.devices.mic_on;
+        params.video = self.devices.camera_on && self.video.is_some();
+        self.in_call = true;
+        self.send(Command::Join(params)).await;
+    }
+
+    fn check_speaking(&mut self) {
+        let mut now = BTreeSet::new();
+        if let Some(remote) = lock(&self.shared.remote).clone() {
+            for (id, member) in remote.members() {
+                if member.audio_level() > SPEAKING_LEVEL {
+                    now.insert(id);
+                }
+            }
+        }
+        let mic = lock(&self.shared.audio_out)
+            .as_ref()
+            .map_or(0.0, |s| s.mic_rms());
+        if self.devices.mic_on && mic > SPEAKING_LEVEL {
+            now.insert(String::new());
+        }
+        if now != self.speaking {
+            self.speaking = now;
+            (self.wake)();
+        }
+    }
+
+    async fn close(mut self) {
+        self.stop_video().await;
+        self.stop_audio().await;
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown().await;
+        }
+        *lock(&self.shared.remote) = None;
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+}
+
+/// Stops capture threads off the async threads (dropping joins them).
+async fn stop(pipelines: Option<LocalPipelines>) {
+    if let Some(p) = pipelines {
+        let _ = tokio::task::spawn_blocking(move || drop(p)).await;
+    }
+}

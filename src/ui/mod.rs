@@ -1,0 +1,112 @@
+//! The desktop window (eframe/egui): the lobby, the call grid, controls and chat. It
+//! talks to the call only through [`crate::session`]'s requests and notices; it never
+//! awaits and never blocks. One file per screen or widget; widgets return what the
+//! person asked for and [`app::MeshcallUi`] applies it.
+
+pub mod app;
+pub mod banners;
+pub mod call_model;
+pub mod call_view;
+pub mod chat_panel;
+pub mod control_bar;
+pub mod grid;
+pub mod lobby;
+pub mod room_input;
+pub mod settings;
+pub mod textures;
+pub mod tile;
+
+use crate::engine::EngineConfig;
+use crate::session::Session;
+use app::{MeshcallUi, repaint_waker};
+use settings::{CameraPick, MicPick, Settings};
+
+/// What the command line asks of the window; each `Some` overrides the remembered setting.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Signaling server.
+    pub server: Option<String>,
+    /// Room to join at once.
+    pub room: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Video source.
+    pub camera: Option<CameraPick>,
+    /// Audio source.
+    pub mic: Option<MicPick>,
+    /// Engine settings (ICE addresses).
+    pub engine: EngineConfig,
+}
+
+impl Launch {
+    /// `settings` with the command line's choices on top.
+    pub fn apply(&self, mut settings: Settings) -> Settings {
+        if let Some(s) = &self.server {
+            settings.server = s.clone();
+        }
+        if let Some(r) = &self.room {
+            settings.room = r.clone();
+        }
+        if let Some(n) = &self.name {
+            settings.name = n.clone();
+        }
+        if let Some(c) = &self.camera {
+            settings.camera = c.clone();
+        }
+        if let Some(m) = &self.mic {
+            settings.mic = m.clone();
+        }
+        if self.room.is_some() && settings.name.trim().is_empty() {
+            settings.name = std::env::var("USER").unwrap_or_else(|_| "Guest".into());
+        }
+        settings
+    }
+}
+
+/// The eframe app: the window state over a real [`Session`].
+pub struct DesktopApp {
+    ui: MeshcallUi<Session>,
+}
+
+impl eframe::App for DesktopApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.ui.ui(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.ui.settings);
+    }
+}
+
+/// Opens the window and runs until it is closed.
+pub fn run(launch: Launch) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("meshcall")
+            .with_app_id("meshcall")
+            .with_inner_size([1100.0, 720.0])
+            .with_min_inner_size([640.0, 420.0]),
+        renderer: eframe::Renderer::Glow,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "meshcall",
+        options,
+        Box::new(move |cc| {
+            let saved: Settings = cc
+                .storage
+                .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+                .unwrap_or_default();
+            let settings = launch.apply(saved);
+            let session = Session::start(
+                launch.engine.clone(),
+                MeshcallUi::<Session>::device_choice(&settings),
+                repaint_waker(&cc.egui_ctx),
+            )?;
+            Ok(Box::new(DesktopApp {
+                ui: MeshcallUi::new(session, settings, launch.room.is_some()),
+            }))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("the window could not open: {e}"))
+}
