@@ -126,6 +126,8 @@ fn quality_mark(
     let spot = Rect::from_center_size(rect.right_top() + vec2(-16.0, 16.0), vec2(16.0, 16.0));
     ui.painter().circle_filled(spot.center(), 6.0, colour);
     let response = ui.interact(spot, ui.scope_id().with(("quality", name)), Sense::hover());
+    let label = format!("Connection quality: {name}");
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &label));
     let text = match numbers {
         Some(n) => describe(quality, n),
         None => "Connection: not measured yet".to_owned(),

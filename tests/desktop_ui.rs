@@ -1,0 +1,436 @@
+//! The desktop window driven through egui_kittest (AccessKit: find by role and label,
+//! click, type), over a fake backend that records requests and feeds events — the
+//! window's only contact with the call.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use egui::accesskit::Role;
+use egui::{Key, Modifiers, vec2};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use meshcall::client::ConnectionState;
+use meshcall::engine::{Command, Event, LinkState, Member, MemberStats};
+use meshcall::media::audio::devices::AudioDevices;
+use meshcall::media::video::{FrameTime, I420Frame};
+use meshcall::proto::{ChatMessage, ErrorCode};
+use meshcall::session::{CallBackend, DeviceLists, Notice, Request};
+use meshcall::ui::app::MeshcallUi;
+use meshcall::ui::settings::{CameraPick, Settings};
+
+#[derive(Default)]
+struct FakeBackend {
+    requests: Vec<Request>,
+    notices: VecDeque<Notice>,
+    frames: HashMap<String, Arc<I420Frame>>,
+    /// How many frames the window took, per member.
+    taken: HashMap<String, usize>,
+    levels: HashMap<String, f32>,
+}
+
+impl CallBackend for FakeBackend {
+    fn request(&mut self, request: Request) {
+        self.requests.push(request);
+    }
+    fn poll(&mut self) -> Option<Notice> {
+        self.notices.pop_front()
+    }
+    fn take_frame(&mut self, id: &str) -> Option<Arc<I420Frame>> {
+        let f = self.frames.remove(id)?;
+        *self.taken.entry(id.to_owned()).or_default() += 1;
+        Some(f)
+    }
+    fn level(&self, id: &str) -> f32 {
+        self.levels.get(id).copied().unwrap_or(0.0)
+    }
+    fn preview(&self) -> Option<Arc<I420Frame>> {
+        None
+    }
+    fn mic_level(&self) -> f32 {
+        0.0
+    }
+}
+
+type App = MeshcallUi<FakeBackend>;
+
+fn no_devices() -> Notice {
+    Notice::Devices(DeviceLists {
+        cameras: Vec::new(),
+        audio: AudioDevices::default(),
+        audio_problem: None,
+    })
+}
+
+fn harness(settings: Settings) -> Harness<'static, App> {
+    let mut backend = FakeBackend::default();
+    backend.notices.push_back(no_devices());
+    let app = MeshcallUi::new(backend, settings, false);
+    let mut h = Harness::builder()
+        .with_size(vec2(1000.0, 640.0))
+        .build_ui_state(|ui, app: &mut App| app.ui(ui), app);
+    h.run();
+    h
+}
+
+fn type_into(h: &mut Harness<'static, App>, label: &str, text: &str) {
+    h.get_by_role_and_label(Role::TextInput, label).focus();
+    h.run();
+    h.get_by_role_and_label(Role::TextInput, label)
+        .type_text(text);
+    h.run();
+}
+
+fn joins(h: &Harness<'static, App>) -> Vec<meshcall::engine::JoinParams> {
+    h.state()
+        .backend()
+        .requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::Join { params, .. } => Some(params.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn member(id: &str, name: &str, audio: bool, video: bool) -> Member {
+    Member {
+        id: id.into(),
+        name: name.into(),
+        audio,
+        video,
+        link: LinkState::Connected,
+    }
+}
+
+fn frame(y: u8, u: u8, v: u8) -> Arc<I420Frame> {
+    Arc::new(I420Frame::filled(320, 180, (y, u, v), FrameTime::now()).expect("frame"))
+}
+
+/// A window in a call with three others: one talking with video, one muted, one with the
+/// camera off.
+fn in_call() -> Harness<'static, App> {
+    let settings = Settings {
+        name: "Ada Lovelace".into(),
+        ..Settings::default()
+    };
+    let mut h = harness(settings);
+    let b = h.state_mut().backend_mut();
+    b.notices.push_back(Notice::Engine(Event::Joined {
+        room: "abc-defg-hij".into(),
+        self_id: "me".into(),
+        members: vec![
+            member("p1", "Grace Hopper", true, true),
+            member("p2", "Alan Turing", false, true),
+        ],
+        chat: vec![ChatMessage {
+            from: "p1".into(),
+            name: "Grace Hopper".into(),
+            text: "hello from history".into(),
+            ts: 0,
+        }],
+    }));
+    b.notices.push_back(Notice::Engine(Event::MemberUpdated(member(
+        "p3",
+        "Edsger Dijkstra",
+        true,
+        false,
+    ))));
+    b.frames.insert("p1".into(), frame(120, 90, 200));
+    b.frames.insert("p2".into(), frame(180, 160, 60));
+    b.levels.insert("p1".into(), 0.3);
+    h.run();
+    h
+}
+
+#[test]
+fn lobby_join_sends_the_typed_name_and_code() {
+    let mut h = harness(Settings::default());
+    // No camera on this machine: the test pattern is picked, and the person is told.
+    assert_eq!(h.state().settings.camera, CameraPick::TestPattern);
+    h.get_by_label_contains("No camera found");
+    type_into(&mut h, "Your name", "Ada");
+    type_into(&mut h, "Room code or link", "ABC-DEFG-HIJ");
+    h.get_by_role_and_label(Role::Button, "Join").click();
+    h.run_steps(2);
+    let joins = joins(&h);
+    assert_eq!(joins.len(), 1, "{:?}", h.state().backend().requests);
+    assert_eq!(joins[0].name, "Ada");
+    assert_eq!(joins[0].room.as_deref(), Some("abc-defg-hij"));
+    assert_eq!(joins[0].server, "ws://127.0.0.1:8787");
+    assert!(h.state().lobby().joining);
+}
+
+#[test]
+fn new_room_creates_one() {
+    let mut h = harness(Settings {
+        name: "Ada".into(),
+        ..Settings::default()
+    });
+    h.get_by_role_and_label(Role::Button, "New room").click();
+    h.run_steps(2);
+    let joins = joins(&h);
+    assert_eq!(joins.len(), 1);
+    assert_eq!(joins[0].room, None);
+}
+
+#[test]
+fn a_pasted_link_gives_room_and_server() {
+    let mut h = harness(Settings {
+        name: "Ada".into(),
+        ..Settings::default()
+    });
+    type_into(&mut h, "Room code or link", "http://10.1.2.3:8787/r/abc-defg-hij");
+    h.get_by_role_and_label(Role::Button, "Join").click();
+    h.run_steps(2);
+    let joins = joins(&h);
+    assert_eq!(joins[0].room.as_deref(), Some("abc-defg-hij"));
+    assert_eq!(joins[0].server, "ws://10.1.2.3:8787");
+}
+
+#[test]
+fn bad_input_is_explained_and_nothing_is_sent() {
+    let mut h = harness(Settings::default());
+    h.get_by_role_and_label(Role::Button, "Join").click();
+    h.run();
+    h.get_by_label("Type your name first.");
+    type_into(&mut h, "Your name", "Ada");
+    type_into(&mut h, "Room code or link", "not a code!");
+    h.get_by_role_and_label(Role::Button, "Join").click();
+    h.run();
+    h.get_by_label_contains("is not a room code");
+    assert!(joins(&h).is_empty());
+}
+
+#[test]
+fn room_full_and_wrong_passcode_are_explained() {
+    let mut h = harness(Settings {
+        name: "Ada".into(),
+        room: "abc-defg-hij".into(),
+        ..Settings::default()
+    });
+    h.get_by_role_and_label(Role::Button, "Join").click();
+    h.run_steps(2);
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::JoinFailed {
+            code: Some(ErrorCode::RoomFull),
+            message: "room is full".into(),
+        }));
+    h.run();
+    h.get_by_label_contains("This room is full");
+    assert!(!h.state().in_call());
+
+    h.get_by_role_and_label(Role::Button, "Join").click();
+    h.run_steps(2);
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::JoinFailed {
+            code: Some(ErrorCode::WrongPasscode),
+            message: "wrong passcode".into(),
+        }));
+    h.run();
+    h.get_by_label_contains("This room has a passcode");
+    // The passcode field appears; what is typed goes with the next join.
+    type_into(&mut h, "Passcode", "s3cret");
+    h.get_by_role_and_label(Role::Button, "Join").click();
+    h.run_steps(2);
+    let joins = joins(&h);
+    assert_eq!(joins.len(), 3);
+    assert_eq!(joins[2].passcode.as_deref(), Some("s3cret"));
+}
+
+#[test]
+fn the_call_shows_everyone_with_names_badges_and_initials() {
+    let mut h = in_call();
+    assert!(h.state().in_call());
+    h.get_by_label("Ada Lovelace (you)");
+    h.get_by_label("Grace Hopper");
+    h.get_by_label("Alan Turing");
+    h.get_by_label("Edsger Dijkstra");
+    // Alan is muted; Edsger's camera is off, so his initials show instead of video.
+    assert_eq!(h.get_all_by_label("Muted").count(), 1);
+    h.get_by_label("ED");
+    // Video reached the tiles that have it, one texture each.
+    h.get_by_label("Grace Hopper's video");
+    h.get_by_label("Alan Turing's video");
+    assert!(h.query_by_label("Edsger Dijkstra's video").is_none());
+    assert_eq!(h.state().texture_count(), 2);
+    h.get_by_label("4 people");
+    h.get_by_label("Room abc-defg-hij");
+    h.snapshot("call_4_people");
+}
+
+#[test]
+fn a_texture_is_only_updated_when_a_new_frame_came() {
+    let mut h = in_call();
+    let taken = h.state().backend().taken.get("p1").copied();
+    assert_eq!(taken, Some(1));
+    // Many redraws with no new frame take nothing; one new frame is taken once.
+    for _ in 0..5 {
+        h.step();
+    }
+    assert_eq!(h.state().backend().taken["p1"], 1);
+    h.state_mut()
+        .backend_mut()
+        .frames
+        .insert("p1".into(), frame(30, 128, 128));
+    h.run();
+    assert_eq!(h.state().backend().taken["p1"], 2);
+    assert_eq!(h.state().texture_count(), 2);
+}
+
+#[test]
+fn people_leaving_lose_their_tile() {
+    let mut h = in_call();
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::MemberLeft { id: "p2".into() }));
+    h.run();
+    assert!(h.query_by_label("Alan Turing").is_none());
+    h.get_by_label("3 people");
+    assert_eq!(h.state().texture_count(), 1);
+}
+
+fn last_requests(h: &Harness<'static, App>, n: usize) -> Vec<String> {
+    let r = &h.state().backend().requests;
+    r[r.len().saturating_sub(n)..]
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect()
+}
+
+#[test]
+fn mic_and_camera_toggle_by_button_and_shortcut() {
+    let mut h = in_call();
+    h.get_by_role_and_label(Role::Button, "Mute").click();
+    h.run();
+    assert_eq!(last_requests(&h, 1), ["SetMic(false)"]);
+    h.get_by_role_and_label(Role::Button, "Unmute");
+    // Now two muted badges: ours and Alan's.
+    assert_eq!(h.get_all_by_label("Muted").count(), 2);
+
+    // Ctrl+D / Ctrl+E as on Linux (egui's COMMAND is Ctrl there).
+    let ctrl = Modifiers::CTRL | Modifiers::COMMAND;
+    h.key_press_modifiers(ctrl, Key::D);
+    h.run();
+    assert_eq!(last_requests(&h, 1), ["SetMic(true)"]);
+    h.get_by_role_and_label(Role::Button, "Mute");
+    h.key_press_modifiers(ctrl, Key::E);
+    h.run();
+    assert_eq!(last_requests(&h, 1), ["SetCamera(false)"]);
+    h.get_by_role_and_label(Role::Button, "Start video").click();
+    h.run();
+    assert_eq!(last_requests(&h, 1), ["SetCamera(true)"]);
+    // A plain D (typing) toggles nothing.
+    let before = h.state().backend().requests.len();
+    h.key_press(Key::D);
+    h.run();
+    assert_eq!(h.state().backend().requests.len(), before);
+}
+
+#[test]
+fn chat_shows_history_counts_unread_and_sends() {
+    let mut h = in_call();
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::Chat(ChatMessage {
+            from: "p3".into(),
+            name: "Edsger Dijkstra".into(),
+            text: "goto considered harmful".into(),
+            ts: 1,
+        })));
+    h.run();
+    h.get_by_label("1 unread");
+    assert!(h.query_by_label("goto considered harmful").is_none());
+    h.get_by_role_and_label(Role::Button, "Chat").click();
+    h.run();
+    h.get_by_label("hello from history");
+    h.get_by_label("goto considered harmful");
+    assert!(h.query_by_label("1 unread").is_none());
+    type_into(&mut h, "Message", "hi all");
+    h.get_by_role_and_label(Role::Button, "Send").click();
+    h.run();
+    assert_eq!(last_requests(&h, 1), [format!("{:?}", Request::Engine(Command::Chat("hi all".into())))]);
+}
+
+#[test]
+fn banners_for_reconnecting_and_device_problems() {
+    let mut h = in_call();
+    let b = h.state_mut().backend_mut();
+    b.notices.push_back(Notice::Engine(Event::Signaling(
+        ConnectionState::Reconnecting { attempt: 1 },
+    )));
+    b.notices
+        .push_back(Notice::DeviceProblem("microphone: no sound server".into()));
+    h.run();
+    h.get_by_label_contains("reconnecting");
+    h.get_by_label("microphone: no sound server");
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::Signaling(ConnectionState::Connected)));
+    h.run();
+    assert!(h.query_by_label_contains("reconnecting").is_none());
+    // The device banner stays until dismissed.
+    h.get_by_role_and_label(Role::Button, "Dismiss").click();
+    h.run();
+    assert!(h.query_by_label("microphone: no sound server").is_none());
+    assert!(h.state().banners().is_empty());
+}
+
+#[test]
+fn quality_tooltip_and_stats_reach_the_tile() {
+    let mut h = in_call();
+    let stats = MemberStats {
+        rtt_ms: Some(23.0),
+        bitrate_in: 850_000.0,
+        bitrate_out: 900_000.0,
+        ..Default::default()
+    };
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::Stats {
+            id: "p1".into(),
+            stats,
+        }));
+    h.run();
+    h.get_by_label("Connection quality: Grace Hopper").hover();
+    h.run();
+    h.get_by_label_contains("RTT 23 ms");
+    h.get_by_label_contains("Loss 0.0 %");
+    h.get_by_label_contains("In 850 kbit/s · Out 900 kbit/s");
+}
+
+#[test]
+fn leaving_returns_to_the_lobby_quietly() {
+    let mut h = in_call();
+    h.get_by_role_and_label(Role::Button, "Leave").click();
+    h.run();
+    assert_eq!(last_requests(&h, 1), [format!("{:?}", Request::Engine(Command::Leave))]);
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::Left {
+            reason: "you left".into(),
+        }));
+    h.run();
+    assert!(!h.state().in_call());
+    assert!(h.state().banners().is_empty());
+    h.get_by_role_and_label(Role::Button, "Join");
+    assert_eq!(h.state().texture_count(), 0);
+}
+
+#[test]
+fn lobby_snapshot() {
+    let mut h = harness(Settings {
+        name: "Ada Lovelace".into(),
+        room: "abc-defg-hij".into(),
+        ..Settings::default()
+    });
+    h.snapshot("lobby");
+}
