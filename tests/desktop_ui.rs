@@ -129,12 +129,13 @@ fn in_call() -> Harness<'static, App> {
             ts: 0,
         }],
     }));
-    b.notices.push_back(Notice::Engine(Event::MemberUpdated(member(
-        "p3",
-        "Edsger Dijkstra",
-        true,
-        false,
-    ))));
+    b.notices
+        .push_back(Notice::Engine(Event::MemberUpdated(member(
+            "p3",
+            "Edsger Dijkstra",
+            true,
+            false,
+        ))));
     b.frames.insert("p1".into(), frame(120, 90, 200));
     b.frames.insert("p2".into(), frame(180, 160, 60));
     b.levels.insert("p1".into(), 0.3);
@@ -179,7 +180,11 @@ fn a_pasted_link_gives_room_and_server() {
         name: "Ada".into(),
         ..Settings::default()
     });
-    type_into(&mut h, "Room code or link", "http://10.1.2.3:8787/r/abc-defg-hij");
+    type_into(
+        &mut h,
+        "Room code or link",
+        "http://10.1.2.3:8787/r/abc-defg-hij",
+    );
     h.get_by_role_and_label(Role::Button, "Join").click();
     h.run_steps(2);
     let joins = joins(&h);
@@ -246,6 +251,7 @@ fn the_call_shows_everyone_with_names_badges_and_initials() {
     let mut h = in_call();
     assert!(h.state().in_call());
     h.get_by_label("Ada Lovelace (you)");
+    h.get_by_label("AL");
     h.get_by_label("Grace Hopper");
     h.get_by_label("Alan Turing");
     h.get_by_label("Edsger Dijkstra");
@@ -354,7 +360,13 @@ fn chat_shows_history_counts_unread_and_sends() {
     type_into(&mut h, "Message", "hi all");
     h.get_by_role_and_label(Role::Button, "Send").click();
     h.run();
-    assert_eq!(last_requests(&h, 1), [format!("{:?}", Request::Engine(Command::Chat("hi all".into())))]);
+    assert_eq!(
+        last_requests(&h, 1),
+        [format!(
+            "{:?}",
+            Request::Engine(Command::Chat("hi all".into()))
+        )]
+    );
 }
 
 #[test]
@@ -411,7 +423,10 @@ fn leaving_returns_to_the_lobby_quietly() {
     let mut h = in_call();
     h.get_by_role_and_label(Role::Button, "Leave").click();
     h.run();
-    assert_eq!(last_requests(&h, 1), [format!("{:?}", Request::Engine(Command::Leave))]);
+    assert_eq!(
+        last_requests(&h, 1),
+        [format!("{:?}", Request::Engine(Command::Leave))]
+    );
     h.state_mut()
         .backend_mut()
         .notices

@@ -261,7 +261,7 @@ impl Worker {
                 Err(e) => self.notify(Notice::ServerProblem(e)).await,
             }
         }
-        params.audio = self.devices.mic_on;
+        params.audio = self.devices.mic_on && self.audio.is_some();
         params.video = self.devices.camera_on && self.video.is_some();
         self.in_call = true;
         self.send(Command::Join(params)).await;

@@ -13,7 +13,7 @@ use super::call_view::{self, CallAction, CallView};
 use super::control_bar::BarAction;
 use super::lobby::{self, LobbyAction, LobbyState, LobbyView};
 use super::room_input::parse_room_input;
-use super::settings::{CameraPick, Settings};
+use super::settings::{CameraPick, MicPick, Settings};
 use super::textures::{SELF_KEY, VideoTextures};
 use crate::client::ConnectionState;
 use crate::engine::{Command, Event, JoinParams};
@@ -396,6 +396,7 @@ impl<B: CallBackend> MeshcallUi<B> {
             )
         });
         let camera_available = self.settings.camera != CameraPick::None;
+        let mic_available = self.settings.mic != MicPick::None;
         let Screen::Call(model) = &self.screen else {
             return;
         };
@@ -409,11 +410,12 @@ impl<B: CallBackend> MeshcallUi<B> {
                 mic_on: self.settings.mic_on,
                 camera_on: self.settings.camera_on,
                 camera_available,
+                mic_available,
                 speaking: &self.speaking,
                 draft: &mut self.chat_draft,
             },
         );
-        if mic {
+        if mic && mic_available {
             actions.push(CallAction::Bar(BarAction::ToggleMic));
         }
         if camera && camera_available {

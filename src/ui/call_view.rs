@@ -39,6 +39,8 @@ pub struct CallView<'a> {
     pub camera_on: bool,
     /// Whether a camera can be turned on.
     pub camera_available: bool,
+    /// Whether there is an audio source to unmute.
+    pub mic_available: bool,
     /// Ids speaking now (ours is [`SELF_KEY`]).
     pub speaking: &'a HashSet<String>,
     /// The chat line being written.
@@ -62,6 +64,7 @@ pub fn show(ui: &mut Ui, v: CallView<'_>) -> Vec<CallAction> {
                 mic_on: v.mic_on,
                 camera_on: v.camera_on,
                 camera_available: v.camera_available,
+                mic_available: v.mic_available,
                 unread: v.model.unread,
                 room: &v.model.room,
                 people: v.model.people(),
@@ -95,17 +98,17 @@ fn grid(ui: &mut Ui, v: &CallView<'_>) {
     let Some((self_rect, others)) = rects.split_first() else {
         return;
     };
-    let you = format!("{} (you)", v.self_name);
     tile::show(
         ui,
         *self_rect,
         &TileContent {
-            name: &you,
+            name: v.self_name,
+            is_self: true,
             video: v
                 .camera_on
                 .then(|| video_of(v.textures, SELF_KEY))
                 .flatten(),
-            mic_on: v.mic_on,
+            mic_on: v.mic_on && v.mic_available,
             speaking: v.mic_on && v.speaking.contains(SELF_KEY),
             quality: None,
             status: None,
@@ -124,6 +127,7 @@ fn grid(ui: &mut Ui, v: &CallView<'_>) {
             *rect,
             &TileContent {
                 name: &member.name,
+                is_self: false,
                 video: member
                     .video
                     .then(|| video_of(v.textures, &member.id))

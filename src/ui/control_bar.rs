@@ -25,6 +25,8 @@ pub struct BarState<'a> {
     pub camera_on: bool,
     /// Whether there is a camera/test pattern to turn on at all.
     pub camera_available: bool,
+    /// Whether there is a microphone/tone to unmute at all.
+    pub mic_available: bool,
     /// Chat messages not yet read.
     pub unread: usize,
     /// Room code.
@@ -37,10 +39,12 @@ pub struct BarState<'a> {
 pub fn show(ui: &mut Ui, s: &BarState<'_>) -> Option<BarAction> {
     let mut action = None;
     ui.horizontal_centered(|ui| {
-        let mic = if s.mic_on { "Mute" } else { "Unmute" };
+        let mic_on = s.mic_on && s.mic_available;
+        let mic = if mic_on { "Mute" } else { "Unmute" };
         if ui
-            .add(toggle_button(mic, s.mic_on))
+            .add_enabled(s.mic_available, toggle_button(mic, mic_on))
             .on_hover_text("Microphone (Ctrl+D)")
+            .on_disabled_hover_text("No microphone or test tone chosen")
             .clicked()
         {
             action = Some(BarAction::ToggleMic);

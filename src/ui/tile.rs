@@ -10,6 +10,8 @@ use super::grid::fit;
 pub struct TileContent<'a> {
     /// Name under the video.
     pub name: &'a str,
+    /// Our own tile (its name plate says so).
+    pub is_self: bool,
     /// Video texture and its size in pixels, when the camera is on and a frame arrived.
     pub video: Option<(TextureId, [usize; 2])>,
     /// Microphone on.
@@ -88,9 +90,14 @@ fn name_plate(ui: &mut Ui, rect: Rect, tile: &TileContent<'_>) {
         );
         x = badge.right() + 4.0;
     }
+    let text = if tile.is_self {
+        format!("{} (you)", tile.name)
+    } else {
+        tile.name.to_owned()
+    };
     let galley_w = ui
         .painter()
-        .layout_no_wrap(tile.name.to_owned(), font, Color32::WHITE)
+        .layout_no_wrap(text.clone(), font, Color32::WHITE)
         .size()
         .x;
     let plate = Rect::from_min_size(
@@ -104,7 +111,7 @@ fn name_plate(ui: &mut Ui, rect: Rect, tile: &TileContent<'_>) {
         .rect_filled(plate, CornerRadius::same(4), Color32::from_black_alpha(160));
     ui.put(
         plate,
-        egui::Label::new(egui::RichText::new(tile.name).color(Color32::WHITE))
+        egui::Label::new(egui::RichText::new(text).color(Color32::WHITE))
             .truncate()
             .selectable(false),
     );
