@@ -176,7 +176,11 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     let (pc_tx, mut pc_rx) = mpsc::unbounded_channel();
     let pc = match setup
         .factory
-        .build(&setup.ice_servers, Arc::new(Forward(pc_tx)))
+        .build(
+            &setup.ice_servers,
+            setup.initiator,
+            Arc::new(Forward(pc_tx)),
+        )
         .await
     {
         Ok(pc) => pc,
