@@ -61,6 +61,8 @@ export class Tiles {
 
   showLocal(id, stream) {
     const tile = this.ensure(id);
+    // Assigned afresh so a camera added after join shows up.
+    tile.video.srcObject = null;
     tile.video.srcObject = stream;
     tile.root.classList.add('self');
   }
