@@ -257,7 +257,7 @@ fn a_blocked_camera_is_explained_and_the_page_joins_with_sound_only() {
 }
 
 #[test]
-fn a_camera_turned_on_after_joining_without_one_reaches_the_headless_member() {
+fn a_camera_and_mic_turned_on_after_joining_without_them_reach_the_headless_member() {
     let Some(r) = run("camera-later") else {
         return;
     };
@@ -270,9 +270,14 @@ fn a_camera_turned_on_after_joining_without_one_reaches_the_headless_member() {
     // The page's offer was answered and applied: nothing left half-negotiated.
     assert_eq!(r["negotiated"][0]["signaling"], "stable", "{r}");
     assert_eq!(r["negotiated"][0]["video"][0], "sendrecv", "{r}");
+    assert_eq!(r["mic"], "Mute", "the mic did not come on: {r}");
+    assert_eq!(r["negotiated"][0]["audio"][0], "sendrecv", "{r}");
+    assert_eq!(r["noticeAfter"], "", "the old warning stayed: {r}");
     let got = headless_got(&r, "Headless", "Web");
     assert!(n(&got["video_frames"]) > 50, "{got}");
+    assert!(n(&got["audio_frames"]) > 100, "{got}");
     assert_eq!(got["state"]["video"], true, "{got}");
+    assert_eq!(got["state"]["audio"], true, "{got}");
     assert!(n(&got["last_video_ms"]) < 1000, "video stopped: {got}");
 }
 

@@ -264,31 +264,36 @@ const scenarios = {
     return { notice, buttons, browser: { Web: browserGot }, headless: { Headless: await report } };
   },
 
-  // Joined with neither device allowed; the user then allows the camera and turns it on,
-  // which adds a track and renegotiates with the headless member.
+  // Joined with neither device allowed; the user then allows both and turns the camera and
+  // the mic on, which sends on new tracks and renegotiates with the headless member.
   async 'camera-later'(browser) {
     const page = await browserMember(browser, 'Web', []);
     const report = headless('Headless', 13);
     const notice = await textWhen(page, '#notice', /camera/);
     await waitMedia(page).catch((e) => log('no media yet:', e.message));
-    await page.context().grantPermissions(['camera']);
+    await page.context().grantPermissions(['camera', 'microphone']);
     const t0 = Date.now();
     await page.click('#toggle-cam');
     const camera = await textWhen(page, '#toggle-cam', /camera off/, 5000);
     const cameraOnAfterMs = Date.now() - t0;
+    // The mic right after: a second renegotiation, perhaps while the first is under way.
+    await page.click('#toggle-mic');
+    const mic = await textWhen(page, '#toggle-mic', /^mute$/, 5000);
+    const noticeAfter = await page.textContent('#notice');
     // The renegotiation must finish on the page too, not only start sending.
     const settled = () => [...window.meshcall.state.links.values()].map((l) => ({
       signaling: l.pc.signalingState,
       video: l.pc.getTransceivers().filter((t) => t.receiver.track.kind === 'video').map((t) => t.currentDirection),
+      audio: l.pc.getTransceivers().filter((t) => t.receiver.track.kind === 'audio').map((t) => t.currentDirection),
     }));
     for (let i = 0; i < 25; i++) {
       const links = await page.evaluate(settled);
-      if (links.every((l) => l.signaling === 'stable' && l.video.includes('sendrecv'))) break;
+      if (links.every((l) => l.signaling === 'stable' && l.video.includes('sendrecv') && l.audio.includes('sendrecv'))) break;
       await sleep(200);
     }
     const negotiated = await page.evaluate(settled);
     const headlessReport = await report;
-    return { notice, camera, cameraOnAfterMs, negotiated, headless: { Headless: headlessReport } };
+    return { notice, camera, cameraOnAfterMs, mic, noticeAfter, negotiated, headless: { Headless: headlessReport } };
   },
 
   // The page loses its socket for longer than the grace period (2 s here), so its resume is
