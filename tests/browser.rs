@@ -299,9 +299,35 @@ fn a_refused_resume_makes_the_page_join_afresh_and_connect_again() {
     );
     assert_browser_received_frames(&r, "Web", "Headless", 60);
     let peers = &r["headless"]["Headless"]["peers"];
+    // The call was up before the outage, and the server then gave the old id up.
+    assert!(n(&peers[before]["video_frames"]) > 0, "{r}");
     assert_eq!(peers[before]["left"], true, "{r}");
     let got = &peers[after];
     assert_eq!(got["name"], "Web", "{r}");
     assert!(n(&got["video_frames"]) > 60, "{got}");
     assert!(n(&got["audio_frames"]) > 150, "{got}");
+}
+
+#[test]
+fn after_a_server_restart_the_page_and_a_headless_member_find_each_other_again() {
+    let Some(r) = run("server-restart") else {
+        return;
+    };
+    let after = r["selfAfter"].as_str().unwrap();
+    assert_eq!(r["rebuilt"], true, "the old connection was kept: {r}");
+    assert_eq!(r["status"], "", "{r}");
+    assert_eq!(r["tiles"], 2, "{r}");
+    assert_browser_received_frames(&r, "Web", "Headless", 40);
+    // Keyed by the id the page has now (perhaps its old one again, in the new room).
+    let got = &r["headless"]["Headless"]["peers"][after];
+    assert_eq!(got["name"], "Web", "{r}");
+    assert_eq!(got["left"], false, "{r}");
+    assert!(n(&got["video_frames"]) > 40, "{got}");
+    assert!(n(&got["audio_frames"]) > 100, "{got}");
+    // With a reused id the counts may include the old connection's; these are recent.
+    assert!(n(&got["last_video_ms"]) < 1000, "{got}");
+    assert!(
+        got["last_audio_ms"].as_u64().is_some_and(|ms| ms < 1000),
+        "{got}"
+    );
 }

@@ -67,21 +67,30 @@ async function textWhen(page, selector, pattern, ms = 10000) {
   return page.textContent(selector);
 }
 
-/** Waits until `page` is connected to every member it knows, with video decoded. */
+/**
+ * Waits until `page` is connected to every member it knows, with video decoded from each.
+ * Polls with evaluate, which awaits the stats (waitForFunction takes a promise as truthy).
+ */
 async function waitMedia(page, ms = 10000) {
-  await page.waitForFunction(async () => {
-    const { state } = window.meshcall;
-    if (state.links.size === 0) return false;
-    for (const link of state.links.values()) {
-      if (link.pc.connectionState !== 'connected') return false;
-      let frames = 0;
-      (await link.pc.getStats()).forEach((x) => {
-        if (x.type === 'inbound-rtp' && x.kind === 'video') frames += x.framesDecoded || 0;
-      });
-      if (frames === 0) return false;
-    }
-    return true;
-  }, null, { timeout: ms, polling: 250 });
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ready = await page.evaluate(async () => {
+      const { state } = window.meshcall;
+      if (state.links.size === 0) return false;
+      for (const link of state.links.values()) {
+        if (link.pc.connectionState !== 'connected') return false;
+        let frames = 0;
+        (await link.pc.getStats()).forEach((x) => {
+          if (x.type === 'inbound-rtp' && x.kind === 'video') frames += x.framesDecoded || 0;
+        });
+        if (frames === 0) return false;
+      }
+      return true;
+    });
+    if (ready) return;
+    if (Date.now() > deadline) throw new Error('no media within the time');
+    await sleep(250);
+  }
 }
 
 /** Starts `meshcall join`; resolves its report when it exits. */
@@ -363,6 +372,34 @@ const scenarios = {
     const got = { WebA: await received(a), WebB: await received(b) };
     await screenshot(b, 'browser-call-three.png');
     return { browser: got, headless: { Headless: await report } };
+  },
+
+  // The server restarts (so it knows no one): page and headless member both have their
+  // resumes refused, join afresh, and must find each other again.
+  async 'server-restart'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const report = headless('Headless', 16);
+    await waitMedia(page);
+    // The new room may hand out the same ids again, so a fresh join shows as a new link.
+    await page.evaluate(() => { window.linkBefore = [...window.meshcall.state.links.values()][0]; });
+    await stopServer();
+    await sleep(1000);
+    await startServer();
+    await page.waitForFunction(() => {
+      const link = [...window.meshcall.state.links.values()][0];
+      return link && link !== window.linkBefore;
+    }, null, { timeout: 10000 }).catch(() => {});
+    const rebuilt = await page.evaluate(() => {
+      const link = [...window.meshcall.state.links.values()][0];
+      return !!link && link !== window.linkBefore && window.linkBefore.pc.connectionState === 'closed';
+    });
+    const selfAfter = await page.evaluate(() => window.meshcall.state.self);
+    await waitMedia(page).catch((e) => log('no media after the restart:', e.message));
+    await sleep(4000);
+    const browserGot = await received(page);
+    const status = await page.textContent('#status');
+    const tiles = await page.$$eval('#tiles .tile', (ts) => ts.length);
+    return { rebuilt, selfAfter, status, tiles, browser: { Web: browserGot }, headless: { Headless: await report } };
   },
 };
 
