@@ -256,29 +256,40 @@ fn a_blocked_camera_is_explained_and_the_page_joins_with_sound_only() {
     assert_eq!(sent["state"]["audio"], true, "{sent}");
 }
 
-#[test]
-fn a_camera_and_mic_turned_on_after_joining_without_them_reach_the_headless_member() {
-    let Some(r) = run("camera-later") else {
-        return;
-    };
+/// Checks a `camera-later` run: the page joined with neither device, then turned both on.
+fn assert_devices_turned_on_later(r: &Value) {
     let notice = r["notice"].as_str().unwrap();
     assert!(
         notice.contains("blocked the camera") && notice.contains("blocked the microphone"),
         "{r}"
     );
     assert_eq!(r["camera"], "Camera off", "the camera did not come on: {r}");
-    // The page's offer was answered and applied: nothing left half-negotiated.
+    // The page's offers were answered and applied: nothing left half-negotiated.
     assert_eq!(r["negotiated"][0]["signaling"], "stable", "{r}");
     assert_eq!(r["negotiated"][0]["video"][0], "sendrecv", "{r}");
     assert_eq!(r["mic"], "Mute", "the mic did not come on: {r}");
     assert_eq!(r["negotiated"][0]["audio"][0], "sendrecv", "{r}");
     assert_eq!(r["noticeAfter"], "", "the old warning stayed: {r}");
-    let got = headless_got(&r, "Headless", "Web");
+    let got = headless_got(r, "Headless", "Web");
     assert!(n(&got["video_frames"]) > 50, "{got}");
     assert!(n(&got["audio_frames"]) > 100, "{got}");
     assert_eq!(got["state"]["video"], true, "{got}");
     assert_eq!(got["state"]["audio"], true, "{got}");
     assert!(n(&got["last_video_ms"]) < 1000, "video stopped: {got}");
+}
+
+#[test]
+fn a_camera_and_mic_turned_on_after_joining_without_them_reach_the_headless_member() {
+    if let Some(r) = run("camera-later") {
+        assert_devices_turned_on_later(&r);
+    }
+}
+
+#[test]
+fn the_same_when_the_page_made_the_first_offer() {
+    if let Some(r) = run("camera-later-offerer") {
+        assert_devices_turned_on_later(&r);
+    }
 }
 
 #[test]

@@ -177,6 +177,38 @@ async function screenshot(page, file) {
   await page.screenshot({ path: join(ARTIFACTS, file) });
 }
 
+/**
+ * Page `page` joined with neither device; grants both, turns the camera and then the mic
+ * on, and reports how the page's connections settled and what the headless member got.
+ */
+async function cameraLater(page, report) {
+  const notice = await textWhen(page, '#notice', /camera/);
+  await waitMedia(page).catch((e) => log('no media yet:', e.message));
+  await page.context().grantPermissions(['camera', 'microphone']);
+  const t0 = Date.now();
+  await page.click('#toggle-cam');
+  const camera = await textWhen(page, '#toggle-cam', /camera off/, 5000);
+  const cameraOnAfterMs = Date.now() - t0;
+  // The mic right after: a second renegotiation, perhaps while the first is under way.
+  await page.click('#toggle-mic');
+  const mic = await textWhen(page, '#toggle-mic', /^mute$/, 5000);
+  const noticeAfter = await page.textContent('#notice');
+  // The renegotiation must finish on the page too, not only start sending.
+  const settled = () => [...window.meshcall.state.links.values()].map((l) => ({
+    signaling: l.pc.signalingState,
+    video: l.pc.getTransceivers().filter((t) => t.receiver.track.kind === 'video').map((t) => t.currentDirection),
+    audio: l.pc.getTransceivers().filter((t) => t.receiver.track.kind === 'audio').map((t) => t.currentDirection),
+  }));
+  for (let i = 0; i < 25; i++) {
+    const links = await page.evaluate(settled);
+    if (links.every((l) => l.signaling === 'stable' && l.video.includes('sendrecv') && l.audio.includes('sendrecv'))) break;
+    await sleep(200);
+  }
+  const negotiated = await page.evaluate(settled);
+  const headlessReport = await report;
+  return { notice, camera, cameraOnAfterMs, mic, noticeAfter, negotiated, headless: { Headless: headlessReport } };
+}
+
 const scenarios = {
   // A room with a passcode, chat, and a signaling drop the page must resume from.
   async 'lobby-chat-resume'(browser) {
@@ -275,34 +307,17 @@ const scenarios = {
 
   // Joined with neither device allowed; the user then allows both and turns the camera and
   // the mic on, which sends on new tracks and renegotiates with the headless member.
+  // The headless member made the first offer, so the page sends on m-lines it answered.
   async 'camera-later'(browser) {
     const page = await browserMember(browser, 'Web', []);
-    const report = headless('Headless', 13);
-    const notice = await textWhen(page, '#notice', /camera/);
-    await waitMedia(page).catch((e) => log('no media yet:', e.message));
-    await page.context().grantPermissions(['camera', 'microphone']);
-    const t0 = Date.now();
-    await page.click('#toggle-cam');
-    const camera = await textWhen(page, '#toggle-cam', /camera off/, 5000);
-    const cameraOnAfterMs = Date.now() - t0;
-    // The mic right after: a second renegotiation, perhaps while the first is under way.
-    await page.click('#toggle-mic');
-    const mic = await textWhen(page, '#toggle-mic', /^mute$/, 5000);
-    const noticeAfter = await page.textContent('#notice');
-    // The renegotiation must finish on the page too, not only start sending.
-    const settled = () => [...window.meshcall.state.links.values()].map((l) => ({
-      signaling: l.pc.signalingState,
-      video: l.pc.getTransceivers().filter((t) => t.receiver.track.kind === 'video').map((t) => t.currentDirection),
-      audio: l.pc.getTransceivers().filter((t) => t.receiver.track.kind === 'audio').map((t) => t.currentDirection),
-    }));
-    for (let i = 0; i < 25; i++) {
-      const links = await page.evaluate(settled);
-      if (links.every((l) => l.signaling === 'stable' && l.video.includes('sendrecv') && l.audio.includes('sendrecv'))) break;
-      await sleep(200);
-    }
-    const negotiated = await page.evaluate(settled);
-    const headlessReport = await report;
-    return { notice, camera, cameraOnAfterMs, mic, noticeAfter, negotiated, headless: { Headless: headlessReport } };
+    return cameraLater(page, headless('Headless', 13));
+  },
+
+  // The same with the page making the first offer: it sends on its own recvonly m-lines.
+  async 'camera-later-offerer'(browser) {
+    const report = headless('Headless', 14);
+    await waitMembers(1);
+    return cameraLater(await browserMember(browser, 'Web', []), report);
   },
 
   // The page loses its socket for longer than the grace period (2 s here), so its resume is
@@ -410,7 +425,7 @@ const SERVER_ARGS = {
 };
 
 /** Scenarios whose browser asks for permission instead of granting everything. */
-const ASKS_PERMISSION = new Set(['camera-denied', 'camera-later']);
+const ASKS_PERMISSION = new Set(['camera-denied', 'camera-later', 'camera-later-offerer']);
 
 async function main() {
   const [scenario, out] = process.argv.slice(2);
