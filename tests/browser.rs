@@ -245,6 +245,14 @@ fn a_blocked_camera_is_explained_and_the_page_joins_with_sound_only() {
     assert!(!notice.contains("microphone"), "the mic was allowed: {r}");
     assert_eq!(r["buttons"]["camera"], "Camera on", "{r}");
     assert_eq!(r["buttons"]["mic"], "Mute", "{r}");
+    assert_eq!(r["selfTile"]["initials"], "W", "{r}");
+    assert!(
+        r["selfTile"]["label"]
+            .as_str()
+            .unwrap()
+            .starts_with("Web (you)"),
+        "{r}"
+    );
     // Still a full member: it hears and sees the headless member, which hears it.
     let got = &r["browser"]["Web"]["Headless"];
     assert_eq!(got["connection"], "connected", "{r}");

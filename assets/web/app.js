@@ -111,7 +111,7 @@ function onJoined(msg) {
   notice(state.mediaWarning);
   state.mediaWarning = '';
   showButtons();
-  state.tiles.update(state.self, { ...state.myState, name: `${state.myState.name} (you)` });
+  state.tiles.update(state.self, state.myState, ' (you)');
   state.tiles.showLocal(state.self, state.media.stream);
   clearChat();
   for (const c of msg.chat || []) addChat(c);
@@ -204,7 +204,7 @@ async function toggle(kind) {
   showButtons();
   state.myState = { ...state.myState, ...mediaFlags() };
   state.signaling.join = { ...state.signaling.join, ...mediaFlags() };
-  state.tiles.update(state.self, { ...state.myState, name: `${state.myState.name} (you)` });
+  state.tiles.update(state.self, state.myState, ' (you)');
   send({ type: 'state', [kind]: on });
 }
 

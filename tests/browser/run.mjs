@@ -298,11 +298,13 @@ const scenarios = {
     const report = headless('Headless', 10);
     const notice = await textWhen(page, '#notice', /camera/);
     const buttons = { mic: await page.textContent('#toggle-mic'), camera: await page.textContent('#toggle-cam') };
+    // With the camera off our own tile shows initials instead.
+    const selfTile = { initials: await page.textContent('.tile.self .initials'), label: await page.textContent('.tile.self .label') };
     await waitMedia(page).catch((e) => log('no media yet:', e.message));
     await sleep(4000);
     const browserGot = await received(page);
     await screenshot(page, 'browser-camera-denied.png');
-    return { notice, buttons, browser: { Web: browserGot }, headless: { Headless: await report } };
+    return { notice, buttons, selfTile, browser: { Web: browserGot }, headless: { Headless: await report } };
   },
 
   // Joined with neither device allowed; the user then allows both and turns the camera and
