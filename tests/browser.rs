@@ -116,10 +116,15 @@ fn headless_got<'a>(result: &'a Value, me: &str, from: &str) -> &'a Value {
 
 /// Checks that browser `me` decoded H.264 video and received audio from `from`.
 fn assert_browser_received(result: &Value, me: &str, from: &str) {
+    assert_browser_received_frames(result, me, from, 100);
+}
+
+/// Like [`assert_browser_received`], with more than `frames` video frames decoded.
+fn assert_browser_received_frames(result: &Value, me: &str, from: &str, frames: u64) {
     let got = &result["browser"][me][from];
     assert_eq!(got["connection"], "connected", "{me} from {from}: {got}");
     assert_eq!(got["videoCodec"], "video/H264", "{me} from {from}: {got}");
-    assert!(n(&got["framesDecoded"]) > 100, "{me} from {from}: {got}");
+    assert!(n(&got["framesDecoded"]) > frames, "{me} from {from}: {got}");
     assert!(n(&got["audioSamples"]) > 48_000, "{me} from {from}: {got}");
 }
 
@@ -174,7 +179,17 @@ fn the_page_asks_for_the_passcode_chats_and_resumes_after_a_socket_drop() {
         return;
     };
     assert_eq!(r["prefilled"], "browser-test", "the link's code: {r}");
-    assert!(r["refusal"].as_str().unwrap().contains("passcode"), "{r}");
+    assert!(
+        r["refusal"].as_str().unwrap().contains("needs a passcode"),
+        "{r}"
+    );
+    assert!(
+        r["wrongPasscode"]
+            .as_str()
+            .unwrap()
+            .contains("Wrong passcode"),
+        "a wrong passcode must be told apart from a missing one: {r}"
+    );
     assert!(
         r["chat"][0]
             .as_str()
@@ -187,4 +202,151 @@ fn the_page_asks_for_the_passcode_chats_and_resumes_after_a_socket_drop() {
     assert_eq!(r["after"]["open"], true, "{r}");
     assert_eq!(r["after"]["peers"][0], "Host", "{r}");
     assert_eq!(r["status"], "", "still says reconnecting: {r}");
+}
+
+#[test]
+fn a_full_room_is_explained_and_the_page_can_join_another() {
+    let Some(r) = run("room-full") else {
+        return;
+    };
+    assert!(
+        r["message"].as_str().unwrap().contains("This room is full"),
+        "{r}"
+    );
+    assert_eq!(r["lobby"]["joinEnabled"], true, "{r}");
+    assert_eq!(r["lobby"]["callHidden"], true, "{r}");
+    assert_eq!(r["lobby"]["openTracks"], 0, "camera left open: {r}");
+    assert_eq!(r["roomLabel"], "Room browser-test-other", "{r}");
+}
+
+#[test]
+fn an_unreachable_server_is_explained_and_join_works_once_it_is_back() {
+    let Some(r) = run("server-unreachable") else {
+        return;
+    };
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("Cannot reach the meshcall server"),
+        "{r}"
+    );
+    assert_eq!(r["joinEnabled"], true, "{r}");
+    assert_eq!(r["roomLabel"], "Room browser-test", "{r}");
+}
+
+#[test]
+fn a_blocked_camera_is_explained_and_the_page_joins_with_sound_only() {
+    let Some(r) = run("camera-denied") else {
+        return;
+    };
+    let notice = r["notice"].as_str().unwrap();
+    assert!(notice.contains("blocked the camera"), "{r}");
+    assert!(!notice.contains("microphone"), "the mic was allowed: {r}");
+    assert_eq!(r["buttons"]["camera"], "Camera on", "{r}");
+    assert_eq!(r["buttons"]["mic"], "Mute", "{r}");
+    assert_eq!(r["selfTile"]["initials"], "W", "{r}");
+    assert!(
+        r["selfTile"]["label"]
+            .as_str()
+            .unwrap()
+            .starts_with("Web (you)"),
+        "{r}"
+    );
+    // Still a full member: it hears and sees the headless member, which hears it.
+    let got = &r["browser"]["Web"]["Headless"];
+    assert_eq!(got["connection"], "connected", "{r}");
+    assert!(n(&got["framesDecoded"]) > 30, "{got}");
+    let sent = headless_got(&r, "Headless", "Web");
+    assert!(n(&sent["audio_frames"]) > 150, "{sent}");
+    assert_eq!(n(&sent["video_frames"]), 0, "{sent}");
+    assert_eq!(sent["state"]["video"], false, "{sent}");
+    assert_eq!(sent["state"]["audio"], true, "{sent}");
+}
+
+/// Checks a `camera-later` run: the page joined with neither device, then turned both on.
+fn assert_devices_turned_on_later(r: &Value) {
+    let notice = r["notice"].as_str().unwrap();
+    assert!(
+        notice.contains("blocked the camera") && notice.contains("blocked the microphone"),
+        "{r}"
+    );
+    assert_eq!(r["camera"], "Camera off", "the camera did not come on: {r}");
+    // The page's offers were answered and applied: nothing left half-negotiated.
+    assert_eq!(r["negotiated"][0]["signaling"], "stable", "{r}");
+    assert_eq!(r["negotiated"][0]["video"][0], "sendrecv", "{r}");
+    assert_eq!(r["mic"], "Mute", "the mic did not come on: {r}");
+    assert_eq!(r["negotiated"][0]["audio"][0], "sendrecv", "{r}");
+    assert_eq!(r["noticeAfter"], "", "the old warning stayed: {r}");
+    let got = headless_got(r, "Headless", "Web");
+    assert!(n(&got["video_frames"]) > 50, "{got}");
+    assert!(n(&got["audio_frames"]) > 100, "{got}");
+    assert_eq!(got["state"]["video"], true, "{got}");
+    assert_eq!(got["state"]["audio"], true, "{got}");
+    assert!(n(&got["last_video_ms"]) < 1000, "video stopped: {got}");
+}
+
+#[test]
+fn a_camera_and_mic_turned_on_after_joining_without_them_reach_the_headless_member() {
+    if let Some(r) = run("camera-later") {
+        assert_devices_turned_on_later(&r);
+    }
+}
+
+#[test]
+fn the_same_when_the_page_made_the_first_offer() {
+    if let Some(r) = run("camera-later-offerer") {
+        assert_devices_turned_on_later(&r);
+    }
+}
+
+#[test]
+fn a_refused_resume_makes_the_page_join_afresh_and_connect_again() {
+    let Some(r) = run("resume-refused") else {
+        return;
+    };
+    assert_eq!(r["during"], "Connection lost, reconnecting…", "{r}");
+    let (before, after) = (
+        r["selfBefore"].as_str().unwrap(),
+        r["selfAfter"].as_str().unwrap(),
+    );
+    assert_ne!(before, after, "no fresh join: {r}");
+    assert_eq!(r["status"], "", "{r}");
+    assert_eq!(
+        r["tiles"], 2,
+        "one tile for us and one for the headless member: {r}"
+    );
+    assert_browser_received_frames(&r, "Web", "Headless", 60);
+    let peers = &r["headless"]["Headless"]["peers"];
+    // The call was up before the outage, and the server then gave the old id up.
+    assert!(n(&peers[before]["video_frames"]) > 0, "{r}");
+    assert_eq!(peers[before]["left"], true, "{r}");
+    let got = &peers[after];
+    assert_eq!(got["name"], "Web", "{r}");
+    assert!(n(&got["video_frames"]) > 60, "{got}");
+    assert!(n(&got["audio_frames"]) > 150, "{got}");
+}
+
+#[test]
+fn after_a_server_restart_the_page_and_a_headless_member_find_each_other_again() {
+    let Some(r) = run("server-restart") else {
+        return;
+    };
+    let after = r["selfAfter"].as_str().unwrap();
+    assert_eq!(r["rebuilt"], true, "the old connection was kept: {r}");
+    assert_eq!(r["status"], "", "{r}");
+    assert_eq!(r["tiles"], 2, "{r}");
+    assert_browser_received_frames(&r, "Web", "Headless", 40);
+    // Keyed by the id the page has now (perhaps its old one again, in the new room).
+    let got = &r["headless"]["Headless"]["peers"][after];
+    assert_eq!(got["name"], "Web", "{r}");
+    assert_eq!(got["left"], false, "{r}");
+    assert!(n(&got["video_frames"]) > 40, "{got}");
+    assert!(n(&got["audio_frames"]) > 100, "{got}");
+    // With a reused id the counts may include the old connection's; these are recent.
+    assert!(n(&got["last_video_ms"]) < 1000, "{got}");
+    assert!(
+        got["last_audio_ms"].as_u64().is_some_and(|ms| ms < 1000),
+        "{got}"
+    );
 }

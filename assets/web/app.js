@@ -8,7 +8,7 @@ import { Tiles, addChat, clearChat } from './ui.js';
 const $ = (id) => document.getElementById(id);
 
 const ERRORS = {
-  'room-full': 'This room is full.',
+  'room-full': 'This room is full. Try again when someone has left, or use another room code.',
   'wrong-passcode': 'This room needs a passcode. Enter it and join again.',
   'bad-room-code': 'That room code is not valid (3 to 64 of a-z, 0-9 and -).',
   'bad-name': 'Please enter a name (at most 64 characters).',
@@ -24,6 +24,7 @@ const state = {
   links: new Map(),  // peer id -> PeerLink
   peers: new Map(),  // peer id -> peer object
   inCall: false,
+  mediaWarning: '',  // why a device is off since join, for the call view
 };
 
 function lobbyMessage(text) {
@@ -32,6 +33,22 @@ function lobbyMessage(text) {
 
 function status(text) {
   $('status').textContent = text;
+}
+
+/** A lasting message in the call view, e.g. why the camera is off. */
+function notice(text) {
+  $('notice').textContent = text;
+  $('notice').hidden = !text;
+}
+
+/** Labels the mic and camera buttons after what is being sent now. */
+function showButtons() {
+  const mic = state.media.sending('audio');
+  const cam = state.media.sending('video');
+  $('toggle-mic').textContent = mic ? 'Mute' : 'Unmute';
+  $('toggle-mic').setAttribute('aria-pressed', String(!mic));
+  $('toggle-cam').textContent = cam ? 'Camera off' : 'Camera on';
+  $('toggle-cam').setAttribute('aria-pressed', String(!cam));
 }
 
 function send(msg) {
@@ -78,8 +95,10 @@ function onJoined(msg) {
     status('');
     return;
   }
-  // A fresh join (first, or after the grace period ran out): start over as the newcomer.
-  for (const id of [...state.links.keys()]) dropPeer(id);
+  // A fresh join (first, or after the grace period ran out): start over as the newcomer,
+  // with a new id, so every old connection and tile goes, our own old tile included.
+  for (const id of new Set([...state.links.keys(), ...state.peers.keys()])) dropPeer(id);
+  if (state.self) state.tiles.remove(state.self);
   state.self = msg.self;
   state.iceServers = msg.iceServers || [];
   state.inCall = true;
@@ -88,7 +107,11 @@ function onJoined(msg) {
   $('room-label').textContent = `Room ${msg.room}`;
   history.replaceState(null, '', `/r/${msg.room}`);
   status('');
-  state.tiles.update(state.self, { ...state.myState, name: `${state.myState.name} (you)` });
+  // Once: a later fresh join (after a lost resume) must not bring back a stale warning.
+  notice(state.mediaWarning);
+  state.mediaWarning = '';
+  showButtons();
+  state.tiles.update(state.self, state.myState, ' (you)');
   state.tiles.showLocal(state.self, state.media.stream);
   clearChat();
   for (const c of msg.chat || []) addChat(c);
@@ -101,8 +124,13 @@ function onJoined(msg) {
 function onError(msg) {
   if (msg.code === 'bad-resume') return; // Signaling joins afresh by itself
   if (!state.inCall) {
-    if (msg.code === 'wrong-passcode') $('passcode-row').hidden = false;
-    lobbyMessage(ERRORS[msg.code] || msg.message || msg.code);
+    let text = ERRORS[msg.code] || msg.message || msg.code;
+    if (msg.code === 'wrong-passcode') {
+      $('passcode-row').hidden = false;
+      // Tell "you need one" from "that one is wrong".
+      if (state.signaling.join.passcode) text = 'Wrong passcode. Check it and join again.';
+    }
+    lobbyMessage(text);
     $('join').disabled = false;
     if (ERRORS[msg.code]) {
       state.signaling.leave();
@@ -131,6 +159,8 @@ async function join(ev) {
   $('join').disabled = true;
   lobbyMessage('Starting camera and microphone…');
   const warning = await state.media.open();
+  // Shown in the lobby now and in the call view once joined.
+  state.mediaWarning = warning;
   lobbyMessage(warning);
   const name = $('name').value.trim();
   const room = $('room').value.trim().toLowerCase();
@@ -153,15 +183,28 @@ function mediaFlags() {
   return { audio: state.media.sending('audio'), video: state.media.sending('video') };
 }
 
-function toggle(kind, button, onLabel, offLabel) {
-  const track = state.media.toggle(kind);
-  for (const l of state.links.values()) l.setSending(kind, track);
+async function toggle(kind) {
+  let track;
+  if (!state.media.track(kind)) {
+    // Missing since join (refused, absent or busy): ask the browser again. The button
+    // waits meanwhile, so a second click cannot open the device twice.
+    const button = $(kind === 'audio' ? 'toggle-mic' : 'toggle-cam');
+    button.disabled = true;
+    const problem = await state.media.acquire(kind);
+    button.disabled = false;
+    notice(problem);
+    if (problem || !state.inCall) return;
+    track = state.media.track(kind);
+    state.tiles.showLocal(state.self, state.media.stream);
+  } else {
+    track = state.media.toggle(kind);
+  }
+  for (const l of state.links.values()) l.setSending(kind, track, state.media.stream);
   const on = state.media.sending(kind);
-  button.textContent = on ? onLabel : offLabel;
-  button.setAttribute('aria-pressed', String(!on));
+  showButtons();
   state.myState = { ...state.myState, ...mediaFlags() };
   state.signaling.join = { ...state.signaling.join, ...mediaFlags() };
-  state.tiles.update(state.self, { ...state.myState, name: `${state.myState.name} (you)` });
+  state.tiles.update(state.self, state.myState, ' (you)');
   send({ type: 'state', [kind]: on });
 }
 
@@ -190,8 +233,8 @@ function main() {
   $('join-form').addEventListener('submit', join);
   $('chat-form').addEventListener('submit', sendChat);
   $('leave').addEventListener('click', leave);
-  $('toggle-mic').addEventListener('click', (e) => toggle('audio', e.target, 'Mute', 'Unmute'));
-  $('toggle-cam').addEventListener('click', (e) => toggle('video', e.target, 'Camera off', 'Camera on'));
+  $('toggle-mic').addEventListener('click', () => toggle('audio'));
+  $('toggle-cam').addEventListener('click', () => toggle('video'));
   const room = document.body.dataset.room;
   if (room) $('room').value = room;
   // Tests read peer connections from here; nothing in the page depends on it.

@@ -1,4 +1,29 @@
-// The local camera and mic. Muting swaps the track out of every sender (no renegotiation).
+// The local camera and mic. Muting swaps the track out of every sender (no renegotiation);
+// a device that was missing at join can be asked for again later.
+
+const CONSTRAINTS = { audio: { audio: true }, video: { video: { width: 640, height: 360 } } };
+const DEVICE = { audio: 'microphone', video: 'camera' };
+const BUTTON = { audio: 'Unmute', video: 'Camera on' };
+
+/** A sentence telling the user why `kind` could not be opened and what to do about it. */
+export function describeFailure(kind, error) {
+  const device = DEVICE[kind];
+  switch (error && error.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return `The browser blocked the ${device}. Allow it for this site, then press ${BUTTON[kind]}.`;
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return `No ${device} was found.`;
+    case 'NotReadableError':
+    case 'AbortError':
+      return `The ${device} is in use by another program or could not start.`;
+    case 'NoMediaDevices':
+      return `This page cannot use the ${device}: it needs https (or localhost).`;
+    default:
+      return `The ${device} is unavailable (${(error && error.name) || 'unknown error'}).`;
+  }
+}
 
 export class LocalMedia {
   constructor() {
@@ -6,20 +31,30 @@ export class LocalMedia {
     this.on = { audio: false, video: false };
   }
 
-  /** Asks for camera and mic; returns a message for the user when something was refused. */
+  /** Asks for mic and camera; returns a message for the user when something failed. */
   async open() {
     const problems = [];
     for (const kind of ['audio', 'video']) {
-      const constraints = kind === 'video' ? { video: { width: 640, height: 360 } } : { audio: true };
-      try {
-        const s = await navigator.mediaDevices.getUserMedia(constraints);
-        for (const t of s.getTracks()) this.stream.addTrack(t);
-        this.on[kind] = true;
-      } catch (e) {
-        problems.push(`${kind === 'video' ? 'camera' : 'microphone'} unavailable (${e.name})`);
-      }
+      const problem = await this.acquire(kind);
+      if (problem) problems.push(problem);
     }
-    return problems.length ? `Joining without ${problems.join(' and ')}.` : '';
+    return problems.join(' ');
+  }
+
+  /** Opens one device and turns it on; returns a message when it failed, else ''. */
+  async acquire(kind) {
+    if (this.track(kind)) return '';
+    try {
+      // Without mediaDevices (an insecure page) there is nothing to ask.
+      if (!navigator.mediaDevices) throw Object.assign(new Error('no mediaDevices'), { name: 'NoMediaDevices' });
+      const s = await navigator.mediaDevices.getUserMedia(CONSTRAINTS[kind]);
+      for (const t of s.getTracks()) this.stream.addTrack(t);
+      this.on[kind] = true;
+      return '';
+    } catch (e) {
+      console.warn('getUserMedia', kind, e.name, e.message);
+      return describeFailure(kind, e);
+    }
   }
 
   track(kind) {
@@ -30,7 +65,7 @@ export class LocalMedia {
     return this.on[kind] && !!this.track(kind);
   }
 
-  /** Flips one kind; returns the track to send now (null while off). */
+  /** Flips one kind that has a track; returns the track to send now (null while off). */
   toggle(kind) {
     const track = this.track(kind);
     if (!track) return null;

@@ -87,10 +87,34 @@ export class PeerLink {
     }
   }
 
-  /** Starts or stops sending one kind without renegotiating. */
-  setSending(kind, track) {
+  /** Starts or stops sending one kind; mute and unmute do not renegotiate. */
+  setSending(kind, track, stream) {
     const sender = this.senders[kind];
-    if (sender) sender.replaceTrack(track).catch((e) => console.warn('replaceTrack', e));
+    if (sender) {
+      sender.replaceTrack(track).catch((e) => console.warn('replaceTrack', e));
+    } else if (track) {
+      this.startSending(kind, track, stream).catch((e) => console.warn('start sending', kind, e));
+    }
+  }
+
+  /**
+   * A device that was missing when this connection was made: send on the m-line that
+   * so far only received this kind, or add one. Either way the direction or the m-lines
+   * change, so negotiationneeded fires and perfect negotiation carries the new offer.
+   */
+  async startSending(kind, track, stream) {
+    const idle = this.pc.getTransceivers().find((t) => !t.stopped && !t.sender.track
+      && t.receiver.track && t.receiver.track.kind === kind);
+    if (idle) {
+      this.senders[kind] = idle.sender;
+      idle.sender.setStreams(stream);
+      // The track first, so the offer the direction change causes already names it.
+      await idle.sender.replaceTrack(track);
+      idle.direction = 'sendrecv';
+    } else {
+      this.senders[kind] = this.pc.addTrack(track, stream);
+      preferH264(this.pc);
+    }
   }
 
   close() {

@@ -22,7 +22,15 @@ export class Signaling {
   }
 
   connect() {
-    const ws = new WebSocket(this.url);
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (e) {
+      // A URL the browser refuses outright: no close event will come to retry from.
+      console.warn('WebSocket', e);
+      this.retry();
+      return;
+    }
     this.ws = ws;
     ws.onopen = () => {
       this.everOpened = true;
@@ -36,10 +44,15 @@ export class Signaling {
         return;
       }
       this.handlers.dropped();
-      const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
-      this.attempt += 1;
-      setTimeout(() => { if (!this.left) this.connect(); }, delay);
+      this.retry();
     };
+  }
+
+  /** Connects again after the next back-off delay. */
+  retry() {
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    this.attempt += 1;
+    setTimeout(() => { if (!this.left) this.connect(); }, delay);
   }
 
   sendJoin(extra = {}) {

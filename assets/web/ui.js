@@ -42,10 +42,11 @@ export class Tiles {
     return tile;
   }
 
-  /** Shows a member's name and media state. */
-  update(id, { name, audio, video }) {
+  /** Shows a member's name (plus `suffix`, e.g. " (you)") and media state. */
+  update(id, { name, audio, video }, suffix = '') {
     const tile = this.ensure(id);
-    tile.name.textContent = name;
+    tile.name.textContent = name + suffix;
+    // From the name alone: "Web (you)" made "W(".
     tile.face.textContent = initials(name);
     tile.root.classList.toggle('mic-off', !audio);
     tile.root.classList.toggle('camera-off', !video);
@@ -61,6 +62,8 @@ export class Tiles {
 
   showLocal(id, stream) {
     const tile = this.ensure(id);
+    // Assigned afresh so a camera added after join shows up.
+    tile.video.srcObject = null;
     tile.video.srcObject = stream;
     tile.root.classList.add('self');
   }

@@ -3,6 +3,7 @@
 //! events to it (they run on the connection's driver, which must not be blocked or re-entered).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -176,7 +177,11 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     let (pc_tx, mut pc_rx) = mpsc::unbounded_channel();
     let pc = match setup
         .factory
-        .build(&setup.ice_servers, Arc::new(Forward(pc_tx)))
+        .build(
+            &setup.ice_servers,
+            setup.initiator,
+            Arc::new(Forward(pc_tx)),
+        )
         .await
     {
         Ok(pc) => pc,
@@ -236,6 +241,20 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
         }
     }
 
+    // Read again after every exchange: an offer may renumber the codecs (JSEP asks peers
+    // to keep them, but nothing makes them), and stale numbers would be dropped unseen.
+    let video_pt = Arc::new(AtomicU8::new(H264_PT));
+    let audio_pt = Arc::new(AtomicU8::new(OPUS_PT));
+    let refresh_payload_types = || async {
+        video_pt.store(
+            payload_type(senders[0].as_ref(), MIME_TYPE_H264, H264_PT).await,
+            Ordering::Relaxed,
+        );
+        audio_pt.store(
+            payload_type(senders[1].as_ref(), MIME_TYPE_OPUS, OPUS_PT).await,
+            Ordering::Relaxed,
+        );
+    };
     let mut legs_added = false;
     let mut stats = StatsTracker::default();
     let mut tick = tokio::time::interval(setup.stats_interval);
@@ -243,11 +262,17 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
         tokio::select! {
             msg = input.recv() => match msg {
                 None => break,
-                Some(PeerInput::Signal(payload)) => match neg.on_payload(&pc, payload).await {
-                    Ok(Some(reply)) => signal(reply).await,
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(peer = %id, "negotiation step failed: {e}"),
-                },
+                Some(PeerInput::Signal(payload)) => {
+                    let description = matches!(payload, PeerPayload::Sdp(_));
+                    match neg.on_payload(&pc, payload).await {
+                        Ok(Some(reply)) => signal(reply).await,
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(peer = %id, "negotiation step failed: {e}"),
+                    }
+                    if description && legs_added {
+                        refresh_payload_types().await;
+                    }
+                }
             },
             Some(ev) = pc_rx.recv() => match ev {
                 PcEvent::Candidate(c) => signal(neg.candidate_payload(c)).await,
@@ -265,17 +290,16 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     tracing::debug!(peer = %id, "connection {s}");
                     if s == RTCPeerConnectionState::Connected && !legs_added {
                         legs_added = true;
-                        let video_pt = payload_type(senders[0].as_ref(), MIME_TYPE_H264, H264_PT).await;
-                        let audio_pt = payload_type(senders[1].as_ref(), MIME_TYPE_OPUS, OPUS_PT).await;
+                        refresh_payload_types().await;
                         tasks.push(tokio::spawn(write_leg(
                             setup.media.video.add_leg(&id),
                             Arc::clone(&video),
-                            video_pt,
+                            Arc::clone(&video_pt),
                         )));
                         tasks.push(tokio::spawn(write_leg(
                             setup.media.audio.add_leg(&id),
                             Arc::clone(&audio),
-                            audio_pt,
+                            Arc::clone(&audio_pt),
                         )));
                     }
                     if let Some(link) = link_state(s) {
@@ -323,14 +347,15 @@ async fn payload_type(sender: Option<&Arc<dyn RtpSender>>, mime: &str, ours: u8)
 }
 
 /// Feeds one peer's track from its fan-out queue. The fan-out packetizes once with our
-/// payload types; each connection may have negotiated others, so they are rewritten here.
+/// payload types; each connection may have negotiated others, so they are rewritten here
+/// with the number the last exchange settled.
 async fn write_leg(
     mut queue: mpsc::Receiver<rtc::rtp::Packet>,
     track: Arc<TrackLocalStaticRTP>,
-    payload_type: u8,
+    payload_type: Arc<AtomicU8>,
 ) {
     while let Some(mut packet) = queue.recv().await {
-        packet.header.payload_type = payload_type;
+        packet.header.payload_type = payload_type.load(Ordering::Relaxed);
         if track.write_rtp(packet).await.is_err() {
             break;
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Gcc, Registry, Slot};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use webrtc::peer_connection::{
     CongestionFeedback, MediaEngine, PeerConnection, PeerConnectionBuilder,
@@ -107,16 +108,34 @@ pub(crate) fn negotiated_payload_type(codecs: &[RTCRtpCodecParameters], mime: &s
         .map(|c| c.payload_type)
 }
 
+/// The DTLS role to put in our answers, which must keep the role the first exchange set.
+///
+/// webrtc-rs answers every offer with its configured role (client by default), even a
+/// later offer on a connection whose DTLS role is long settled. When we made the first
+/// offer (`actpass`), the other side answered, and browsers and webrtc-rs answer `active`,
+/// so we are the DTLS server; answering a later offer `active` would ask to swap roles,
+/// which Chromium refuses ("Failed to set SSL role for the transport") and then stays in
+/// have-local-offer. When they offered first we answered as client, the default.
+fn answering_dtls_role(initiator: bool) -> RTCDtlsRole {
+    if initiator {
+        RTCDtlsRole::Server
+    } else {
+        RTCDtlsRole::Client
+    }
+}
+
 impl PeerFactory {
-    /// A new peer connection reporting to `handler`.
+    /// A new peer connection reporting to `handler`; `initiator`: we make the first offer.
     pub(crate) async fn build(
         &self,
         ice_servers: &[IceServer],
+        initiator: bool,
         handler: Arc<dyn PeerConnectionEventHandler>,
     ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
         match self
             .build_with(
                 ice_servers,
+                initiator,
                 Arc::clone(&handler),
                 MulticastDnsMode::QueryOnly,
             )
@@ -128,7 +147,7 @@ impl PeerFactory {
                 // a multicast route (a network namespace holding only `lo`), and that fails
                 // the whole build; such a machine has no `.local` names to resolve anyway.
                 tracing::debug!("peer connection without mDNS after: {e}");
-                self.build_with(ice_servers, handler, MulticastDnsMode::Disabled)
+                self.build_with(ice_servers, initiator, handler, MulticastDnsMode::Disabled)
                     .await
             }
         }
@@ -137,6 +156,7 @@ impl PeerFactory {
     async fn build_with(
         &self,
         ice_servers: &[IceServer],
+        initiator: bool,
         handler: Arc<dyn PeerConnectionEventHandler>,
         mdns: MulticastDnsMode,
     ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
@@ -159,7 +179,9 @@ impl PeerFactory {
         } else {
             self.ice_ips.iter().map(|ip| format!("{ip}:0")).collect()
         };
-        let settings = SettingEngineBuilder::new().with_multicast_dns_mode(mdns);
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(mdns)
+            .with_answering_dtls_role(answering_dtls_role(initiator));
         let pc = PeerConnectionBuilder::new()
             .with_setting_engine(settings.build())
             .with_configuration(config)

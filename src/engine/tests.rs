@@ -31,8 +31,14 @@ const SSRC: u32 = 0x1234_5678;
 async fn two_peers_connect_on_loopback_and_exchange_rtp_and_pli() {
     let (a_tx, mut a_rx) = mpsc::unbounded_channel();
     let (b_tx, mut b_rx) = mpsc::unbounded_channel();
-    let a = factory().build(&[], Arc::new(Forward(a_tx))).await.unwrap();
-    let b = factory().build(&[], Arc::new(Forward(b_tx))).await.unwrap();
+    let a = factory()
+        .build(&[], true, Arc::new(Forward(a_tx)))
+        .await
+        .unwrap();
+    let b = factory()
+        .build(&[], false, Arc::new(Forward(b_tx)))
+        .await
+        .unwrap();
     let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
     a.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
         .await
@@ -154,6 +160,59 @@ async fn two_peers_connect_on_loopback_and_exchange_rtp_and_pli() {
     .await;
     assert_eq!(pli, Ok(true), "the PLI never reached the sender's track");
     sender.await.unwrap();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// The `a=setup:` value of a description.
+fn setup_role(sdp: &str) -> &str {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=setup:"))
+        .unwrap_or("none")
+        .trim()
+}
+
+/// A later offer from the member who answered first must be answered with the DTLS role
+/// the first exchange gave us (passive), or a browser refuses the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_offerer_keeps_its_dtls_role_when_it_answers_a_later_offer() {
+    let (a_tx, _a_rx) = mpsc::unbounded_channel();
+    let (b_tx, _b_rx) = mpsc::unbounded_channel();
+    let a = factory()
+        .build(&[], true, Arc::new(Forward(a_tx)))
+        .await
+        .unwrap();
+    let b = factory()
+        .build(&[], false, Arc::new(Forward(b_tx)))
+        .await
+        .unwrap();
+    let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
+    a.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let offer = a.create_offer(None).await.unwrap();
+    assert_eq!(setup_role(&offer.sdp), "actpass");
+    a.set_local_description(offer.clone()).await.unwrap();
+    b.set_remote_description(offer).await.unwrap();
+    let answer = b.create_answer(None).await.unwrap();
+    assert_eq!(setup_role(&answer.sdp), "active", "b is the DTLS client");
+    b.set_local_description(answer.clone()).await.unwrap();
+    a.set_remote_description(answer).await.unwrap();
+
+    // b starts sending too, which needs a new offer from b.
+    let b_track = local_track("peer-b", RtpCodecKind::Video, SSRC + 1);
+    b.add_track(Arc::clone(&b_track) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let reoffer = b.create_offer(None).await.unwrap();
+    b.set_local_description(reoffer.clone()).await.unwrap();
+    a.set_remote_description(reoffer).await.unwrap();
+    let reanswer = a.create_answer(None).await.unwrap();
+    assert_eq!(
+        setup_role(&reanswer.sdp),
+        "passive",
+        "a must stay the DTLS server"
+    );
     a.close().await.unwrap();
     b.close().await.unwrap();
 }

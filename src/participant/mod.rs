@@ -148,6 +148,8 @@ pub async fn run(
                     s.name = m.name;
                     s.audio = m.audio;
                     s.video = m.video;
+                    // Present again: after a fresh join the new room may reuse an old id.
+                    s.left = false;
                 }
                 Some(Event::MemberLeft { id }) => seen.entry(id).or_default().left = true,
                 Some(Event::Stats { id, stats }) => {

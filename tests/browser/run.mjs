@@ -18,13 +18,15 @@ const ROOM = 'browser-test';
 const BASE = `http://127.0.0.1:${PORT}`;
 const tmp = mkdtempSync(join(tmpdir(), 'meshcall-browser-'));
 const children = [];
+let server = null;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.error('[driver]', ...a);
 
-async function startServer() {
-  const child = spawn(BIN, ['serve', '--bind', `127.0.0.1:${PORT}`], { stdio: ['ignore', 'inherit', 'inherit'] });
+async function startServer(args = []) {
+  const child = spawn(BIN, ['serve', '--bind', `127.0.0.1:${PORT}`, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
   children.push(child);
+  server = child;
   for (let i = 0; i < 100; i++) {
     try {
       if ((await fetch(`${BASE}/healthz`)).ok) return;
@@ -32,6 +34,63 @@ async function startServer() {
     await sleep(100);
   }
   throw new Error('server did not start');
+}
+
+/** Stops the server and waits until it has exited, so its port is closed. */
+async function stopServer() {
+  const child = server;
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.on('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/** Waits until the server counts `n` room members. */
+async function waitMembers(n) {
+  for (let i = 0; i < 100; i++) {
+    const text = await (await fetch(`${BASE}/metrics`)).text();
+    if (new RegExp(`^meshcall_members ${n}$`, 'm').test(text)) return;
+    await sleep(100);
+  }
+  throw new Error(`the server never had ${n} members`);
+}
+
+/**
+ * The text of `selector` once it matches `pattern`, or whatever it says after `ms`
+ * (the Rust test judges it, so a wrong message fails there with the text in view).
+ */
+async function textWhen(page, selector, pattern, ms = 10000) {
+  try {
+    await page.waitForFunction(([sel, src]) => new RegExp(src, 'i').test(document.querySelector(sel).textContent),
+      [selector, pattern.source], { timeout: ms });
+  } catch { /* judged by the caller */ }
+  return page.textContent(selector);
+}
+
+/**
+ * Waits until `page` is connected to every member it knows, with video decoded from each.
+ * Polls with evaluate, which awaits the stats (waitForFunction takes a promise as truthy).
+ */
+async function waitMedia(page, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ready = await page.evaluate(async () => {
+      const { state } = window.meshcall;
+      if (state.links.size === 0) return false;
+      for (const link of state.links.values()) {
+        if (link.pc.connectionState !== 'connected') return false;
+        let frames = 0;
+        (await link.pc.getStats()).forEach((x) => {
+          if (x.type === 'inbound-rtp' && x.kind === 'video') frames += x.framesDecoded || 0;
+        });
+        if (frames === 0) return false;
+      }
+      return true;
+    });
+    if (ready) return;
+    if (Date.now() > deadline) throw new Error('no media within the time');
+    await sleep(250);
+  }
 }
 
 /** Starts `meshcall join`; resolves its report when it exits. */
@@ -52,7 +111,12 @@ function headless(name, seconds, extra = []) {
   });
 }
 
-async function launch() {
+/**
+ * Starts Chromium with fake devices. With `askPermission` the fake permission prompt is
+ * left out, so only what a context grants is allowed and getUserMedia for anything else
+ * fails with NotAllowedError, as when a user blocks the camera.
+ */
+async function launch({ askPermission = false } = {}) {
   const env = { ...process.env, XDG_CONFIG_HOME: join(tmp, 'config'), PULSE_RUNTIME_PATH: join(tmp, 'pulse'), HOME: tmp };
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -60,16 +124,17 @@ async function launch() {
     env,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      ...(askPermission ? [] : ['--use-fake-ui-for-media-stream']),
       '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
       '--autoplay-policy=no-user-gesture-required'],
   });
 }
 
-/** Opens the room link in a fresh context and joins as `name`. */
-async function browserMember(browser, name) {
+/** Opens the room link in a fresh context and joins as `name`, allowed `permissions`. */
+async function browserMember(browser, name, permissions = ['camera', 'microphone']) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
-  await context.grantPermissions(['camera', 'microphone']);
+  await context.grantPermissions(permissions);
   const page = await context.newPage();
   page.on('console', (m) => { if (m.type() !== 'debug') log(`${name} console.${m.type()}:`, m.text()); });
   page.on('pageerror', (e) => log(`${name} page error:`, e.message));
@@ -112,6 +177,38 @@ async function screenshot(page, file) {
   await page.screenshot({ path: join(ARTIFACTS, file) });
 }
 
+/**
+ * Page `page` joined with neither device; grants both, turns the camera and then the mic
+ * on, and reports how the page's connections settled and what the headless member got.
+ */
+async function cameraLater(page, report) {
+  const notice = await textWhen(page, '#notice', /camera/);
+  await waitMedia(page).catch((e) => log('no media yet:', e.message));
+  await page.context().grantPermissions(['camera', 'microphone']);
+  const t0 = Date.now();
+  await page.click('#toggle-cam');
+  const camera = await textWhen(page, '#toggle-cam', /camera off/, 5000);
+  const cameraOnAfterMs = Date.now() - t0;
+  // The mic right after: a second renegotiation, perhaps while the first is under way.
+  await page.click('#toggle-mic');
+  const mic = await textWhen(page, '#toggle-mic', /^mute$/, 5000);
+  const noticeAfter = await page.textContent('#notice');
+  // The renegotiation must finish on the page too, not only start sending.
+  const settled = () => [...window.meshcall.state.links.values()].map((l) => ({
+    signaling: l.pc.signalingState,
+    video: l.pc.getTransceivers().filter((t) => t.receiver.track.kind === 'video').map((t) => t.currentDirection),
+    audio: l.pc.getTransceivers().filter((t) => t.receiver.track.kind === 'audio').map((t) => t.currentDirection),
+  }));
+  for (let i = 0; i < 25; i++) {
+    const links = await page.evaluate(settled);
+    if (links.every((l) => l.signaling === 'stable' && l.video.includes('sendrecv') && l.audio.includes('sendrecv'))) break;
+    await sleep(200);
+  }
+  const negotiated = await page.evaluate(settled);
+  const headlessReport = await report;
+  return { notice, camera, cameraOnAfterMs, mic, noticeAfter, negotiated, headless: { Headless: headlessReport } };
+}
+
 const scenarios = {
   // A room with a passcode, chat, and a signaling drop the page must resume from.
   async 'lobby-chat-resume'(browser) {
@@ -126,6 +223,9 @@ const scenarios = {
     await page.click('#join');
     await page.waitForSelector('#passcode-row:not([hidden])', { timeout: 10000 });
     const refusal = await page.textContent('#lobby-message');
+    await page.fill('#passcode', 'open sesame');
+    await page.click('#join');
+    const wrongPasscode = await textWhen(page, '#lobby-message', /wrong/);
     await page.fill('#passcode', 'sesame');
     await page.click('#join');
     await page.waitForSelector('#call:not([hidden])', { timeout: 10000 });
@@ -143,7 +243,117 @@ const scenarios = {
     const status = await page.textContent('#status');
     await page.click('#leave');
     await report;
-    return { prefilled, refusal, selfBefore, after, chat, status };
+    return { prefilled, refusal, wrongPasscode, selfBefore, after, chat, status };
+  },
+
+  // The server allows one member; the page is refused, then joins another room.
+  async 'room-full'(browser) {
+    const report = headless('Host', 8, ['--video', 'none', '--audio', 'none']);
+    await waitMembers(1);
+    const context = await browser.newContext();
+    await context.grantPermissions(['camera', 'microphone']);
+    const page = await context.newPage();
+    await page.goto(`${BASE}/r/${ROOM}`);
+    await page.fill('#name', 'Web');
+    await page.click('#join');
+    const message = await textWhen(page, '#lobby-message', /full/);
+    await page.waitForSelector('#join:not([disabled])', { timeout: 5000 }).catch(() => {});
+    const lobby = await page.evaluate(() => ({
+      joinEnabled: !document.getElementById('join').disabled,
+      callHidden: document.getElementById('call').hidden,
+      // The refused join must not keep the camera and mic open.
+      openTracks: window.meshcall.state.media.stream.getTracks().length,
+    }));
+    await page.fill('#room', 'browser-test-other');
+    await page.click('#join');
+    await page.waitForSelector('#call:not([hidden])', { timeout: 10000 });
+    const roomLabel = await page.textContent('#room-label');
+    await page.click('#leave');
+    await report;
+    return { message, lobby, roomLabel };
+  },
+
+  // The server is gone when the user presses Join; it comes back and the next Join works.
+  async 'server-unreachable'(browser) {
+    const context = await browser.newContext();
+    await context.grantPermissions(['camera', 'microphone']);
+    const page = await context.newPage();
+    await page.goto(`${BASE}/r/${ROOM}`);
+    await page.fill('#name', 'Web');
+    await stopServer();
+    await page.click('#join');
+    const message = await textWhen(page, '#lobby-message', /reach/);
+    await page.waitForSelector('#join:not([disabled])', { timeout: 5000 }).catch(() => {});
+    const joinEnabled = await page.isEnabled('#join');
+    await startServer();
+    await page.click('#join');
+    await page.waitForSelector('#call:not([hidden])', { timeout: 10000 });
+    const roomLabel = await page.textContent('#room-label');
+    return { message, joinEnabled, roomLabel };
+  },
+
+  // The user allowed the microphone but blocked the camera: the page joins with sound only.
+  async 'camera-denied'(browser) {
+    const page = await browserMember(browser, 'Web', ['microphone']);
+    const report = headless('Headless', 10);
+    const notice = await textWhen(page, '#notice', /camera/);
+    const buttons = { mic: await page.textContent('#toggle-mic'), camera: await page.textContent('#toggle-cam') };
+    // With the camera off our own tile shows initials instead.
+    const selfTile = { initials: await page.textContent('.tile.self .initials'), label: await page.textContent('.tile.self .label') };
+    await waitMedia(page).catch((e) => log('no media yet:', e.message));
+    await sleep(4000);
+    const browserGot = await received(page);
+    await screenshot(page, 'browser-camera-denied.png');
+    return { notice, buttons, selfTile, browser: { Web: browserGot }, headless: { Headless: await report } };
+  },
+
+  // Joined with neither device allowed; the user then allows both and turns the camera and
+  // the mic on, which sends on new tracks and renegotiates with the headless member.
+  // The headless member made the first offer, so the page sends on m-lines it answered.
+  async 'camera-later'(browser) {
+    const page = await browserMember(browser, 'Web', []);
+    return cameraLater(page, headless('Headless', 13));
+  },
+
+  // The same with the page making the first offer: it sends on its own recvonly m-lines.
+  async 'camera-later-offerer'(browser) {
+    const report = headless('Headless', 14);
+    await waitMembers(1);
+    return cameraLater(await browserMember(browser, 'Web', []), report);
+  },
+
+  // The page loses its socket for longer than the grace period (2 s here), so its resume is
+  // refused; it must join afresh and connect to the headless member again.
+  async 'resume-refused'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const report = headless('Headless', 15);
+    await waitMedia(page);
+    const selfBefore = await page.evaluate(() => window.meshcall.state.self);
+    // The outage: drop the socket and let reconnects fail (a path with no WebSocket, which
+    // the page's CSP allows) until the server has given our place up; then the next
+    // reconnect reaches it again.
+    await page.evaluate(() => {
+      const { signaling } = window.meshcall.state;
+      signaling.realUrl = signaling.url;
+      signaling.url = signaling.url.replace(/\/ws$/, '/no-socket-here');
+      signaling.ws.close();
+    });
+    await sleep(3000);
+    const during = await page.textContent('#status');
+    await page.evaluate(() => {
+      const { signaling } = window.meshcall.state;
+      signaling.url = signaling.realUrl;
+    });
+    await page.waitForFunction((before) => {
+      const { state } = window.meshcall;
+      return state.self !== before && state.links.size > 0;
+    }, selfBefore, { timeout: 10000 }).catch(() => {});
+    const selfAfter = await page.evaluate(() => window.meshcall.state.self);
+    await sleep(6000);
+    const browserGot = await received(page);
+    const status = await page.textContent('#status');
+    const tiles = await page.$$eval('#tiles .tile', (ts) => ts.length);
+    return { selfBefore, selfAfter, during, status, tiles, browser: { Web: browserGot }, headless: { Headless: await report } };
   },
 
   // One browser and one headless member; the browser mutes after 10 s.
@@ -180,14 +390,51 @@ const scenarios = {
     await screenshot(b, 'browser-call-three.png');
     return { browser: got, headless: { Headless: await report } };
   },
+
+  // The server restarts (so it knows no one): page and headless member both have their
+  // resumes refused, join afresh, and must find each other again.
+  async 'server-restart'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const report = headless('Headless', 16);
+    await waitMedia(page);
+    // The new room may hand out the same ids again, so a fresh join shows as a new link.
+    await page.evaluate(() => { window.linkBefore = [...window.meshcall.state.links.values()][0]; });
+    await stopServer();
+    await sleep(1000);
+    await startServer();
+    await page.waitForFunction(() => {
+      const link = [...window.meshcall.state.links.values()][0];
+      return link && link !== window.linkBefore;
+    }, null, { timeout: 10000 }).catch(() => {});
+    const rebuilt = await page.evaluate(() => {
+      const link = [...window.meshcall.state.links.values()][0];
+      return !!link && link !== window.linkBefore && window.linkBefore.pc.connectionState === 'closed';
+    });
+    const selfAfter = await page.evaluate(() => window.meshcall.state.self);
+    await waitMedia(page).catch((e) => log('no media after the restart:', e.message));
+    await sleep(4000);
+    const browserGot = await received(page);
+    const status = await page.textContent('#status');
+    const tiles = await page.$$eval('#tiles .tile', (ts) => ts.length);
+    return { rebuilt, selfAfter, status, tiles, browser: { Web: browserGot }, headless: { Headless: await report } };
+  },
 };
+
+/** Server flags a scenario needs. */
+const SERVER_ARGS = {
+  'room-full': ['--max-room-size', '1'],
+  'resume-refused': ['--grace', '2'],
+};
+
+/** Scenarios whose browser asks for permission instead of granting everything. */
+const ASKS_PERMISSION = new Set(['camera-denied', 'camera-later', 'camera-later-offerer']);
 
 async function main() {
   const [scenario, out] = process.argv.slice(2);
   const run = scenarios[scenario];
   if (!run) throw new Error(`unknown scenario ${scenario}`);
-  await startServer();
-  const browser = await launch();
+  await startServer(SERVER_ARGS[scenario]);
+  const browser = await launch({ askPermission: ASKS_PERMISSION.has(scenario) });
   try {
     const result = await run(browser);
     writeFileSync(out, JSON.stringify(result, null, 2));
