@@ -1,0 +1,151 @@
+//! The desktop app's call worker without a window: real engine, real sockets on
+//! loopback, synthetic sources (the machine has no camera), headless playout.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use meshcall::engine::{
+    AudioChoice, Command, EngineConfig, Event, JoinParams, Speaker, VideoChoice,
+};
+use meshcall::session::{CallBackend, DeviceChoice, Notice, Request, Session};
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        ice_ips: vec!["127.0.0.1".parse().expect("ip")],
+        ..EngineConfig::default()
+    }
+}
+
+fn choice(name: &str) -> DeviceChoice {
+    DeviceChoice {
+        video: VideoChoice::TestPattern,
+        audio: AudioChoice::Tone { beep_every: None },
+        speaker: Speaker::None,
+        name: name.into(),
+        camera_on: true,
+        mic_on: true,
+    }
+}
+
+/// Polls `session` (as the UI does on each frame) until `f` accepts a notice.
+fn wait_for<T>(session: &mut Session, what: &str, mut f: impl FnMut(&Notice) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        while let Some(n) = session.poll() {
+            if let Some(t) = f(&n) {
+                return t;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no {what} within 15 s");
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within 15 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+#[test]
+fn two_sessions_call_each_other_and_end_cleanly() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(TestServer::default());
+    let url = format!("ws://{}", server.addr);
+    let threads_before = threads();
+
+    let wakes = Arc::new(AtomicU64::new(0));
+    let wake = {
+        let w = Arc::clone(&wakes);
+        Arc::new(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        })
+    };
+    let mut a = Session::start(config(), choice("Ada"), wake).expect("session a");
+    let mut b = Session::start(config(), choice("Bob"), Arc::new(|| {})).expect("session b");
+    wait_for(&mut a, "device list", |n| {
+        matches!(n, Notice::Devices(_)).then_some(())
+    });
+
+    // The lobby's self-check: preview frames and a mic level before any call.
+    wait_until("self-preview", || a.preview().is_some());
+    wait_until("mic level", || a.mic_level() > 0.1);
+    // Camera off closes the source: no preview at all.
+    a.request(Request::SetCamera(false));
+    wait_until("preview gone", || a.preview().is_none());
+    a.request(Request::SetCamera(true));
+    wait_until("preview back", || a.preview().is_some());
+
+    let join = |room: Option<String>, name: &str| Request::Join {
+        params: JoinParams {
+            server: url.clone(),
+            room,
+            name: name.into(),
+            passcode: None,
+            audio: true,
+            video: true,
+        },
+        lan: false,
+    };
+    a.request(join(None, "Ada"));
+    let room = wait_for(&mut a, "joined", |n| match n {
+        Notice::Engine(Event::Joined { room, .. }) => Some(room.clone()),
+        Notice::Engine(Event::JoinFailed { message, .. }) => panic!("join failed: {message}"),
+        _ => None,
+    });
+    b.request(join(Some(room), "Bob"));
+    let bob = wait_for(&mut a, "Bob", |n| match n {
+        Notice::Engine(Event::MemberUpdated(m)) if m.name == "Bob" => Some(m.id.clone()),
+        _ => None,
+    });
+    // Frames from Bob reach Ada's texture path, and his tone her speaking detector.
+    let mut frames = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while frames < 30 && Instant::now() < deadline {
+        if a.take_frame(&bob).is_some() {
+            frames += 1;
+        }
+        while a.poll().is_some() {}
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(frames >= 30, "only {frames} new frames from Bob");
+    wait_until("Bob heard", || a.level(&bob) > 0.05);
+    assert!(
+        wakes.load(Ordering::Relaxed) > 30,
+        "the UI was not woken for new frames"
+    );
+
+    // Bob's camera off reaches Ada as state, and his frames stop.
+    b.request(Request::SetCamera(false));
+    wait_for(&mut a, "Bob's camera off", |n| match n {
+        Notice::Engine(Event::MemberUpdated(m)) if m.id == bob && !m.video => Some(()),
+        _ => None,
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = a.take_frame(&bob);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(a.take_frame(&bob).is_none(), "frames after camera off");
+
+    a.request(Request::Engine(Command::Leave));
+    wait_for(&mut a, "left", |n| {
+        matches!(n, Notice::Engine(Event::Left { .. })).then_some(())
+    });
+    wait_for(&mut b, "Ada gone", |n| {
+        matches!(n, Notice::Engine(Event::MemberLeft { .. })).then_some(())
+    });
+    drop(a);
+    drop(b);
+    // Every thread the sessions started (runtimes, capture, decoders, audio clocks) ended.
+    wait_until("threads to end", || threads() <= threads_before);
+    rt.block_on(server.stop());
+}
