@@ -12,6 +12,7 @@ use super::call_model::CallModel;
 use super::call_view::{self, CallAction, CallView};
 use super::control_bar::BarAction;
 use super::lobby::{self, LobbyAction, LobbyState, LobbyView};
+use super::milestones::Milestones;
 use super::room_input::parse_room_input;
 use super::settings::{CameraPick, MicPick, Settings};
 use super::textures::{SELF_KEY, VideoTextures};
@@ -55,6 +56,7 @@ pub struct MeshcallUi<B: CallBackend> {
     leaving: bool,
     /// Join as soon as the devices are known (the command line gave a room).
     join_when_ready: bool,
+    milestones: Milestones,
 }
 
 impl<B: CallBackend> MeshcallUi<B> {
@@ -74,6 +76,7 @@ impl<B: CallBackend> MeshcallUi<B> {
             chat_draft: String::new(),
             leaving: false,
             join_when_ready: join_at_once,
+            milestones: Milestones::default(),
         }
     }
 
@@ -131,6 +134,7 @@ impl<B: CallBackend> MeshcallUi<B> {
             Screen::Call(_) => self.call_ui(ui),
         }
         self.schedule_repaint(&ctx);
+        self.milestones.reached("first frame drawn");
     }
 
     fn on_notice(&mut self, notice: Notice) {
@@ -185,6 +189,7 @@ impl<B: CallBackend> MeshcallUi<B> {
                 self.settings.room = room.clone();
                 self.banners.clear_kind(BannerKind::Reconnecting);
                 self.screen = Screen::Call(CallModel::new(room, self_id, members, chat));
+                self.milestones.reached("joined");
             }
             Event::JoinFailed { code, message } => {
                 self.lobby.joining = false;
@@ -261,6 +266,7 @@ impl<B: CallBackend> MeshcallUi<B> {
         if self.settings.camera_on {
             if let Some(frame) = self.backend.preview() {
                 self.textures.update(ctx, SELF_KEY, frame);
+                self.milestones.reached("self-preview shown");
             }
         } else {
             self.textures.remove(SELF_KEY);
@@ -274,6 +280,7 @@ impl<B: CallBackend> MeshcallUi<B> {
             for id in ids {
                 if let Some(frame) = self.backend.take_frame(&id) {
                     self.textures.update(ctx, &id, frame);
+                    self.milestones.reached("remote video shown");
                 }
                 if self.backend.level(&id) > SPEAKING_LEVEL {
                     self.speaking.insert(id);
@@ -364,6 +371,7 @@ impl<B: CallBackend> MeshcallUi<B> {
         let passcode = Some(self.lobby.passcode.trim().to_owned()).filter(|p| !p.is_empty());
         self.lobby.joining = true;
         self.banners.clear_kind(BannerKind::Error);
+        self.milestones.join_sent();
         self.backend.request(Request::Join {
             params: JoinParams {
                 server: self.settings.server.trim().to_owned(),

@@ -11,6 +11,7 @@ pub mod chat_panel;
 pub mod control_bar;
 pub mod grid;
 pub mod lobby;
+pub mod milestones;
 pub mod room_input;
 pub mod settings;
 pub mod textures;
