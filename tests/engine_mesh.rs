@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,6 +16,7 @@ use common::TestServer;
 use meshcall::engine::{
     Command, CountingSinks, Engine, EngineConfig, Event, JoinParams, LinkState, MediaInput,
 };
+use proxy::CutProxy;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -70,15 +73,22 @@ struct Participant {
     members: HashMap<String, LinkState>,
     stop: CancellationToken,
     driver: JoinHandle<u64>,
+    /// Every member event seen since joining, in order.
+    log: Vec<Event>,
 }
 
 impl Participant {
     async fn join(server: &TestServer, room: Option<&str>, name: &str) -> Self {
+        Self::join_at(&server.ws_url(), room, name).await
+    }
+
+    /// Joins through any URL (a [`CutProxy`] in front of the server, say).
+    async fn join_at(url: &str, room: Option<&str>, name: &str) -> Self {
         let sinks = CountingSinks::default();
         let mut engine = Engine::spawn(config(), &sinks);
         engine
             .send(Command::Join(JoinParams {
-                server: server.ws_url(),
+                server: url.to_owned(),
                 room: room.map(str::to_owned),
                 name: name.to_owned(),
                 passcode: None,
@@ -112,6 +122,7 @@ impl Participant {
             members: members.into_iter().map(|m| (m.id, m.link)).collect(),
             stop,
             driver,
+            log: Vec::new(),
         }
     }
 
@@ -119,6 +130,9 @@ impl Participant {
     fn pump(&mut self) -> Vec<String> {
         let mut left = Vec::new();
         while let Some(ev) = self.engine.try_next_event() {
+            if matches!(ev, Event::MemberUpdated(_) | Event::MemberLeft { .. }) {
+                self.log.push(ev.clone());
+            }
             match ev {
                 Event::MemberUpdated(m) => {
                     self.members.insert(m.id, m.link);
@@ -380,4 +394,91 @@ async fn stats_report_rtt_rates_and_a_bandwidth_estimate() {
     assert!((150_000..=2_500_000).contains(&target), "{target}");
     a.leave().await;
     b.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_announces_who_joined_and_left_during_the_outage() {
+    let s = TestServer::default().await;
+    let proxy = CutProxy::start(s.addr).await;
+    // Only a's signaling goes through the proxy, so only a's socket is cut.
+    let a = Participant::join_at(&proxy.url(), None, "a").await;
+    let room = a.room.clone();
+    let b = Participant::join(&s, Some(&room), "b").await;
+    let d = Participant::join(&s, Some(&room), "d").await;
+    let mut ps = vec![a, b, d];
+    until(&mut ps, 15, "a full mesh of three", |p, _| {
+        p.connected_to() == 2
+    })
+    .await;
+
+    // a's socket drops and stays down; inside the grace period the server keeps a.
+    proxy.refuse(true);
+    proxy.cut();
+    let d = ps.pop().unwrap();
+    let d_id = d.id.clone();
+    d.leave().await;
+    let c = Participant::join(&s, Some(&room), "c").await;
+    let c_id = c.id.clone();
+    ps.push(c);
+    // b and c meet while a cannot hear about it; c's offer to a waits in the server.
+    let b_id = ps[1].id.clone();
+    until(
+        &mut ps[1..],
+        15,
+        "b and c connected, d gone from b",
+        |p, _| {
+            !p.members.contains_key(&d_id)
+                && p.members
+                    .get(&b_id)
+                    .is_none_or(|l| *l == LinkState::Connected)
+                && p.video_from(if p.id == b_id { &c_id } else { &b_id }) >= 5
+        },
+    )
+    .await;
+    ps[0].pump();
+    assert!(
+        !ps[0].members.contains_key(&c_id) && ps[0].members.contains_key(&d_id),
+        "a heard of the changes before resuming: {:?}",
+        ps[0].members
+    );
+
+    // a resumes: the server answers with the current peers and then c's queued offer.
+    let resumed_at = tokio::time::Instant::now();
+    proxy.refuse(false);
+    until(&mut ps, 20, "a complete view after the resume", |p, ids| {
+        p.connected_to() == 2
+            && !p.members.contains_key(&d_id)
+            && ids
+                .iter()
+                .filter(|i| **i != p.id)
+                .all(|i| p.video_from(i) >= 10)
+    })
+    .await;
+    eprintln!(
+        "a saw c connected {} ms after its signaling came back",
+        resumed_at.elapsed().as_millis()
+    );
+    let a = &ps[0];
+    assert!(
+        a.log
+            .iter()
+            .any(|e| matches!(e, Event::MemberUpdated(m) if m.id == c_id && m.name == "c")),
+        "a never announced c: {:?}",
+        a.log
+    );
+    assert!(
+        a.log
+            .iter()
+            .any(|e| matches!(e, Event::MemberLeft { id } if *id == d_id)),
+        "a never announced that d left: {:?}",
+        a.log
+    );
+    // One connection per member: c's queued offer and c's member entry share one task.
+    for p in &ps {
+        assert_eq!(p.engine.live_peer_tasks(), 2, "{}", p.id);
+        assert_eq!(p.engine.media_input().video_peers(), 2, "{}", p.id);
+    }
+    for p in ps {
+        p.leave().await;
+    }
 }

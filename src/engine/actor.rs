@@ -34,8 +34,22 @@ struct Call {
     ice_servers: Vec<IceServer>,
     members: BTreeMap<String, Member>,
     peers: HashMap<String, PeerHandle>,
+    /// The latest link state each peer task reported, kept even for a task whose member
+    /// we have not been told about yet, so the member entry starts with the true state.
+    links: HashMap<String, LinkState>,
     /// Each peer's latest congestion-control estimate, bits per second.
     estimates: HashMap<String, f64>,
+}
+
+impl Call {
+    /// What we know of the link to `id`: the member's state, else its task's last report.
+    fn link_of(&self, id: &str) -> LinkState {
+        self.members
+            .get(id)
+            .map(|m| m.link)
+            .or_else(|| self.links.get(id).copied())
+            .unwrap_or(LinkState::Connecting)
+    }
 }
 
 pub(crate) struct Actor {
@@ -216,6 +230,7 @@ impl Actor {
             ice_servers,
             members: BTreeMap::new(),
             peers: HashMap::new(),
+            links: HashMap::new(),
             estimates: HashMap::new(),
         });
         let members: Vec<Member> = peers.iter().map(member).collect();
@@ -288,6 +303,7 @@ impl Actor {
         if let Some(call) = &mut self.call
             && let Some(handle) = call.peers.remove(id)
         {
+            call.links.remove(id);
             drop(handle.input);
         }
     }
@@ -340,18 +356,18 @@ impl Actor {
             }
             ServerMessage::PeerJoined { peer } => {
                 // They will offer to us; the connection starts with their offer.
-                let m = member(&peer);
+                let Some(call) = &self.call else { return };
+                let m = Member {
+                    link: call.link_of(&peer.id),
+                    ..member(&peer)
+                };
                 self.add_member(m.clone());
                 self.emit(Event::MemberUpdated(m)).await;
             }
             ServerMessage::PeerUpdated { peer } => {
                 let Some(call) = &mut self.call else { return };
-                let link = call
-                    .members
-                    .get(&peer.id)
-                    .map_or(LinkState::Connecting, |m| m.link);
                 let m = Member {
-                    link,
+                    link: call.link_of(&peer.id),
                     ..member(&peer)
                 };
                 call.members.insert(m.id.clone(), m.clone());
@@ -403,6 +419,19 @@ impl Actor {
             for id in gone {
                 self.remove_member(id).await;
             }
+            // While our socket was down the server told us nothing, so `peers` is the only
+            // news of who joined or changed meanwhile. Newcomers offer to us (their offer
+            // was queued for us and follows this `joined`), so we only record them here; the
+            // peer task starts with that offer, and `start_peer` never makes a second one.
+            for p in &peers {
+                let Some(call) = &mut self.call else { return };
+                let link = call.link_of(&p.id);
+                let m = Member { link, ..member(p) };
+                if call.members.get(&p.id) != Some(&m) {
+                    call.members.insert(m.id.clone(), m.clone());
+                    self.emit(Event::MemberUpdated(m)).await;
+                }
+            }
             return;
         }
         let ids: Vec<String> = self
@@ -430,6 +459,9 @@ impl Actor {
         match ev {
             PeerEvent::Link(id, link) => {
                 let Some(call) = &mut self.call else { return };
+                if call.peers.contains_key(&id) {
+                    call.links.insert(id.clone(), link);
+                }
                 let Some(m) = call.members.get_mut(&id) else {
                     return;
                 };
