@@ -28,6 +28,16 @@ fn config() -> EngineConfig {
     }
 }
 
+/// ICE that calls a silent path disconnected after 1 s and failed about 2 s later
+/// (webrtc-rs's defaults, 5 s and 25 s, would make these tests wait half a minute).
+fn quick_ice_config() -> EngineConfig {
+    EngineConfig {
+        ice_disconnected_timeout: Duration::from_secs(1),
+        ice_failed_timeout: Duration::from_secs(2),
+        ..config()
+    }
+}
+
 /// A fake camera and microphone: 30 access units and 50 Opus packets a second, with a
 /// keyframe whenever a peer asks for one.
 fn drive_media(input: MediaInput, stop: CancellationToken) -> JoinHandle<u64> {
@@ -84,8 +94,13 @@ impl Participant {
 
     /// Joins through any URL (a [`CutProxy`] in front of the server, say).
     async fn join_at(url: &str, room: Option<&str>, name: &str) -> Self {
+        Self::join_with(config(), url, room, name).await
+    }
+
+    /// Joins with an engine configured by the test.
+    async fn join_with(config: EngineConfig, url: &str, room: Option<&str>, name: &str) -> Self {
         let sinks = CountingSinks::default();
-        let mut engine = Engine::spawn(config(), &sinks);
+        let mut engine = Engine::spawn(config, &sinks);
         engine
             .send(Command::Join(JoinParams {
                 server: url.to_owned(),
@@ -191,10 +206,11 @@ async fn until(
                 .iter()
                 .map(|p| {
                     format!(
-                        "{}: members {:?}, video {:?}",
+                        "{}: members {:?}, video {:?}, audio {:?}",
                         p.id,
                         p.members,
-                        ids.iter().map(|i| p.video_from(i)).collect::<Vec<_>>()
+                        ids.iter().map(|i| p.video_from(i)).collect::<Vec<_>>(),
+                        ids.iter().map(|i| p.audio_from(i)).collect::<Vec<_>>()
                     )
                 })
                 .collect();
@@ -477,6 +493,151 @@ async fn a_resume_announces_who_joined_and_left_during_the_outage() {
     for p in &ps {
         assert_eq!(p.engine.live_peer_tasks(), 2, "{}", p.id);
         assert_eq!(p.engine.media_input().video_peers(), 2, "{}", p.id);
+    }
+    for p in ps {
+        p.leave().await;
+    }
+}
+
+/// Two members; returns them with (impolite, polite) indices: the smaller id is impolite.
+async fn pair_with_quick_ice(s: &TestServer) -> (Vec<Participant>, usize, usize) {
+    let a = Participant::join_with(quick_ice_config(), &s.ws_url(), None, "a").await;
+    let room = a.room.clone();
+    let b = Participant::join_with(quick_ice_config(), &s.ws_url(), Some(&room), "b").await;
+    let mut ps = vec![a, b];
+    until(&mut ps, 15, "media both ways", |p, ids| {
+        p.connected_to() == 1
+            && ids
+                .iter()
+                .filter(|i| **i != p.id)
+                .all(|i| p.video_from(i) >= 10)
+    })
+    .await;
+    let impolite = usize::from(ps[1].id.as_bytes() < ps[0].id.as_bytes());
+    (ps, impolite, 1 - impolite)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_link_comes_back_with_an_ice_restart() {
+    let s = TestServer::default().await;
+    let (mut ps, impolite, polite) = pair_with_quick_ice(&s).await;
+    let (a_id, b_id) = (ps[0].id.clone(), ps[1].id.clone());
+
+    // a's media path goes dead (every datagram dropped both ways); signaling stays up.
+    let cut_at = tokio::time::Instant::now();
+    ps[0].engine.set_media_blocked(true);
+    until(&mut ps, 5, "both see the link go down", |p, _| {
+        p.members.values().all(|l| *l == LinkState::Reconnecting)
+    })
+    .await;
+    // Stay down past ICE's failed point (about 3 s here), where consent checks stop for
+    // good and only a restart can bring the link back, and let an attempt fail too.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut_at.elapsed())).await;
+    ps[0].pump();
+    ps[1].pump();
+    let frozen = ps[1].video_from(&a_id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ps[1].video_from(&a_id),
+        frozen,
+        "video crossed a blocked path"
+    );
+    assert!(
+        ps[impolite].engine.ice_restarts() >= 1,
+        "no ICE restart during the outage"
+    );
+
+    let back_at = tokio::time::Instant::now();
+    ps[0].engine.set_media_blocked(false);
+    let before = (ps[0].video_from(&b_id), ps[1].video_from(&a_id));
+    until(
+        &mut ps,
+        15,
+        "connected again with video both ways",
+        |p, _| p.connected_to() == 1,
+    )
+    .await;
+    let connected_after = back_at.elapsed();
+    let (va, vb) = before;
+    until(&mut ps, 10, "video both ways after the restart", |p, _| {
+        if p.id == a_id {
+            p.video_from(&b_id) >= va + 20
+        } else {
+            p.video_from(&a_id) >= vb + 20
+        }
+    })
+    .await;
+    eprintln!(
+        "link connected {} ms and video flowing {} ms after the path came back; \
+         restarts offered: impolite {}, polite {}",
+        connected_after.as_millis(),
+        back_at.elapsed().as_millis(),
+        ps[impolite].engine.ice_restarts(),
+        ps[polite].engine.ice_restarts(),
+    );
+    // Only the impolite side offers restarts: no glare to resolve.
+    assert_eq!(ps[polite].engine.ice_restarts(), 0);
+    assert!(ps[impolite].engine.ice_restarts() <= 3);
+    // Still one connection each, and leaving after the recovery frees everything.
+    for p in &ps {
+        assert_eq!(p.engine.live_peer_tasks(), 1, "{}", p.id);
+    }
+    let b = ps.pop().unwrap();
+    b.leave().await;
+    until(&mut ps, 5, "b gone", |p, _| p.members.is_empty()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while ps[0].engine.live_peer_tasks() != 0 || ps[0].engine.media_input().video_peers() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b's peer task outlived b after a recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in ps {
+        p.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_stays_dead_is_reported_failed_after_bounded_restarts() {
+    let s = TestServer::default().await;
+    let (mut ps, impolite, polite) = pair_with_quick_ice(&s).await;
+    let cut_at = tokio::time::Instant::now();
+    ps[0].engine.set_media_blocked(true);
+    until(&mut ps, 40, "both report the link failed", |p, _| {
+        p.members.values().all(|l| *l == LinkState::Failed)
+    })
+    .await;
+    let failed_after = cut_at.elapsed();
+    let restarts = ps[impolite].engine.ice_restarts();
+    eprintln!(
+        "both reported Failed {} ms after the cut, after {restarts} restarts",
+        failed_after.as_millis()
+    );
+    assert_eq!(restarts, 3, "the impolite side's attempts");
+    assert_eq!(ps[polite].engine.ice_restarts(), 0);
+    // Having given up, nobody keeps trying.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(ps[impolite].engine.ice_restarts(), restarts);
+    for p in ps.iter_mut() {
+        p.pump();
+        assert!(
+            p.members.values().all(|l| *l == LinkState::Failed),
+            "{}: {:?}",
+            p.id,
+            p.members
+        );
+    }
+    // A member leaving a failed link frees its task on the other side too.
+    let b = ps.pop().unwrap();
+    b.leave().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ps[0].engine.live_peer_tasks() != 0 || ps[0].engine.media_input().video_peers() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failed link's peer task outlived the member"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for p in ps {
         p.leave().await;

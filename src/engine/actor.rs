@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 
 use super::api::{Command, EngineConfig, Event, JoinParams, LinkState, Member};
+use super::link_gate::MediaGate;
 use super::local_media::LocalMedia;
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup, RemoteMediaSink};
 use super::peer_factory::{BitrateRange, PeerFactory};
@@ -25,6 +26,8 @@ pub(crate) type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn RemoteMediaSink> + Sen
 #[derive(Default)]
 pub(crate) struct Census {
     pub(crate) peer_tasks: AtomicUsize,
+    /// ICE restarts our peer tasks have offered, so tests can see recovery is bounded.
+    pub(crate) ice_restarts: AtomicUsize,
 }
 
 struct Call {
@@ -58,6 +61,7 @@ pub(crate) struct Actor {
     pub(crate) sinks: SinkFactory,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) census: Arc<Census>,
+    pub(crate) gate: MediaGate,
     pub(crate) peer_events_tx: mpsc::Sender<PeerEvent>,
     pub(crate) peer_events: mpsc::Receiver<PeerEvent>,
     call: Option<Call>,
@@ -87,6 +91,7 @@ impl Actor {
         sinks: SinkFactory,
         events: mpsc::Sender<Event>,
         census: Arc<Census>,
+        gate: MediaGate,
     ) -> Self {
         let (peer_events_tx, peer_events) = mpsc::channel(1024);
         Self {
@@ -95,6 +100,7 @@ impl Actor {
             sinks,
             events,
             census,
+            gate,
             peer_events_tx,
             peer_events,
             call: None,
@@ -133,6 +139,9 @@ impl Actor {
                 min: self.config.min_bitrate,
                 max: self.config.max_bitrate,
             },
+            ice_disconnected: self.config.ice_disconnected_timeout,
+            ice_failed: self.config.ice_failed_timeout,
+            gate: self.gate.clone(),
         }
     }
 
@@ -273,6 +282,7 @@ impl Actor {
             sink: (self.sinks)(id),
             events: self.peer_events_tx.clone(),
             stats_interval: self.config.stats_interval,
+            census: Arc::clone(&census),
         });
         // The census ticks down when the task (and everything it awaited) has ended.
         let PeerHandle { input, task } = handle;
