@@ -396,6 +396,15 @@ impl Actor {
                     if !matches!(&typed, PeerPayload::Sdp(d) if d.kind == "offer") {
                         return;
                     }
+                    // The server tells us of every member before their offer can arrive
+                    // (peer-joined, or the peers of a resumed joined). An offer from someone
+                    // not in the room is one queued for us while our socket was down by a
+                    // member who has left since; no peer-left will ever come for them, so a
+                    // connection made for it would never be freed.
+                    if !call.members.contains_key(&from) {
+                        tracing::debug!(peer = %from, "ignoring an offer from a non-member");
+                        return;
+                    }
                     self.start_peer(&from, false);
                 }
                 if let Some(call) = &self.call
