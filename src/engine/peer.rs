@@ -342,12 +342,13 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                         RTCPeerConnectionState::Connected => {
                             if recovery.active() {
                                 // The other side lost frames while the link was down and
-                                // needs a keyframe, but its PLIs stop reaching us after an
-                                // ICE restart in webrtc-rs 0.21 (engine test: PLIs sent
-                                // every 300 ms, none arrived, while TWCC feedback did).
-                                // So we send one unasked, a little after the link is back:
-                                // the first packet after the gap spoils the unit it belongs
-                                // to at the receiver, so a keyframe sent at once is lost.
+                                // needs a keyframe. In the engine test its PLIs (sent every
+                                // 300 ms) never reached us after the restart, though TWCC
+                                // feedback did; a bare two-connection test does get one
+                                // through, and the cause is not found yet. So we send one
+                                // unasked, a little after the link is back: the first
+                                // packet after the gap spoils the unit it belongs to at the
+                                // receiver, so a keyframe sent at once is lost.
                                 keyframe_due = Some(tokio::time::Instant::now() + RECOVERY_KEYFRAME_DELAY);
                             }
                             recovery = Recovery::default();
