@@ -128,7 +128,7 @@ pub(super) fn local_track(
     kind: RtpCodecKind,
     ssrc: u32,
 ) -> Arc<TrackLocalStaticRTP> {
-    let (track_id, codec) = match kind {
+    let (label, codec) = match kind {
         RtpCodecKind::Audio => (
             "mic",
             RTCRtpCodec {
@@ -147,10 +147,15 @@ pub(super) fn local_track(
             },
         ),
     };
+    // The track id carries our id: webrtc-rs's driver routes inbound RTCP by track id and
+    // looks among the remote tracks first, so with the same id on both ends ("camera")
+    // every PLI for our video went to the remote camera track once it existed, and the
+    // sender never heard a keyframe request after the first second of a call.
+    let track_id = format!("{stream_id}-{label}");
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         stream_id.to_owned(),
-        track_id.to_owned(),
-        track_id.to_owned(),
+        track_id,
+        label.to_owned(),
         kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
@@ -198,9 +203,6 @@ impl Recovery {
         self.due.is_some() || self.attempts > 0
     }
 }
-
-/// How long after a recovered link comes back we send the other side a keyframe.
-const RECOVERY_KEYFRAME_DELAY: Duration = Duration::from_millis(300);
 
 /// How long one restart attempt gets to connect: the time ICE takes to call it failed.
 fn attempt_timeout(factory: &PeerFactory) -> Duration {
@@ -289,7 +291,6 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
 
     let mut legs_added = false;
     let mut recovery = Recovery::default();
-    let mut keyframe_due: Option<tokio::time::Instant> = None;
     let report = |link: LinkState| {
         let events = setup.events.clone();
         let id = id.clone();
@@ -340,17 +341,6 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     }
                     match s {
                         RTCPeerConnectionState::Connected => {
-                            if recovery.active() {
-                                // The other side lost frames while the link was down and
-                                // needs a keyframe. In the engine test its PLIs (sent every
-                                // 300 ms) never reached us after the restart, though TWCC
-                                // feedback did; a bare two-connection test does get one
-                                // through, and the cause is not found yet. So we send one
-                                // unasked, a little after the link is back: the first
-                                // packet after the gap spoils the unit it belongs to at the
-                                // receiver, so a keyframe sent at once is lost.
-                                keyframe_due = Some(tokio::time::Instant::now() + RECOVERY_KEYFRAME_DELAY);
-                            }
                             recovery = Recovery::default();
                             report(LinkState::Connected).await;
                         }
@@ -391,10 +381,6 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     tasks.push(tokio::spawn(read_track(track, Arc::clone(&setup.sink))));
                 }
             },
-            () = sleep_until(keyframe_due) => {
-                keyframe_due = None;
-                setup.media.video.request_keyframe();
-            }
             () = sleep_until(recovery.due) => {
                 recovery.due = None;
                 if !neg.impolite() {

@@ -314,8 +314,7 @@ async fn ice_restart_recovers_a_failed_connection() {
         counted.is_ok(),
         "only {packets} new RTP packets arrived after the restart"
     );
-    // Here, with media one way, a keyframe request still reaches the sender after the
-    // restart (in the engine's two-way test it did not; see peer.rs).
+    // Keyframe requests still reach the sender after the restart.
     let media_ssrc = remote.ssrcs().await[0];
     remote
         .write_rtcp(vec![Box::new(PictureLossIndication {
