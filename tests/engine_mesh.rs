@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,6 +16,7 @@ use common::TestServer;
 use meshcall::engine::{
     Command, CountingSinks, Engine, EngineConfig, Event, JoinParams, LinkState, MediaInput,
 };
+use proxy::CutProxy;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +25,16 @@ fn config() -> EngineConfig {
         ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         stats_interval: Duration::from_millis(500),
         ..Default::default()
+    }
+}
+
+/// ICE that calls a silent path disconnected after 1 s and failed about 2 s later
+/// (webrtc-rs's defaults, 5 s and 25 s, would make these tests wait half a minute).
+fn quick_ice_config() -> EngineConfig {
+    EngineConfig {
+        ice_disconnected_timeout: Duration::from_secs(1),
+        ice_failed_timeout: Duration::from_secs(2),
+        ..config()
     }
 }
 
@@ -70,15 +83,27 @@ struct Participant {
     members: HashMap<String, LinkState>,
     stop: CancellationToken,
     driver: JoinHandle<u64>,
+    /// Every member event seen since joining, in order.
+    log: Vec<Event>,
 }
 
 impl Participant {
     async fn join(server: &TestServer, room: Option<&str>, name: &str) -> Self {
+        Self::join_at(&server.ws_url(), room, name).await
+    }
+
+    /// Joins through any URL (a [`CutProxy`] in front of the server, say).
+    async fn join_at(url: &str, room: Option<&str>, name: &str) -> Self {
+        Self::join_with(config(), url, room, name).await
+    }
+
+    /// Joins with an engine configured by the test.
+    async fn join_with(config: EngineConfig, url: &str, room: Option<&str>, name: &str) -> Self {
         let sinks = CountingSinks::default();
-        let mut engine = Engine::spawn(config(), &sinks);
+        let mut engine = Engine::spawn(config, &sinks);
         engine
             .send(Command::Join(JoinParams {
-                server: server.ws_url(),
+                server: url.to_owned(),
                 room: room.map(str::to_owned),
                 name: name.to_owned(),
                 passcode: None,
@@ -112,6 +137,7 @@ impl Participant {
             members: members.into_iter().map(|m| (m.id, m.link)).collect(),
             stop,
             driver,
+            log: Vec::new(),
         }
     }
 
@@ -119,6 +145,9 @@ impl Participant {
     fn pump(&mut self) -> Vec<String> {
         let mut left = Vec::new();
         while let Some(ev) = self.engine.try_next_event() {
+            if matches!(ev, Event::MemberUpdated(_) | Event::MemberLeft { .. }) {
+                self.log.push(ev.clone());
+            }
             match ev {
                 Event::MemberUpdated(m) => {
                     self.members.insert(m.id, m.link);
@@ -177,10 +206,11 @@ async fn until(
                 .iter()
                 .map(|p| {
                     format!(
-                        "{}: members {:?}, video {:?}",
+                        "{}: members {:?}, video {:?}, audio {:?}",
                         p.id,
                         p.members,
-                        ids.iter().map(|i| p.video_from(i)).collect::<Vec<_>>()
+                        ids.iter().map(|i| p.video_from(i)).collect::<Vec<_>>(),
+                        ids.iter().map(|i| p.audio_from(i)).collect::<Vec<_>>()
                     )
                 })
                 .collect();
@@ -380,4 +410,256 @@ async fn stats_report_rtt_rates_and_a_bandwidth_estimate() {
     assert!((150_000..=2_500_000).contains(&target), "{target}");
     a.leave().await;
     b.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_announces_who_joined_and_left_during_the_outage() {
+    let s = TestServer::default().await;
+    let proxy = CutProxy::start(s.addr).await;
+    // Only a's signaling goes through the proxy, so only a's socket is cut.
+    let a = Participant::join_at(&proxy.url(), None, "a").await;
+    let room = a.room.clone();
+    let b = Participant::join(&s, Some(&room), "b").await;
+    let d = Participant::join(&s, Some(&room), "d").await;
+    let mut ps = vec![a, b, d];
+    until(&mut ps, 15, "a full mesh of three", |p, _| {
+        p.connected_to() == 2
+    })
+    .await;
+
+    // a's socket drops and stays down; inside the grace period the server keeps a.
+    proxy.refuse(true);
+    proxy.cut();
+    let d = ps.pop().unwrap();
+    let d_id = d.id.clone();
+    d.leave().await;
+    let c = Participant::join(&s, Some(&room), "c").await;
+    let c_id = c.id.clone();
+    ps.push(c);
+    // e comes and goes while a is away: its offer to a is queued for a, but e is gone
+    // by the time a is back, so a must not build a connection for it.
+    let e = Participant::join(&s, Some(&room), "e").await;
+    let e_id = e.id.clone();
+    let mut pe = vec![e];
+    until(&mut pe, 15, "e connected to b", |p, _| {
+        p.members
+            .values()
+            .filter(|l| **l == LinkState::Connected)
+            .count()
+            >= 1
+    })
+    .await;
+    pe.pop().unwrap().leave().await;
+    // b and c meet while a cannot hear about it; c's offer to a waits in the server.
+    let b_id = ps[1].id.clone();
+    until(
+        &mut ps[1..],
+        15,
+        "b and c connected, d gone from b",
+        |p, _| {
+            !p.members.contains_key(&d_id)
+                && p.members
+                    .get(&b_id)
+                    .is_none_or(|l| *l == LinkState::Connected)
+                && p.video_from(if p.id == b_id { &c_id } else { &b_id }) >= 5
+        },
+    )
+    .await;
+    ps[0].pump();
+    assert!(
+        !ps[0].members.contains_key(&c_id)
+            && !ps[0].members.contains_key(&e_id)
+            && ps[0].members.contains_key(&d_id),
+        "a heard of the changes before resuming: {:?}",
+        ps[0].members
+    );
+
+    // a resumes: the server answers with the current peers and then c's queued offer.
+    let resumed_at = tokio::time::Instant::now();
+    proxy.refuse(false);
+    until(&mut ps, 20, "a complete view after the resume", |p, ids| {
+        p.connected_to() == 2
+            && !p.members.contains_key(&d_id)
+            && ids
+                .iter()
+                .filter(|i| **i != p.id)
+                .all(|i| p.video_from(i) >= 10)
+    })
+    .await;
+    eprintln!(
+        "a saw c connected {} ms after its signaling came back",
+        resumed_at.elapsed().as_millis()
+    );
+    let a = &ps[0];
+    assert!(
+        a.log
+            .iter()
+            .any(|e| matches!(e, Event::MemberUpdated(m) if m.id == c_id && m.name == "c")),
+        "a never announced c: {:?}",
+        a.log
+    );
+    assert!(
+        a.log
+            .iter()
+            .any(|e| matches!(e, Event::MemberLeft { id } if *id == d_id)),
+        "a never announced that d left: {:?}",
+        a.log
+    );
+    assert!(
+        !a.members.contains_key(&e_id) && a.video_from(&e_id) == 0,
+        "a took e, who left during the outage, for a member"
+    );
+    // One connection per member: c's queued offer and c's member entry share one task.
+    for p in &ps {
+        assert_eq!(p.engine.live_peer_tasks(), 2, "{}", p.id);
+        assert_eq!(p.engine.media_input().video_peers(), 2, "{}", p.id);
+    }
+    for p in ps {
+        p.leave().await;
+    }
+}
+
+/// Two members; returns them with (impolite, polite) indices: the smaller id is impolite.
+async fn pair_with_quick_ice(s: &TestServer) -> (Vec<Participant>, usize, usize) {
+    let a = Participant::join_with(quick_ice_config(), &s.ws_url(), None, "a").await;
+    let room = a.room.clone();
+    let b = Participant::join_with(quick_ice_config(), &s.ws_url(), Some(&room), "b").await;
+    let mut ps = vec![a, b];
+    until(&mut ps, 15, "media both ways", |p, ids| {
+        p.connected_to() == 1
+            && ids
+                .iter()
+                .filter(|i| **i != p.id)
+                .all(|i| p.video_from(i) >= 10)
+    })
+    .await;
+    let impolite = usize::from(ps[1].id.as_bytes() < ps[0].id.as_bytes());
+    (ps, impolite, 1 - impolite)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_link_comes_back_with_an_ice_restart() {
+    let s = TestServer::default().await;
+    let (mut ps, impolite, polite) = pair_with_quick_ice(&s).await;
+    let (a_id, b_id) = (ps[0].id.clone(), ps[1].id.clone());
+
+    // a's media path goes dead (every datagram dropped both ways); signaling stays up.
+    let cut_at = tokio::time::Instant::now();
+    ps[0].engine.set_media_blocked(true);
+    until(&mut ps, 5, "both see the link go down", |p, _| {
+        p.members.values().all(|l| *l == LinkState::Reconnecting)
+    })
+    .await;
+    // Stay down past ICE's failed point (about 3 s here), where consent checks stop for
+    // good and only a restart can bring the link back, and let an attempt fail too.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut_at.elapsed())).await;
+    ps[0].pump();
+    ps[1].pump();
+    let frozen = ps[1].video_from(&a_id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ps[1].video_from(&a_id),
+        frozen,
+        "video crossed a blocked path"
+    );
+    assert!(
+        ps[impolite].engine.ice_restarts() >= 1,
+        "no ICE restart during the outage"
+    );
+
+    let back_at = tokio::time::Instant::now();
+    ps[0].engine.set_media_blocked(false);
+    let before = (ps[0].video_from(&b_id), ps[1].video_from(&a_id));
+    until(
+        &mut ps,
+        15,
+        "connected again with video both ways",
+        |p, _| p.connected_to() == 1,
+    )
+    .await;
+    let connected_after = back_at.elapsed();
+    let (va, vb) = before;
+    until(&mut ps, 10, "video both ways after the restart", |p, _| {
+        if p.id == a_id {
+            p.video_from(&b_id) >= va + 20
+        } else {
+            p.video_from(&a_id) >= vb + 20
+        }
+    })
+    .await;
+    eprintln!(
+        "link connected {} ms and video flowing {} ms after the path came back; \
+         restarts offered: impolite {}, polite {}",
+        connected_after.as_millis(),
+        back_at.elapsed().as_millis(),
+        ps[impolite].engine.ice_restarts(),
+        ps[polite].engine.ice_restarts(),
+    );
+    // Only the impolite side offers restarts: no glare to resolve.
+    assert_eq!(ps[polite].engine.ice_restarts(), 0);
+    assert!(ps[impolite].engine.ice_restarts() <= 3);
+    // Still one connection each, and leaving after the recovery frees everything.
+    for p in &ps {
+        assert_eq!(p.engine.live_peer_tasks(), 1, "{}", p.id);
+    }
+    let b = ps.pop().unwrap();
+    b.leave().await;
+    until(&mut ps, 5, "b gone", |p, _| p.members.is_empty()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while ps[0].engine.live_peer_tasks() != 0 || ps[0].engine.media_input().video_peers() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b's peer task outlived b after a recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in ps {
+        p.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_stays_dead_is_reported_failed_after_bounded_restarts() {
+    let s = TestServer::default().await;
+    let (mut ps, impolite, polite) = pair_with_quick_ice(&s).await;
+    let cut_at = tokio::time::Instant::now();
+    ps[0].engine.set_media_blocked(true);
+    until(&mut ps, 40, "both report the link failed", |p, _| {
+        p.members.values().all(|l| *l == LinkState::Failed)
+    })
+    .await;
+    let failed_after = cut_at.elapsed();
+    let restarts = ps[impolite].engine.ice_restarts();
+    eprintln!(
+        "both reported Failed {} ms after the cut, after {restarts} restarts",
+        failed_after.as_millis()
+    );
+    assert_eq!(restarts, 3, "the impolite side's attempts");
+    assert_eq!(ps[polite].engine.ice_restarts(), 0);
+    // Having given up, nobody keeps trying.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(ps[impolite].engine.ice_restarts(), restarts);
+    for p in ps.iter_mut() {
+        p.pump();
+        assert!(
+            p.members.values().all(|l| *l == LinkState::Failed),
+            "{}: {:?}",
+            p.id,
+            p.members
+        );
+    }
+    // A member leaving a failed link frees its task on the other side too.
+    let b = ps.pop().unwrap();
+    b.leave().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ps[0].engine.live_peer_tasks() != 0 || ps[0].engine.media_input().video_peers() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failed link's peer task outlived the member"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in ps {
+        p.leave().await;
+    }
 }

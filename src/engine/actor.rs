@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 
 use super::api::{Command, EngineConfig, Event, JoinParams, LinkState, Member};
+use super::link_gate::MediaGate;
 use super::local_media::LocalMedia;
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup, RemoteMediaSink};
 use super::peer_factory::{BitrateRange, PeerFactory};
@@ -25,6 +26,8 @@ pub(crate) type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn RemoteMediaSink> + Sen
 #[derive(Default)]
 pub(crate) struct Census {
     pub(crate) peer_tasks: AtomicUsize,
+    /// ICE restarts our peer tasks have offered, so tests can see recovery is bounded.
+    pub(crate) ice_restarts: AtomicUsize,
 }
 
 struct Call {
@@ -34,8 +37,22 @@ struct Call {
     ice_servers: Vec<IceServer>,
     members: BTreeMap<String, Member>,
     peers: HashMap<String, PeerHandle>,
+    /// The latest link state each peer task reported, kept even for a task whose member
+    /// we have not been told about yet, so the member entry starts with the true state.
+    links: HashMap<String, LinkState>,
     /// Each peer's latest congestion-control estimate, bits per second.
     estimates: HashMap<String, f64>,
+}
+
+impl Call {
+    /// What we know of the link to `id`: the member's state, else its task's last report.
+    fn link_of(&self, id: &str) -> LinkState {
+        self.members
+            .get(id)
+            .map(|m| m.link)
+            .or_else(|| self.links.get(id).copied())
+            .unwrap_or(LinkState::Connecting)
+    }
 }
 
 pub(crate) struct Actor {
@@ -44,6 +61,7 @@ pub(crate) struct Actor {
     pub(crate) sinks: SinkFactory,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) census: Arc<Census>,
+    pub(crate) gate: MediaGate,
     pub(crate) peer_events_tx: mpsc::Sender<PeerEvent>,
     pub(crate) peer_events: mpsc::Receiver<PeerEvent>,
     call: Option<Call>,
@@ -73,6 +91,7 @@ impl Actor {
         sinks: SinkFactory,
         events: mpsc::Sender<Event>,
         census: Arc<Census>,
+        gate: MediaGate,
     ) -> Self {
         let (peer_events_tx, peer_events) = mpsc::channel(1024);
         Self {
@@ -81,6 +100,7 @@ impl Actor {
             sinks,
             events,
             census,
+            gate,
             peer_events_tx,
             peer_events,
             call: None,
@@ -119,6 +139,9 @@ impl Actor {
                 min: self.config.min_bitrate,
                 max: self.config.max_bitrate,
             },
+            ice_disconnected: self.config.ice_disconnected_timeout,
+            ice_failed: self.config.ice_failed_timeout,
+            gate: self.gate.clone(),
         }
     }
 
@@ -216,6 +239,7 @@ impl Actor {
             ice_servers,
             members: BTreeMap::new(),
             peers: HashMap::new(),
+            links: HashMap::new(),
             estimates: HashMap::new(),
         });
         let members: Vec<Member> = peers.iter().map(member).collect();
@@ -258,6 +282,7 @@ impl Actor {
             sink: (self.sinks)(id),
             events: self.peer_events_tx.clone(),
             stats_interval: self.config.stats_interval,
+            census: Arc::clone(&census),
         });
         // The census ticks down when the task (and everything it awaited) has ended.
         let PeerHandle { input, task } = handle;
@@ -288,6 +313,7 @@ impl Actor {
         if let Some(call) = &mut self.call
             && let Some(handle) = call.peers.remove(id)
         {
+            call.links.remove(id);
             drop(handle.input);
         }
     }
@@ -340,18 +366,18 @@ impl Actor {
             }
             ServerMessage::PeerJoined { peer } => {
                 // They will offer to us; the connection starts with their offer.
-                let m = member(&peer);
+                let Some(call) = &self.call else { return };
+                let m = Member {
+                    link: call.link_of(&peer.id),
+                    ..member(&peer)
+                };
                 self.add_member(m.clone());
                 self.emit(Event::MemberUpdated(m)).await;
             }
             ServerMessage::PeerUpdated { peer } => {
                 let Some(call) = &mut self.call else { return };
-                let link = call
-                    .members
-                    .get(&peer.id)
-                    .map_or(LinkState::Connecting, |m| m.link);
                 let m = Member {
-                    link,
+                    link: call.link_of(&peer.id),
                     ..member(&peer)
                 };
                 call.members.insert(m.id.clone(), m.clone());
@@ -368,6 +394,15 @@ impl Actor {
                     // Only an offer opens a connection; anything else for an unknown peer
                     // is left over from one already gone.
                     if !matches!(&typed, PeerPayload::Sdp(d) if d.kind == "offer") {
+                        return;
+                    }
+                    // The server tells us of every member before their offer can arrive
+                    // (peer-joined, or the peers of a resumed joined). An offer from someone
+                    // not in the room is one queued for us while our socket was down by a
+                    // member who has left since; no peer-left will ever come for them, so a
+                    // connection made for it would never be freed.
+                    if !call.members.contains_key(&from) {
+                        tracing::debug!(peer = %from, "ignoring an offer from a non-member");
                         return;
                     }
                     self.start_peer(&from, false);
@@ -403,6 +438,19 @@ impl Actor {
             for id in gone {
                 self.remove_member(id).await;
             }
+            // While our socket was down the server told us nothing, so `peers` is the only
+            // news of who joined or changed meanwhile. Newcomers offer to us (their offer
+            // was queued for us and follows this `joined`), so we only record them here; the
+            // peer task starts with that offer, and `start_peer` never makes a second one.
+            for p in &peers {
+                let Some(call) = &mut self.call else { return };
+                let link = call.link_of(&p.id);
+                let m = Member { link, ..member(p) };
+                if call.members.get(&p.id) != Some(&m) {
+                    call.members.insert(m.id.clone(), m.clone());
+                    self.emit(Event::MemberUpdated(m)).await;
+                }
+            }
             return;
         }
         let ids: Vec<String> = self
@@ -430,6 +478,9 @@ impl Actor {
         match ev {
             PeerEvent::Link(id, link) => {
                 let Some(call) = &mut self.call else { return };
+                if call.peers.contains_key(&id) {
+                    call.links.insert(id.clone(), link);
+                }
                 let Some(m) = call.members.get_mut(&id) else {
                     return;
                 };

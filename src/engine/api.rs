@@ -36,6 +36,10 @@ pub struct EngineConfig {
     pub max_bitrate: u32,
     /// How often per-member stats are reported.
     pub stats_interval: Duration,
+    /// ICE consent lost this long: the link shows Reconnecting.
+    pub ice_disconnected_timeout: Duration,
+    /// Consent lost this much longer: the connection has failed and is rebuilt.
+    pub ice_failed_timeout: Duration,
 }
 
 /// The environment variable that pins ICE host candidates (comma-separated IPs).
@@ -48,6 +52,9 @@ impl Default for EngineConfig {
             min_bitrate: 150_000,
             max_bitrate: 2_500_000,
             stats_interval: Duration::from_secs(1),
+            // webrtc-rs's own defaults.
+            ice_disconnected_timeout: Duration::from_secs(5),
+            ice_failed_timeout: Duration::from_secs(25),
         }
     }
 }

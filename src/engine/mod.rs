@@ -8,6 +8,7 @@ mod api;
 mod fanout;
 mod h264_assembler;
 mod keyframe_requests;
+mod link_gate;
 mod local_media;
 mod media_in;
 mod media_out;
@@ -35,6 +36,7 @@ pub use media_out::{AudioChoice, LocalPipelines, OutgoingStats, VideoChoice, Vid
 pub use sinks::CountingSinks;
 
 use actor::{Actor, Census, SinkFactory};
+use link_gate::MediaGate;
 use local_media::LocalMedia;
 
 /// A running engine. Dropping it (or [`Engine::shutdown`]) leaves any call cleanly.
@@ -43,6 +45,7 @@ pub struct Engine {
     events: mpsc::Receiver<Event>,
     input: MediaInput,
     census: Arc<Census>,
+    gate: MediaGate,
     task: JoinHandle<()>,
 }
 
@@ -63,12 +66,14 @@ impl Engine {
         let (event_tx, events) = mpsc::channel(1024);
         let media = Arc::new(LocalMedia::new());
         let census = Arc::new(Census::default());
+        let gate = MediaGate::default();
         let actor = Actor::new(
             config,
             Arc::clone(&media),
             sinks,
             event_tx,
             Arc::clone(&census),
+            gate.clone(),
         );
         let task = tokio::spawn(actor.run(command_rx));
         Self {
@@ -76,6 +81,7 @@ impl Engine {
             events,
             input: MediaInput(media),
             census,
+            gate,
             task,
         }
     }
@@ -108,6 +114,19 @@ impl Engine {
     /// Peer tasks still alive (each owns one connection and its media tasks).
     pub fn live_peer_tasks(&self) -> usize {
         self.census.peer_tasks.load(Ordering::Relaxed)
+    }
+
+    /// ICE restarts this engine has offered to recover failed links (for tests).
+    #[doc(hidden)]
+    pub fn ice_restarts(&self) -> usize {
+        self.census.ice_restarts.load(Ordering::Relaxed)
+    }
+
+    /// Test hook: while `blocked`, every UDP datagram this engine's peer connections send
+    /// or receive is dropped, as on a dead network; signaling is untouched.
+    #[doc(hidden)]
+    pub fn set_media_blocked(&self, blocked: bool) {
+        self.gate.set_blocked(blocked);
     }
 
     /// Leaves any call and waits until every task has ended.

@@ -90,6 +90,26 @@ impl Negotiation {
         Ok(from_rtc(&offer))
     }
 
+    /// Whether we are the impolite side (the smaller id), whose offers win a collision.
+    pub(crate) fn impolite(&self) -> bool {
+        !self.polite
+    }
+
+    /// An offer that restarts ICE. An offer of ours still unanswered is rolled back first:
+    /// on a failed link its answer may never come, and a new offer needs a stable state.
+    pub(crate) async fn restart_ice(
+        &mut self,
+        pc: &Arc<dyn PeerConnection>,
+    ) -> webrtc::error::Result<PeerPayload> {
+        if self.have_local_offer {
+            pc.set_local_description(RTCSessionDescription::rollback(None)?)
+                .await?;
+            self.have_local_offer = false;
+        }
+        pc.restart_ice().await?;
+        self.offer(pc).await
+    }
+
     /// Applies a description or candidate from the remote peer.
     pub(crate) async fn on_payload(
         &mut self,

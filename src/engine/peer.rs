@@ -25,6 +25,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::actor::Census;
 use super::api::{LinkState, MemberStats};
 use super::h264_assembler::{AccessUnit, Assembled, H264Assembler};
 use super::local_media::LocalMedia;
@@ -75,6 +76,8 @@ pub(crate) struct PeerSetup {
     pub(crate) sink: Arc<dyn RemoteMediaSink>,
     pub(crate) events: mpsc::Sender<PeerEvent>,
     pub(crate) stats_interval: Duration,
+    /// Where ICE restarts are counted.
+    pub(crate) census: Arc<Census>,
 }
 
 /// The actor's handle on a peer task; dropping `input` ends the task, which then closes
@@ -125,7 +128,7 @@ pub(super) fn local_track(
     kind: RtpCodecKind,
     ssrc: u32,
 ) -> Arc<TrackLocalStaticRTP> {
-    let (track_id, codec) = match kind {
+    let (label, codec) = match kind {
         RtpCodecKind::Audio => (
             "mic",
             RTCRtpCodec {
@@ -144,10 +147,15 @@ pub(super) fn local_track(
             },
         ),
     };
+    // The track id carries our id: webrtc-rs's driver routes inbound RTCP by track id and
+    // looks among the remote tracks first, so with the same id on both ends ("camera")
+    // every PLI for our video went to the remote camera track once it existed, and the
+    // sender never heard a keyframe request after the first second of a call.
+    let track_id = format!("{stream_id}-{label}");
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         stream_id.to_owned(),
-        track_id.to_owned(),
-        track_id.to_owned(),
+        track_id,
+        label.to_owned(),
         kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
@@ -160,15 +168,59 @@ pub(super) fn local_track(
     )))
 }
 
-fn link_state(s: RTCPeerConnectionState) -> Option<LinkState> {
-    match s {
-        RTCPeerConnectionState::Connected => Some(LinkState::Connected),
-        RTCPeerConnectionState::Disconnected => Some(LinkState::Reconnecting),
-        RTCPeerConnectionState::Failed => Some(LinkState::Failed),
-        RTCPeerConnectionState::New | RTCPeerConnectionState::Connecting => {
-            Some(LinkState::Connecting)
-        }
-        _ => None,
+/// ICE restarts the impolite side offers for one failure before it reports Failed.
+const RESTART_ATTEMPTS: u32 = 3;
+
+/// Wait before restart attempt `n` (0-based): 250 ms doubling. The first comes quickly,
+/// since Failed already means tens of seconds without consent; later ones leave the
+/// network time to come back.
+fn restart_delay(n: u32) -> Duration {
+    Duration::from_millis(250u64 << n.min(6))
+}
+
+/// How one link gets back from ICE failure. ICE restart works in webrtc-rs 0.21 even
+/// after the agent reached Failed (checked by `ice_restart_recovers_a_failed_connection`
+/// in the engine tests: connected again and RTP flowing), so the connection is kept and
+/// only ICE is restarted; nothing is torn down and no track or transceiver changes.
+///
+/// Only the impolite side (the smaller id) offers restarts. Perfect negotiation would
+/// resolve a collision, but the impolite side's offer wins every collision anyway, so a
+/// polite restart could only be rolled back; with one side acting there is no glare at
+/// all. Consent checks run both ways, so both sides see the failure. The polite side
+/// waits, as long as the impolite side's attempts can take, then reports Failed.
+#[derive(Default)]
+struct Recovery {
+    /// Restarts offered since the link was last connected.
+    attempts: u32,
+    /// Impolite: when the next restart is due. Polite: when to give up.
+    due: Option<tokio::time::Instant>,
+    /// Out of attempts; the link shows Failed until it connects again.
+    gave_up: bool,
+}
+
+impl Recovery {
+    fn active(&self) -> bool {
+        self.due.is_some() || self.attempts > 0
+    }
+}
+
+/// How long one restart attempt gets to connect: the time ICE takes to call it failed.
+fn attempt_timeout(factory: &PeerFactory) -> Duration {
+    factory.ice_disconnected + factory.ice_failed + Duration::from_secs(1)
+}
+
+/// How long the polite side waits for the impolite side's restarts before giving up.
+fn polite_patience(factory: &PeerFactory) -> Duration {
+    (0..RESTART_ATTEMPTS)
+        .map(|n| restart_delay(n) + attempt_timeout(factory))
+        .sum::<Duration>()
+        + attempt_timeout(factory)
+}
+
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -256,6 +308,14 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
         );
     };
     let mut legs_added = false;
+    let mut recovery = Recovery::default();
+    let report = |link: LinkState| {
+        let events = setup.events.clone();
+        let id = id.clone();
+        async move {
+            let _ = events.send(PeerEvent::Link(id, link)).await;
+        }
+    };
     let mut stats = StatsTracker::default();
     let mut tick = tokio::time::interval(setup.stats_interval);
     loop {
@@ -302,14 +362,70 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                             Arc::clone(&audio_pt),
                         )));
                     }
-                    if let Some(link) = link_state(s) {
-                        let _ = setup.events.send(PeerEvent::Link(id.clone(), link)).await;
+                    match s {
+                        RTCPeerConnectionState::Connected => {
+                            recovery = Recovery::default();
+                            report(LinkState::Connected).await;
+                        }
+                        RTCPeerConnectionState::Failed => {
+                            let now = tokio::time::Instant::now();
+                            if recovery.gave_up {
+                                report(LinkState::Failed).await;
+                            } else if !neg.impolite() {
+                                recovery.due.get_or_insert(now + polite_patience(&setup.factory));
+                                report(LinkState::Reconnecting).await;
+                            } else if recovery.attempts < RESTART_ATTEMPTS {
+                                let next = now + restart_delay(recovery.attempts);
+                                recovery.due = Some(recovery.due.map_or(next, |d| d.min(next)));
+                                report(LinkState::Reconnecting).await;
+                            } else {
+                                recovery.gave_up = true;
+                                recovery.due = None;
+                                tracing::info!(peer = %id, "link failed after {} ICE restarts", recovery.attempts);
+                                report(LinkState::Failed).await;
+                            }
+                        }
+                        RTCPeerConnectionState::Disconnected => report(LinkState::Reconnecting).await,
+                        RTCPeerConnectionState::New | RTCPeerConnectionState::Connecting => {
+                            // A restart passes through connecting; it is still the same link.
+                            let link = if recovery.gave_up {
+                                LinkState::Failed
+                            } else if recovery.active() {
+                                LinkState::Reconnecting
+                            } else {
+                                LinkState::Connecting
+                            };
+                            report(link).await;
+                        }
+                        _ => {}
                     }
                 }
                 PcEvent::Track(track) => {
                     tasks.push(tokio::spawn(read_track(track, Arc::clone(&setup.sink))));
                 }
             },
+            () = sleep_until(recovery.due) => {
+                recovery.due = None;
+                if !neg.impolite() {
+                    recovery.gave_up = true;
+                    tracing::info!(peer = %id, "link failed; no ICE restart came");
+                    report(LinkState::Failed).await;
+                } else if recovery.attempts >= RESTART_ATTEMPTS {
+                    // The last attempt's time ran out without a Failed event.
+                    recovery.gave_up = true;
+                    report(LinkState::Failed).await;
+                } else {
+                    recovery.attempts += 1;
+                    setup.census.ice_restarts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %id, attempt = recovery.attempts, "restarting ICE");
+                    // If this attempt never even fails (no answer, say), try again anyway.
+                    recovery.due = Some(tokio::time::Instant::now() + attempt_timeout(&setup.factory));
+                    match neg.restart_ice(&pc).await {
+                        Ok(offer) => signal(offer).await,
+                        Err(e) => tracing::warn!(peer = %id, "ICE restart failed: {e}"),
+                    }
+                }
+            }
             _ = tick.tick() => {
                 let report = stats.sample(&pc, setup.sink.counts()).await;
                 let _ = setup.events.send(PeerEvent::Stats(id.clone(), report)).await;
@@ -354,10 +470,12 @@ async fn write_leg(
     track: Arc<TrackLocalStaticRTP>,
     payload_type: Arc<AtomicU8>,
 ) {
+    // Keeps going through write errors (a failed link may refuse packets until an ICE
+    // restart brings it back); the leg's queue closing at teardown is what ends it.
     while let Some(mut packet) = queue.recv().await {
         packet.header.payload_type = payload_type.load(Ordering::Relaxed);
-        if track.write_rtp(packet).await.is_err() {
-            break;
+        if let Err(e) = track.write_rtp(packet).await {
+            tracing::trace!("packet not sent: {e}");
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Gcc, Registry, Slot};
@@ -17,6 +18,7 @@ use webrtc::peer_connection::{
 };
 
 use super::keyframe_requests::{KeyframeRequests, SLOT};
+use super::link_gate::{GatedRuntime, MediaGate};
 use crate::proto::IceServer;
 
 /// RTP payload type for H.264 (every meshcall peer uses the same media engine).
@@ -52,6 +54,13 @@ pub(crate) struct PeerFactory {
     /// Local addresses for host candidates; tests pin 127.0.0.1.
     pub(crate) ice_ips: Vec<IpAddr>,
     pub(crate) bitrate: BitrateRange,
+    /// ICE consent: no answer for `ice_disconnected` means Disconnected, and for
+    /// `ice_disconnected + ice_failed` Failed.
+    pub(crate) ice_disconnected: Duration,
+    /// See `ice_disconnected`.
+    pub(crate) ice_failed: Duration,
+    /// The engine's switch for cutting the media path in tests.
+    pub(crate) gate: MediaGate,
 }
 
 fn media_engine() -> webrtc::error::Result<MediaEngine> {
@@ -179,15 +188,23 @@ impl PeerFactory {
         } else {
             self.ice_ips.iter().map(|ip| format!("{ip}:0")).collect()
         };
+        // Keep-alives every 2 s (webrtc-rs's default) so consent is checked well inside
+        // the disconnected timeout.
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mdns)
-            .with_answering_dtls_role(answering_dtls_role(initiator));
+            .with_answering_dtls_role(answering_dtls_role(initiator))
+            .with_ice_timeouts(
+                Some(self.ice_disconnected),
+                Some(self.ice_failed),
+                Some(Duration::from_secs(2).min(self.ice_disconnected / 2)),
+            );
         let pc = PeerConnectionBuilder::new()
             .with_setting_engine(settings.build())
             .with_configuration(config)
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .with_handler(handler)
+            .with_runtime(Arc::new(GatedRuntime::new(self.gate.clone())))
             .with_udp_addrs(addrs)
             .build()
             .await?;

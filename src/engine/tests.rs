@@ -15,6 +15,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
+use super::link_gate::MediaGate;
 use super::peer::{Forward, PcEvent, local_track};
 use super::peer_factory::{BitrateRange, H264_PT, PeerFactory};
 
@@ -22,6 +23,9 @@ fn factory() -> PeerFactory {
     PeerFactory {
         ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         bitrate: BitrateRange::default(),
+        ice_disconnected: Duration::from_secs(5),
+        ice_failed: Duration::from_secs(25),
+        gate: MediaGate::default(),
     }
 }
 
@@ -215,4 +219,189 @@ async fn the_first_offerer_keeps_its_dtls_role_when_it_answers_a_later_offer() {
     );
     a.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+fn quick_factory(gate: MediaGate) -> PeerFactory {
+    PeerFactory {
+        ice_disconnected: Duration::from_millis(1000),
+        ice_failed: Duration::from_millis(2000),
+        gate,
+        ..factory()
+    }
+}
+
+/// Relays candidates both ways until both connections reach `want` (or panics after 15 s).
+async fn pump_until(
+    a: &Arc<dyn webrtc::peer_connection::PeerConnection>,
+    a_rx: &mut mpsc::UnboundedReceiver<PcEvent>,
+    b: &Arc<dyn webrtc::peer_connection::PeerConnection>,
+    b_rx: &mut mpsc::UnboundedReceiver<PcEvent>,
+    want: RTCPeerConnectionState,
+    tracks: &mut Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>,
+) {
+    let (mut a_in, mut b_in) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !(a_in && b_in) {
+        tokio::select! {
+            Some(ev) = a_rx.recv() => match ev {
+                PcEvent::Candidate(c) => { let _ = b.add_ice_candidate(c).await; }
+                PcEvent::State(s) => { eprintln!("a: {s}"); a_in = s == want; }
+                PcEvent::Track(_) | PcEvent::NegotiationNeeded => {}
+            },
+            Some(ev) = b_rx.recv() => match ev {
+                PcEvent::Candidate(c) => { let _ = a.add_ice_candidate(c).await; }
+                PcEvent::State(s) => { eprintln!("b: {s}"); b_in = s == want; }
+                PcEvent::Track(t) => tracks.push(t),
+                PcEvent::NegotiationNeeded => {}
+            },
+            () = tokio::time::sleep_until(deadline) => panic!("not {want}: a {a_in} b {b_in}"),
+        }
+    }
+}
+
+/// The fact the engine's link recovery rests on: in webrtc-rs 0.21 an ICE restart brings
+/// back a connection whose agent already reached Failed (it stops checking and drops its
+/// candidates there), keeping DTLS and the tracks. The media path is cut with the gate on
+/// one side only, as a dead network would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_recovers_a_failed_connection() {
+    let gate = MediaGate::default();
+    let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+    let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+    let a = quick_factory(gate.clone())
+        .build(&[], true, Arc::new(Forward(a_tx)))
+        .await
+        .unwrap();
+    let b = quick_factory(MediaGate::default())
+        .build(&[], false, Arc::new(Forward(b_tx)))
+        .await
+        .unwrap();
+    let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
+    a.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let offer = a.create_offer(None).await.unwrap();
+    a.set_local_description(offer.clone()).await.unwrap();
+    b.set_remote_description(offer).await.unwrap();
+    let answer = b.create_answer(None).await.unwrap();
+    b.set_local_description(answer.clone()).await.unwrap();
+    a.set_remote_description(answer).await.unwrap();
+    let mut tracks = Vec::new();
+    pump_until(
+        &a,
+        &mut a_rx,
+        &b,
+        &mut b_rx,
+        RTCPeerConnectionState::Connected,
+        &mut tracks,
+    )
+    .await;
+    let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let sender = {
+        let track = Arc::clone(&track);
+        let sent = Arc::clone(&sent);
+        tokio::spawn(async move {
+            for i in 0..3000u32 {
+                sent.store(i, std::sync::atomic::Ordering::SeqCst);
+                let pkt = rtp::Packet {
+                    header: rtp::header::Header {
+                        version: 2,
+                        marker: true,
+                        payload_type: H264_PT,
+                        sequence_number: i as u16,
+                        timestamp: i * 3000,
+                        ssrc: SSRC,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::from(vec![0x41, 0x9a, i as u8, 0x10, 0x20]),
+                };
+                let _ = track.write_rtp(pkt).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = std::time::Instant::now();
+    gate.set_blocked(true);
+    pump_until(
+        &a,
+        &mut a_rx,
+        &b,
+        &mut b_rx,
+        RTCPeerConnectionState::Failed,
+        &mut tracks,
+    )
+    .await;
+    eprintln!("both failed after {:?}", t0.elapsed());
+    gate.set_blocked(false);
+    let t1 = std::time::Instant::now();
+    a.restart_ice().await.unwrap();
+    let offer = a.create_offer(None).await.unwrap();
+    a.set_local_description(offer.clone()).await.unwrap();
+    b.set_remote_description(offer).await.unwrap();
+    let answer = b.create_answer(None).await.unwrap();
+    b.set_local_description(answer.clone()).await.unwrap();
+    a.set_remote_description(answer).await.unwrap();
+    pump_until(
+        &a,
+        &mut a_rx,
+        &b,
+        &mut b_rx,
+        RTCPeerConnectionState::Connected,
+        &mut tracks,
+    )
+    .await;
+    eprintln!("both connected again after {:?}", t1.elapsed());
+    // Only packets written after the restart count (the track's queue still holds older ones).
+    let first_new = sent.load(std::sync::atomic::Ordering::SeqCst) + 1;
+    let remote = tracks.pop().expect("no remote track");
+    let mut packets = 0;
+    let counted = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(ev) = remote.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(p) = ev
+                && u32::from(p.header.sequence_number) >= first_new
+            {
+                packets += 1;
+                if packets >= 100 {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        counted.is_ok(),
+        "only {packets} new RTP packets arrived after the restart"
+    );
+    // Keyframe requests still reach the sender after the restart.
+    let media_ssrc = remote.ssrcs().await[0];
+    remote
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        })])
+        .await
+        .unwrap();
+    let pli = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match track.poll().await {
+                Some(TrackLocalEvent::OnRtcpPacket(pkts))
+                    if pkts
+                        .iter()
+                        .any(|p| p.as_any().is::<PictureLossIndication>()) =>
+                {
+                    return true;
+                }
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        pli,
+        Ok(true),
+        "a PLI after the restart never reached the sender"
+    );
+    sender.abort();
 }
