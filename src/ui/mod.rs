@@ -75,7 +75,7 @@ impl eframe::App for DesktopApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, eframe::APP_KEY, &self.ui.settings);
+        self.ui.settings.save(storage);
     }
 }
 
@@ -94,11 +94,7 @@ pub fn run(launch: Launch) -> anyhow::Result<()> {
         "meshcall",
         options,
         Box::new(move |cc| {
-            let saved: Settings = cc
-                .storage
-                .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
-                .unwrap_or_default();
-            let settings = launch.apply(saved);
+            let settings = launch.apply(Settings::load(cc.storage));
             let session = Session::start(
                 launch.engine.clone(),
                 MeshcallUi::<Session>::device_choice(&settings),

@@ -82,6 +82,19 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The settings saved in `storage`, or the defaults when there are none or they no
+    /// longer parse (a person should never be locked out by an old settings file).
+    pub fn load(storage: Option<&dyn eframe::Storage>) -> Self {
+        storage
+            .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+            .unwrap_or_default()
+    }
+
+    /// Saves these settings where [`Settings::load`] finds them.
+    pub fn save(&self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, self);
+    }
+
     /// The engine's video choice.
     pub fn video_choice(&self) -> VideoChoice {
         match self.camera {
@@ -107,5 +120,74 @@ impl Settings {
             SpeakerPick::Default => Speaker::Default,
             SpeakerPick::Device(id) => Speaker::Named(id.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use eframe::Storage as _;
+
+    use super::*;
+
+    /// eframe's storage interface over a map, so the real RON encoding is exercised.
+    #[derive(Default)]
+    struct MemoryStorage(HashMap<String, String>);
+
+    impl eframe::Storage for MemoryStorage {
+        fn get_string(&self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+        fn set_string(&mut self, key: &str, value: String) {
+            self.0.insert(key.to_owned(), value);
+        }
+        fn remove_string(&mut self, key: &str) {
+            self.0.remove(key);
+        }
+        fn flush(&mut self) {}
+    }
+
+    #[test]
+    fn saved_settings_come_back_on_the_next_start() {
+        let mut storage = MemoryStorage::default();
+        let chosen = Settings {
+            name: "Ada".into(),
+            room: "abc-defg-hij".into(),
+            server: "ws://10.0.0.5:8787".into(),
+            lan: true,
+            camera: CameraPick::TestPattern,
+            mic: MicPick::Device("alsa_input.usb".into()),
+            speaker: SpeakerPick::Device("sink-2".into()),
+            camera_on: false,
+            mic_on: false,
+        };
+        chosen.save(&mut storage);
+        assert_eq!(Settings::load(Some(&storage)), chosen);
+    }
+
+    #[test]
+    fn nothing_saved_gives_the_defaults() {
+        assert_eq!(Settings::load(None), Settings::default());
+        let empty = MemoryStorage::default();
+        assert_eq!(Settings::load(Some(&empty)), Settings::default());
+    }
+
+    #[test]
+    fn an_older_file_keeps_what_it_has_and_defaults_the_rest() {
+        let mut storage = MemoryStorage::default();
+        storage.set_string(eframe::APP_KEY, "(name: \"Ada\", camera: None)".into());
+        let loaded = Settings::load(Some(&storage));
+        assert_eq!(loaded.name, "Ada");
+        assert_eq!(loaded.camera, CameraPick::None);
+        assert_eq!(loaded.server, DEFAULT_SERVER);
+        assert!(loaded.mic_on);
+    }
+
+    #[test]
+    fn a_damaged_file_gives_the_defaults() {
+        let mut storage = MemoryStorage::default();
+        storage.set_string(eframe::APP_KEY, "(name: 42, camera: Sideways".into());
+        assert_eq!(Settings::load(Some(&storage)), Settings::default());
     }
 }
