@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::api::{Command, EngineConfig, Event, JoinParams, LinkState, Member};
 use super::link_gate::MediaGate;
@@ -18,6 +20,9 @@ use crate::client::{
 use crate::proto::{
     ClientMessage, IceServer, JoinRequest, Peer, PeerPayload, ServerMessage, StateUpdate,
 };
+
+/// How long a fresh join waits for the old connections to finish closing.
+const RETIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Makes the sink for a new member's media.
 pub(crate) type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn RemoteMediaSink> + Send + Sync>;
@@ -301,7 +306,8 @@ impl Actor {
 
     /// Forgets a member who left: their connection goes and consumers are told.
     async fn remove_member(&mut self, id: String) {
-        self.stop_peer(&id);
+        // Detached: the census watches it end.
+        let _ = self.stop_peer(&id);
         if let Some(call) = &mut self.call {
             call.members.remove(&id);
         }
@@ -309,13 +315,13 @@ impl Actor {
     }
 
     /// Drops a member's peer task; it closes the connection and frees its tasks by itself.
-    fn stop_peer(&mut self, id: &str) {
-        if let Some(call) = &mut self.call
-            && let Some(handle) = call.peers.remove(id)
-        {
-            call.links.remove(id);
-            drop(handle.input);
-        }
+    /// The returned handle ends when it has.
+    fn stop_peer(&mut self, id: &str) -> Option<JoinHandle<()>> {
+        let call = self.call.as_mut()?;
+        let handle = call.peers.remove(id)?;
+        call.links.remove(id);
+        drop(handle.input);
+        Some(handle.task)
     }
 
     async fn end_call(&mut self, reason: &str) {
@@ -458,9 +464,19 @@ impl Actor {
             .as_ref()
             .map(|c| c.members.keys().cloned().collect())
             .unwrap_or_default();
+        let mut retiring = Vec::new();
         for id in ids {
-            self.stop_peer(&id);
+            retiring.extend(self.stop_peer(&id));
             self.emit(Event::MemberLeft { id }).await;
+        }
+        // The new connections reuse the members' ids (and after a server restart the
+        // server may hand out old ids again), and an old task's teardown removes its media
+        // by id: it must be over before a new task adds the same id.
+        if tokio::time::timeout(RETIRE_TIMEOUT, futures_util::future::join_all(retiring))
+            .await
+            .is_err()
+        {
+            tracing::warn!("old connections still closing after {RETIRE_TIMEOUT:?}");
         }
         if let Some(call) = &mut self.call {
             call.self_id = self_id;
