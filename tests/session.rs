@@ -53,15 +53,33 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The tests count the process's threads, so they run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
+/// The names of this process's threads, to tell which did not end.
+fn thread_names() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
 #[test]
 fn two_sessions_call_each_other_and_end_cleanly() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let server = rt.block_on(TestServer::default());
     let url = format!("ws://{}", server.addr);
+    // The process's one PulseAudio connection (and its reader thread) lives as long as the
+    // process; open it first so the count below sees only what the sessions start.
+    let _ = meshcall::media::audio::devices::list();
     let threads_before = threads();
 
     let wakes = Arc::new(AtomicU64::new(0));
@@ -146,6 +164,103 @@ fn two_sessions_call_each_other_and_end_cleanly() {
     drop(a);
     drop(b);
     // Every thread the sessions started (runtimes, capture, decoders, audio clocks) ended.
-    wait_until("threads to end", || threads() <= threads_before);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while threads() > threads_before {
+        assert!(
+            Instant::now() < deadline,
+            "{} threads left of {threads_before}: {:?}",
+            threads(),
+            thread_names()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.block_on(server.stop());
+}
+
+/// Frames from `id` that reach `session`'s texture path within `within`.
+fn frames_from(session: &mut Session, id: &str, within: Duration) -> u32 {
+    let mut frames = 0;
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if session.take_frame(id).is_some() {
+            frames += 1;
+        }
+        while session.poll().is_some() {}
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    frames
+}
+
+/// A restarted server refuses both resumes, so both sessions join afresh, and the new
+/// server hands out ids again from p1, often the very ids the old connections had. The old
+/// connections' teardown must not take the new ones' media with it: seconds later both
+/// still see and hear each other.
+#[test]
+fn after_a_server_restart_both_sessions_rejoin_and_still_see_and_hear_each_other() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(TestServer::default());
+    let addr = server.addr;
+    let url = format!("ws://{addr}");
+    let mut a = Session::start(config(), choice("Ada"), Arc::new(|| {})).expect("session a");
+    let mut b = Session::start(config(), choice("Bob"), Arc::new(|| {})).expect("session b");
+    let join = |room: Option<String>, name: &str| Request::Join {
+        params: JoinParams {
+            server: url.clone(),
+            room,
+            name: name.into(),
+            passcode: None,
+            audio: true,
+            video: true,
+        },
+        lan: false,
+    };
+    a.request(join(None, "Ada"));
+    let room = wait_for(&mut a, "joined", |n| match n {
+        Notice::Engine(Event::Joined { room, .. }) => Some(room.clone()),
+        Notice::Engine(Event::JoinFailed { message, .. }) => panic!("join failed: {message}"),
+        _ => None,
+    });
+    b.request(join(Some(room), "Bob"));
+    let bob = wait_for(&mut a, "Bob", |n| match n {
+        Notice::Engine(Event::MemberUpdated(m)) if m.name == "Bob" => Some(m.id.clone()),
+        _ => None,
+    });
+    let ada = wait_for(&mut b, "Ada", |n| match n {
+        Notice::Engine(Event::Joined { members, .. }) => members.first().map(|m| m.id.clone()),
+        _ => None,
+    });
+    wait_until("Bob heard", || a.level(&bob) > 0.05);
+
+    rt.block_on(server.stop());
+    let server = rt.block_on(TestServer::start_on(addr, Default::default()));
+    // Each learns of its fresh join by the old member leaving, then comes back to them.
+    let rejoined = |s: &mut Session, old_id: &str, name: &str| {
+        wait_for(s, "the old connection gone", |n| match n {
+            Notice::Engine(Event::MemberLeft { id }) if id == old_id => Some(()),
+            _ => None,
+        });
+        wait_for(s, "the other back", |n| match n {
+            Notice::Engine(Event::MemberUpdated(m))
+                if m.name == name && m.link == meshcall::engine::LinkState::Connected =>
+            {
+                Some(m.id.clone())
+            }
+            _ => None,
+        })
+    };
+    let bob_now = rejoined(&mut a, &bob, "Bob");
+    let ada_now = rejoined(&mut b, &ada, "Ada");
+    eprintln!("Bob was {bob}, is {bob_now}");
+    // Long enough for the old connections' teardown (close, then their tasks) to be over.
+    std::thread::sleep(Duration::from_secs(3));
+    let from_bob = frames_from(&mut a, &bob_now, Duration::from_secs(2));
+    let from_ada = frames_from(&mut b, &ada_now, Duration::from_secs(2));
+    assert!(from_bob >= 20, "Ada got {from_bob} frames from Bob in 2 s");
+    assert!(from_ada >= 20, "Bob got {from_ada} frames from Ada in 2 s");
+    assert!(a.level(&bob_now) > 0.05, "Ada no longer hears Bob");
+    assert!(b.level(&ada_now) > 0.05, "Bob no longer hears Ada");
+    drop(a);
+    drop(b);
     rt.block_on(server.stop());
 }

@@ -27,7 +27,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: ServerConfig) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), config).await
+    }
+
+    /// A server on a given address (the one a stopped server had, to restart it).
+    pub async fn start_on(addr: SocketAddr, config: ServerConfig) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let s = stop.clone();
