@@ -4,6 +4,8 @@
 //! and "is a sound server running" has a clear answer. Without it we fall back to cpal's
 //! default host (ALSA on Linux).
 
+use std::sync::{Arc, Mutex};
+
 use cpal::traits::{DeviceTrait, HostTrait};
 
 use super::error::AudioError;
@@ -37,7 +39,7 @@ pub(crate) struct ChosenHost {
 
 /// Lists the devices now; call again to refresh after a device is plugged in or removed.
 pub fn list() -> Result<AudioDevices, AudioError> {
-    let chosen = host()?;
+    let chosen = listing_host()?;
     let host = &chosen.host;
     let default_in = host.default_input_device().and_then(|d| device_id(&d));
     let default_out = host.default_output_device().and_then(|d| device_id(&d));
@@ -90,6 +92,27 @@ pub(crate) fn host() -> Result<ChosenHost, AudioError> {
             pulse_problem: None,
         })
     }
+}
+
+/// The host that lists devices, kept for the whole process when it is PulseAudio.
+///
+/// A PulseAudio host opens a client connection whose reader thread (inside the
+/// `pulseaudio` crate) only notices it was dropped at the next message from the server. A
+/// stream's teardown brings one, but after listing devices none comes, so a fresh host per
+/// list (the lobby lists on every refresh) would leave a sleeping thread behind each time.
+/// Streams keep their own hosts: opening two on one shared client fails here.
+fn listing_host() -> Result<Arc<ChosenHost>, AudioError> {
+    static PULSE: Mutex<Option<Arc<ChosenHost>>> = Mutex::new(None);
+    let mut kept = PULSE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(chosen) = kept.as_ref() {
+        return Ok(Arc::clone(chosen));
+    }
+    let chosen = Arc::new(host()?);
+    // The fallback is not kept: PulseAudio may be reachable by the next call.
+    if cfg!(target_os = "linux") && chosen.pulse_problem.is_none() {
+        *kept = Some(Arc::clone(&chosen));
+    }
+    Ok(chosen)
 }
 
 /// Direction of a device, for lookups and messages.
