@@ -227,7 +227,7 @@ async fn a_crashed_member_is_dropped_after_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_joiner_sees_video_within_a_second() {
+async fn a_late_joiner_sees_video_promptly() {
     let _heavy = HEAVY.lock().await;
     let s = TestServer::default().await;
     let (a, room) = join(&s, None, "A", &["--duration", "8"]);
@@ -239,7 +239,10 @@ async fn a_late_joiner_sees_video_within_a_second() {
     a.report();
     b.report();
     let join_ms = n(&r["join_ms"]);
-    assert!(join_ms < 1000, "first frame after {join_ms} ms");
+    // Typically 250-300 ms here (`cargo bench --bench call_latency` measures it); the bound
+    // is loose because a loaded 2-core CI machine once took 1.25 s. What it catches is a
+    // newcomer left waiting for a keyframe nobody sends (there are no periodic ones).
+    assert!(join_ms < 3000, "first frame after {join_ms} ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
