@@ -369,6 +369,32 @@ fn chat_shows_history_counts_unread_and_sends() {
     );
 }
 
+/// After a fresh rejoin (the server restarted) we have a new id; our own messages under
+/// it are still ours: no unread badge, and shown as "You".
+#[test]
+fn after_a_fresh_rejoin_our_messages_under_the_new_id_are_ours() {
+    let mut h = in_call();
+    let b = h.state_mut().backend_mut();
+    b.notices.push_back(Notice::Engine(Event::Rejoined {
+        self_id: "p9".into(),
+    }));
+    b.notices.push_back(Notice::Engine(Event::Chat(ChatMessage {
+        from: "p9".into(),
+        name: "Ada Lovelace".into(),
+        text: "back again".into(),
+        ts: 2,
+    })));
+    h.run();
+    assert!(
+        h.query_by_label("1 unread").is_none(),
+        "own message counted"
+    );
+    h.get_by_role_and_label(Role::Button, "Chat").click();
+    h.run();
+    h.get_by_label("back again");
+    h.get_by_label("You");
+}
+
 #[test]
 fn banners_for_reconnecting_and_device_problems() {
     let mut h = in_call();

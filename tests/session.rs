@@ -240,17 +240,26 @@ fn after_a_server_restart_both_sessions_rejoin_and_still_see_and_hear_each_other
             Notice::Engine(Event::MemberLeft { id }) if id == old_id => Some(()),
             _ => None,
         });
-        wait_for(s, "the other back", |n| match n {
+        let self_id = wait_for(s, "our new id", |n| match n {
+            Notice::Engine(Event::Rejoined { self_id }) => Some(self_id.clone()),
+            _ => None,
+        });
+        let other = wait_for(s, "the other back", |n| match n {
             Notice::Engine(Event::MemberUpdated(m))
                 if m.name == name && m.link == meshcall::engine::LinkState::Connected =>
             {
                 Some(m.id.clone())
             }
             _ => None,
-        })
+        });
+        (self_id, other)
     };
-    let bob_now = rejoined(&mut a, &bob, "Bob");
-    let ada_now = rejoined(&mut b, &ada, "Ada");
+    let (ada_self, bob_now) = rejoined(&mut a, &bob, "Bob");
+    let (bob_self, ada_now) = rejoined(&mut b, &ada, "Ada");
+    assert_eq!(
+        (ada_self.as_str(), bob_self.as_str()),
+        (ada_now.as_str(), bob_now.as_str())
+    );
     eprintln!("Bob was {bob}, is {bob_now}");
     // Long enough for the old connections' teardown (close, then their tasks) to be over.
     std::thread::sleep(Duration::from_secs(3));

@@ -479,9 +479,10 @@ impl Actor {
             tracing::warn!("old connections still closing after {RETIRE_TIMEOUT:?}");
         }
         if let Some(call) = &mut self.call {
-            call.self_id = self_id;
+            call.self_id = self_id.clone();
             call.members.clear();
         }
+        self.emit(Event::Rejoined { self_id }).await;
         for p in &peers {
             let m = member(p);
             self.add_member(m.clone());

@@ -171,6 +171,13 @@ pub enum Event {
         /// For people.
         message: String,
     },
+    /// The server did not resume us and we joined the room afresh under a new id (after a
+    /// server restart, say). Everyone was reported gone just before; they come back as
+    /// [`Event::MemberUpdated`]. Messages marked with the old id are no longer ours.
+    Rejoined {
+        /// Our new peer id.
+        self_id: String,
+    },
     /// Someone joined, changed, or their link changed state.
     MemberUpdated(Member),
     /// Someone left.

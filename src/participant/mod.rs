@@ -82,7 +82,7 @@ pub async fn run(
         }))
         .await;
     let mut seen: HashMap<String, Seen> = HashMap::new();
-    let (room, self_id) = loop {
+    let (room, mut self_id) = loop {
         match engine.next_event().await {
             Some(Event::Joined {
                 room,
@@ -152,6 +152,7 @@ pub async fn run(
                     s.left = false;
                 }
                 Some(Event::MemberLeft { id }) => seen.entry(id).or_default().left = true,
+                Some(Event::Rejoined { self_id: now }) => self_id = now,
                 Some(Event::Stats { id, stats }) => {
                     if stats.rtt_ms.is_some() {
                         seen.entry(id).or_default().rtt_ms = stats.rtt_ms;

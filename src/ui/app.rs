@@ -210,6 +210,11 @@ impl<B: CallBackend> MeshcallUi<B> {
                     _ => message,
                 });
             }
+            Event::Rejoined { self_id } => {
+                if let Screen::Call(model) = &mut self.screen {
+                    model.self_id = self_id;
+                }
+            }
             Event::MemberUpdated(member) => {
                 if let Screen::Call(model) = &mut self.screen {
                     model.upsert(member);
