@@ -4,7 +4,9 @@
 //! marker arrives with no sequence gap since the unit began. Emitting on the marker (rather
 //! than when the next frame starts, as `SampleBuilder` does) saves a frame of latency. A
 //! gap spoils the unit it falls in; the caller then counts a loss and, until a keyframe
-//! arrives, asks for one.
+//! arrives, asks for one. A gap just before a unit's first packet spoils only the unit
+//! before it: the new unit is kept (marked as following a loss), because it may be the very
+//! keyframe that was asked for.
 
 use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::h264::H264Packet;
@@ -19,6 +21,8 @@ pub(crate) struct AccessUnit {
     pub(crate) timestamp: u32,
     /// Whether it holds an IDR slice.
     pub(crate) keyframe: bool,
+    /// Whether packets were lost just before it (so a delta unit may not be decodable).
+    pub(crate) follows_loss: bool,
 }
 
 /// What one packet did.
@@ -28,7 +32,7 @@ pub(crate) enum Assembled {
     Pending,
     /// A unit is complete.
     Unit(AccessUnit),
-    /// Packets were lost; the unit in progress was dropped.
+    /// Packets were lost, so a unit was dropped (the one in progress, or the one before).
     Lost,
 }
 
@@ -41,6 +45,8 @@ pub(crate) struct H264Assembler {
     next_seq: Option<u16>,
     /// Set after a gap until the next unit starts cleanly.
     spoiled: bool,
+    /// Set when the unit in progress began right after a gap.
+    follows_loss: bool,
 }
 
 const NAL_IDR: u8 = 5;
@@ -50,6 +56,18 @@ fn has_idr(annex_b: &[u8]) -> bool {
     annex_b
         .windows(5)
         .any(|w| w[..4] == [0, 0, 0, 1] && w[4] & 0x1f == NAL_IDR)
+}
+
+/// Whether an RTP payload begins a NAL unit (RFC 6184): a single NAL, a STAP-A, or the
+/// first fragment of an FU-A. Anything else continues a NAL whose start we did not see.
+fn starts_nal(payload: &[u8]) -> bool {
+    const STAP_A: u8 = 24;
+    const FU_A: u8 = 28;
+    match payload.first().map(|b| b & 0x1f) {
+        Some(1..=23 | STAP_A) => true,
+        Some(FU_A) => payload.get(1).is_some_and(|fu| fu & 0x80 != 0),
+        _ => false,
+    }
 }
 
 impl H264Assembler {
@@ -73,6 +91,8 @@ impl H264Assembler {
             }
         }
         self.next_seq = Some(seq.wrapping_add(1));
+        // Whether this packet's unit is spoiled (as opposed to a loss merely being reported).
+        let mut spoil = lost;
         if self.timestamp != Some(timestamp) {
             // A new unit began; whatever was in progress without its marker is incomplete.
             lost |= !self.buf.is_empty() && !self.spoiled;
@@ -80,8 +100,12 @@ impl H264Assembler {
             self.depacketizer = H264Packet::default();
             self.timestamp = Some(timestamp);
             self.spoiled = false;
+            // The lost packets may all have belonged to the unit before; if this packet
+            // starts a NAL, keep assembling and let the caller judge the unit.
+            self.follows_loss = lost;
+            spoil &= !starts_nal(payload);
         }
-        if lost {
+        if spoil {
             self.spoiled = true;
             self.buf.clear();
         }
@@ -103,6 +127,7 @@ impl H264Assembler {
                 data,
                 timestamp,
                 keyframe,
+                follows_loss: std::mem::take(&mut self.follows_loss),
             });
         }
         if lost {
@@ -188,6 +213,62 @@ mod tests {
         let next = delta_au(9);
         let p = &packets(&next)[0];
         assert!(matches!(a.push(seq, 93_000, true, p), Assembled::Unit(u) if !u.keyframe));
+    }
+
+    /// Feeds `pkts` with consecutive sequence numbers from `seq`, returning the outcomes.
+    fn feed(a: &mut H264Assembler, seq: &mut u16, ts: u32, pkts: &[Bytes]) -> Vec<Assembled> {
+        let last = pkts.len() - 1;
+        let out = pkts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| a.push(seq.wrapping_add(i as u16), ts, i == last, p))
+            .collect();
+        *seq = seq.wrapping_add(pkts.len() as u16);
+        out
+    }
+
+    #[test]
+    fn a_keyframe_right_after_a_lost_tail_is_kept() {
+        let mut a = H264Assembler::default();
+        let mut seq = 7u16;
+        feed(&mut a, &mut seq, 0, &packets(&keyframe_au()));
+        // The next keyframe's packets arrive, but the one before (a delta's only packet,
+        // with its marker) is lost.
+        seq = seq.wrapping_add(1);
+        let key = packets(&keyframe_au());
+        assert!(key.len() >= 3, "the keyframe should span several packets");
+        let results = feed(&mut a, &mut seq, 6000, &key);
+        assert_eq!(results[0], Assembled::Lost, "the loss is reported at once");
+        match results.last() {
+            Some(Assembled::Unit(u)) => assert!(u.keyframe && u.follows_loss),
+            other => panic!("keyframe not assembled: {other:?}"),
+        }
+        // A clean unit after it is not marked.
+        let next = feed(&mut a, &mut seq, 9000, &packets(&delta_au(3)));
+        assert!(matches!(&next[0], Assembled::Unit(u) if !u.follows_loss));
+    }
+
+    #[test]
+    fn a_single_packet_unit_after_a_gap_is_marked() {
+        let mut a = H264Assembler::default();
+        let p = &packets(&delta_au(1))[0];
+        assert!(matches!(a.push(1, 0, true, p), Assembled::Unit(u) if !u.follows_loss));
+        // Sequence 2 (timestamp 3000) was lost.
+        assert!(matches!(a.push(3, 6000, true, p), Assembled::Unit(u) if u.follows_loss));
+    }
+
+    #[test]
+    fn a_unit_whose_first_packets_were_lost_is_dropped() {
+        // The keyframe's first two packets (its STAP-A and the FU-A start) are lost: the
+        // first packet seen continues a fragment, so nothing of this unit can be trusted.
+        let key = packets(&keyframe_au());
+        let mut a = H264Assembler::default();
+        let mut seq = 50u16;
+        feed(&mut a, &mut seq, 0, &packets(&delta_au(1)));
+        seq = seq.wrapping_add(2);
+        let results = feed(&mut a, &mut seq, 3000, &key[2..]);
+        assert_eq!(results[0], Assembled::Lost);
+        assert!(!results.iter().any(|r| matches!(r, Assembled::Unit(_))));
     }
 
     #[test]

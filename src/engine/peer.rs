@@ -523,6 +523,8 @@ async fn read_track(track: Arc<dyn TrackRemote>, sink: Arc<dyn RemoteMediaSink>)
             Assembled::Pending => {}
             Assembled::Lost => need_keyframe = true,
             Assembled::Unit(au) => {
+                // A delta unit after a loss may refer to what was lost.
+                need_keyframe |= au.follows_loss;
                 if au.keyframe {
                     need_keyframe = false;
                 }
