@@ -16,33 +16,9 @@ use meshcall::media::audio::level::rms_dbfs;
 use meshcall::media::audio::playback::Playback;
 use meshcall::media::audio::{AudioError, FRAME_SAMPLES};
 
-/// Why the virtual devices cannot be used here, if they cannot.
-fn skip_reason() -> Option<String> {
-    let info = Command::new("pactl").arg("info").output();
-    match info {
-        Err(e) => return Some(format!("pactl not runnable ({e}): no PulseAudio tools")),
-        Ok(o) if !o.status.success() => {
-            return Some(format!(
-                "no PulseAudio server reachable ({}); run `source scripts/lib/pulse.sh; pulse_start`",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        Ok(_) => {}
-    }
-    let sinks = Command::new("pactl")
-        .args(["list", "short", "sinks"])
-        .output()
-        .ok()?;
-    let sinks = String::from_utf8_lossy(&sinks.stdout).to_string();
-    let has = |name: &str| sinks.lines().any(|l| l.split('\t').nth(1) == Some(name));
-    if !has("mic") || !has("speaker") {
-        return Some(
-            "PulseAudio is up but has no `mic`/`speaker` null sinks (see scripts/lib/pulse.sh)"
-                .into(),
-        );
-    }
-    None
-}
+mod common;
+
+use common::pulse::{Module, load_null_sink, skip_reason};
 
 macro_rules! require_pulse {
     () => {
@@ -232,17 +208,6 @@ fn tone_into_virtual_mic_is_captured_coded_played_and_heard_on_the_speaker() {
     );
 }
 
-/// Unloads a PulseAudio module when the test ends, however it ends.
-struct Module(String);
-
-impl Drop for Module {
-    fn drop(&mut self) {
-        let _ = Command::new("pactl")
-            .args(["unload-module", &self.0])
-            .status();
-    }
-}
-
 #[test]
 fn named_44k1_stereo_microphone_is_resampled_to_48k_mono_frames() {
     require_pulse!();
@@ -317,24 +282,6 @@ fn named_44k1_stereo_microphone_is_resampled_to_48k_mono_frames() {
     assert!((freq - 1000.0).abs() < 10.0, "captured {freq} Hz");
     let amp = goertzel_amplitude(window, 48_000, 1000.0);
     assert!((amp - 0.4).abs() < 0.08, "amplitude {amp}");
-}
-
-fn load_null_sink(name: &str) -> Module {
-    let out = Command::new("pactl")
-        .args([
-            "load-module",
-            "module-null-sink",
-            &format!("sink_name={name}"),
-            "rate=48000",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Module(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 #[test]
@@ -415,4 +362,52 @@ fn speaker_echo_picked_up_by_the_microphone_is_cancelled() {
         residual < echo - 10.0,
         "echo {echo:.1} dBFS -> {residual:.1} dBFS"
     );
+}
+
+/// Frames the speaker hands to `reference` from now: counted until `enough` came or
+/// `within` passed (a device takes a moment to start pulling).
+fn played_frames(
+    reference: &meshcall::engine::EchoReference,
+    enough: usize,
+    within: Duration,
+) -> usize {
+    reference.drain(|_| {});
+    let mut n = 0;
+    let deadline = Instant::now() + within;
+    while n < enough && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        reference.drain(|_| n += 1);
+    }
+    n
+}
+
+#[test]
+fn a_call_moves_between_speakers_and_the_echo_reference_follows() {
+    use meshcall::engine::{RemoteMedia, Speaker};
+    require_pulse!();
+    let remote = RemoteMedia::new(&Speaker::Named("speaker".into()));
+    assert_eq!(remote.problem(), None);
+    // Taken once, as a running microphone does; it must keep working across switches.
+    let reference = remote.echo_reference();
+    let within = Duration::from_secs(3);
+    let first = played_frames(&reference, 25, within);
+    assert!(
+        first >= 25,
+        "{first} reference frames from the first speaker"
+    );
+    remote.set_speaker(&Speaker::None).unwrap();
+    let none = played_frames(&reference, 1, Duration::from_millis(500));
+    assert_eq!(none, 0, "no device plays now");
+    remote.set_speaker(&Speaker::Named("mic".into())).unwrap();
+    let second = played_frames(&reference, 25, within);
+    assert!(
+        second >= 25,
+        "{second} reference frames from the new speaker"
+    );
+    // A speaker that is not there: a clear error, kept for the window to show.
+    let err = remote
+        .set_speaker(&Speaker::Named("no-such-speaker".into()))
+        .unwrap_err();
+    assert!(err.contains("no-such-speaker"), "{err}");
+    assert_eq!(remote.problem(), Some(err));
 }

@@ -10,7 +10,7 @@ use egui::{Key, Modifiers, vec2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use meshcall::client::ConnectionState;
-use meshcall::engine::{Command, Event, LinkState, Member, MemberStats};
+use meshcall::engine::{AudioChoice, Command, Event, LinkState, Member, MemberStats, VideoChoice};
 use meshcall::media::audio::devices::AudioDevices;
 use meshcall::media::video::{FrameTime, I420Frame};
 use meshcall::proto::{ChatMessage, ErrorCode};
@@ -335,6 +335,53 @@ fn mic_and_camera_toggle_by_button_and_shortcut() {
     h.key_press(Key::D);
     h.run();
     assert_eq!(h.state().backend().requests.len(), before);
+}
+
+fn last_devices(h: &Harness<'static, App>) -> meshcall::session::DeviceChoice {
+    match h.state().backend().requests.last() {
+        Some(Request::UseDevices(choice)) => choice.clone(),
+        other => panic!("expected a device change, the last request was {other:?}"),
+    }
+}
+
+#[test]
+fn devices_switch_from_the_call_without_leaving() {
+    let mut h = in_call();
+    h.get_by_role_and_label(Role::Button, "Devices").click();
+    h.run();
+    h.snapshot("call_devices");
+    h.get_by_role_and_label(Role::ComboBox, "Microphone")
+        .click();
+    h.run();
+    h.get_by_label("Test tone").click();
+    h.run();
+    assert_eq!(
+        last_devices(&h).audio,
+        AudioChoice::Tone { beep_every: None }
+    );
+    assert!(
+        h.state().in_call(),
+        "a device change must not leave the call"
+    );
+
+    h.get_by_role_and_label(Role::ComboBox, "Camera").click();
+    h.run();
+    h.get_by_label("No video").click();
+    h.run();
+    assert_eq!(last_devices(&h).video, VideoChoice::None);
+    // With no video source, the camera shortcut has nothing to turn on.
+    let before = h.state().backend().requests.len();
+    h.key_press_modifiers(Modifiers::CTRL | Modifiers::COMMAND, Key::E);
+    h.run();
+    assert_eq!(h.state().backend().requests.len(), before);
+
+    // The same button closes the window.
+    h.get_by_role_and_label(Role::Button, "Devices").click();
+    h.run();
+    assert!(
+        h.query_by_role_and_label(Role::ComboBox, "Microphone")
+            .is_none()
+    );
 }
 
 #[test]

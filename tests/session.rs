@@ -53,6 +53,44 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Asks to join `room` (a new one when `None`) on `url` with camera and mic on.
+fn join(url: &str, room: Option<String>, name: &str) -> Request {
+    Request::Join {
+        params: JoinParams {
+            server: url.to_owned(),
+            room,
+            name: name.into(),
+            passcode: None,
+            audio: true,
+            video: true,
+        },
+        lan: false,
+    }
+}
+
+/// Ada opens a room on `url` and Bob joins it: their sessions, then Bob's id as Ada knows
+/// it and Ada's as Bob knows it.
+fn ada_and_bob_in_a_call(url: &str) -> (Session, Session, String, String) {
+    let mut a = Session::start(config(), choice("Ada"), Arc::new(|| {})).expect("session a");
+    let mut b = Session::start(config(), choice("Bob"), Arc::new(|| {})).expect("session b");
+    a.request(join(url, None, "Ada"));
+    let room = wait_for(&mut a, "joined", |n| match n {
+        Notice::Engine(Event::Joined { room, .. }) => Some(room.clone()),
+        Notice::Engine(Event::JoinFailed { message, .. }) => panic!("join failed: {message}"),
+        _ => None,
+    });
+    b.request(join(url, Some(room), "Bob"));
+    let bob = wait_for(&mut a, "Bob", |n| match n {
+        Notice::Engine(Event::MemberUpdated(m)) if m.name == "Bob" => Some(m.id.clone()),
+        _ => None,
+    });
+    let ada = wait_for(&mut b, "Ada", |n| match n {
+        Notice::Engine(Event::Joined { members, .. }) => members.first().map(|m| m.id.clone()),
+        _ => None,
+    });
+    (a, b, bob, ada)
+}
+
 /// The tests count the process's threads, so they run one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -104,24 +142,13 @@ fn two_sessions_call_each_other_and_end_cleanly() {
     a.request(Request::SetCamera(true));
     wait_until("preview back", || a.preview().is_some());
 
-    let join = |room: Option<String>, name: &str| Request::Join {
-        params: JoinParams {
-            server: url.clone(),
-            room,
-            name: name.into(),
-            passcode: None,
-            audio: true,
-            video: true,
-        },
-        lan: false,
-    };
-    a.request(join(None, "Ada"));
+    a.request(join(&url, None, "Ada"));
     let room = wait_for(&mut a, "joined", |n| match n {
         Notice::Engine(Event::Joined { room, .. }) => Some(room.clone()),
         Notice::Engine(Event::JoinFailed { message, .. }) => panic!("join failed: {message}"),
         _ => None,
     });
-    b.request(join(Some(room), "Bob"));
+    b.request(join(&url, Some(room), "Bob"));
     let bob = wait_for(&mut a, "Bob", |n| match n {
         Notice::Engine(Event::MemberUpdated(m)) if m.name == "Bob" => Some(m.id.clone()),
         _ => None,
@@ -202,34 +229,7 @@ fn after_a_server_restart_both_sessions_rejoin_and_still_see_and_hear_each_other
     let server = rt.block_on(TestServer::default());
     let addr = server.addr;
     let url = format!("ws://{addr}");
-    let mut a = Session::start(config(), choice("Ada"), Arc::new(|| {})).expect("session a");
-    let mut b = Session::start(config(), choice("Bob"), Arc::new(|| {})).expect("session b");
-    let join = |room: Option<String>, name: &str| Request::Join {
-        params: JoinParams {
-            server: url.clone(),
-            room,
-            name: name.into(),
-            passcode: None,
-            audio: true,
-            video: true,
-        },
-        lan: false,
-    };
-    a.request(join(None, "Ada"));
-    let room = wait_for(&mut a, "joined", |n| match n {
-        Notice::Engine(Event::Joined { room, .. }) => Some(room.clone()),
-        Notice::Engine(Event::JoinFailed { message, .. }) => panic!("join failed: {message}"),
-        _ => None,
-    });
-    b.request(join(Some(room), "Bob"));
-    let bob = wait_for(&mut a, "Bob", |n| match n {
-        Notice::Engine(Event::MemberUpdated(m)) if m.name == "Bob" => Some(m.id.clone()),
-        _ => None,
-    });
-    let ada = wait_for(&mut b, "Ada", |n| match n {
-        Notice::Engine(Event::Joined { members, .. }) => members.first().map(|m| m.id.clone()),
-        _ => None,
-    });
+    let (mut a, mut b, bob, ada) = ada_and_bob_in_a_call(&url);
     wait_until("Bob heard", || a.level(&bob) > 0.05);
 
     rt.block_on(server.stop());
@@ -271,5 +271,144 @@ fn after_a_server_restart_both_sessions_rejoin_and_still_see_and_hear_each_other
     assert!(b.level(&ada_now) > 0.05, "Bob no longer hears Ada");
     drop(a);
     drop(b);
+    rt.block_on(server.stop());
+}
+
+/// How much of `within` member `id` sounded loud to `session` (sampled every 20 ms).
+fn loud_fraction(session: &mut Session, id: &str, within: Duration) -> f32 {
+    let (mut loud, mut samples) = (0u32, 0u32);
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        while session.poll().is_some() {}
+        samples += 1;
+        if session.level(id) > 0.05 {
+            loud += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    loud as f32 / samples.max(1) as f32
+}
+
+/// The loudest 20 ms heard on `monitor` within `within` (linear RMS).
+fn loudest_on(monitor: &str, within: Duration) -> f32 {
+    let (capture, frames) =
+        meshcall::media::audio::capture::Capture::open(Some(monitor), 50).expect("monitor");
+    let deadline = Instant::now() + within;
+    let mut loudest = 0.0f32;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Ok(f) = frames.recv_timeout(left) {
+            loudest = loudest.max(meshcall::media::audio::level::rms(&f.samples));
+        }
+    }
+    drop(capture);
+    loudest
+}
+
+/// In a call, Bob changes his video and audio source and Ada her speaker, none of them
+/// leaving: no renegotiation, yet Ada sees Bob's new encoder's frames, hears his new
+/// source, and the call plays on the new speaker (and no longer on the old one).
+#[test]
+fn devices_switch_mid_call_and_the_others_follow() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(TestServer::default());
+    let url = format!("ws://{}", server.addr);
+    let _ = meshcall::media::audio::devices::list();
+    let threads_before = threads();
+    let (mut a, mut b, bob, _) = ada_and_bob_in_a_call(&url);
+    let first = frames_from(&mut a, &bob, Duration::from_secs(2));
+    assert!(
+        first >= 20,
+        "before any switch Ada got {first} frames in 2 s"
+    );
+
+    // Video: to no source (the others are told the camera is off), then back to the
+    // pattern through a brand-new capture and encoder on the same track.
+    let mut bobs = choice("Bob");
+    bobs.video = VideoChoice::None;
+    b.request(Request::UseDevices(bobs.clone()));
+    wait_for(&mut a, "Bob's camera off", |n| match n {
+        Notice::Engine(Event::MemberUpdated(m)) if m.id == bob && !m.video => Some(()),
+        _ => None,
+    });
+    bobs.video = VideoChoice::TestPattern;
+    b.request(Request::UseDevices(bobs.clone()));
+    wait_for(&mut a, "Bob's camera on", |n| match n {
+        Notice::Engine(Event::MemberUpdated(m)) if m.id == bob && m.video => Some(()),
+        _ => None,
+    });
+    let again = frames_from(&mut a, &bob, Duration::from_secs(3));
+    assert!(
+        again >= 30,
+        "after the switch Ada got {again} frames in 3 s"
+    );
+
+    // Audio: a continuous tone, then 100 ms beeps every 2 s.
+    let steady = loud_fraction(&mut a, &bob, Duration::from_secs(1));
+    bobs.audio = AudioChoice::Tone {
+        beep_every: Some(Duration::from_secs(2)),
+    };
+    b.request(Request::UseDevices(bobs.clone()));
+    std::thread::sleep(Duration::from_millis(500));
+    let beeping = loud_fraction(&mut a, &bob, Duration::from_secs(4));
+    eprintln!("Bob loud {steady:.2} of the time before, {beeping:.2} after");
+    assert!(
+        steady > 0.9,
+        "the steady tone was loud only {steady:.2} of the time"
+    );
+    assert!(
+        beeping > 0.03 && beeping < 0.5,
+        "beeps should be loud now and then, were {beeping:.2} of the time"
+    );
+
+    // Speaker: Ada's call moves from one (private) device to another.
+    match common::pulse::skip_reason() {
+        Some(reason) => eprintln!("SKIPPED the speaker switch: {reason}"),
+        None => {
+            bobs.audio = AudioChoice::Tone { beep_every: None };
+            b.request(Request::UseDevices(bobs.clone()));
+            let id = std::process::id();
+            let (one, two) = (format!("switch-one-{id}"), format!("switch-two-{id}"));
+            let _one = common::pulse::load_null_sink(&one);
+            let _two = common::pulse::load_null_sink(&two);
+            let mut adas = choice("Ada");
+            adas.speaker = Speaker::Named(one.clone());
+            a.request(Request::UseDevices(adas.clone()));
+            let on_one = loudest_on(&format!("{one}.monitor"), Duration::from_secs(2));
+            adas.speaker = Speaker::Named(two.clone());
+            a.request(Request::UseDevices(adas.clone()));
+            std::thread::sleep(Duration::from_millis(500));
+            let on_two = loudest_on(&format!("{two}.monitor"), Duration::from_secs(2));
+            let left_on_one = loudest_on(&format!("{one}.monitor"), Duration::from_secs(1));
+            eprintln!("speaker one {on_one:.3}, then two {on_two:.3}, one after {left_on_one:.4}");
+            assert!(
+                on_one > 0.05,
+                "nothing played on the first speaker: {on_one}"
+            );
+            assert!(
+                on_two > 0.05,
+                "nothing played on the second speaker: {on_two}"
+            );
+            assert!(
+                left_on_one < 0.01,
+                "the first speaker still plays: {left_on_one}"
+            );
+            while a.poll().is_some() {}
+            assert!(a.level(&bob) > 0.05, "Ada no longer hears Bob");
+        }
+    }
+    drop(a);
+    drop(b);
+    // No switch left a capture, encoder or speaker thread behind.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while threads() > threads_before {
+        assert!(
+            Instant::now() < deadline,
+            "{} threads left of {threads_before}: {:?}",
+            threads(),
+            thread_names()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     rt.block_on(server.stop());
 }

@@ -132,57 +132,70 @@ pub enum Speaker {
     Named(String),
 }
 
-enum Output {
-    /// In a mutex only because `Playback` is not `Sync` (it holds the echo reference's receiver).
-    Device(Mutex<Playback>),
-    Headless(Arc<Mutex<RemoteAudio<String>>>),
+/// Where received audio goes: one mix (every member's jitter buffer), played by a device
+/// when there is one. The device can change mid-call while the mix, and so everyone's
+/// buffered audio and counters, carries on.
+struct Output {
+    mix: Arc<Mutex<RemoteAudio<String>>>,
+    /// In a mutex because it is swapped, and because `Playback` is not `Sync`.
+    device: Mutex<Option<Playback>>,
 }
 
 impl Output {
     fn push(&self, peer: &str, seq: u16, ts: u32, payload: Vec<u8>) {
-        let now = Instant::now();
-        let result = match self {
-            Output::Device(p) => lock(p).push(peer, seq, ts, payload, now),
-            Output::Headless(r) => lock(r).push(&peer.to_owned(), seq, ts, payload, now),
-        };
+        let result = lock(&self.mix).push(&peer.to_owned(), seq, ts, payload, Instant::now());
         if let Err(e) = result {
             tracing::debug!("audio from {peer} dropped: {e}");
         }
     }
 
     fn remove(&self, peer: &str) {
-        match self {
-            Output::Device(p) => lock(p).remove_peer(peer),
-            Output::Headless(r) => lock(r).remove_peer(&peer.to_owned()),
-        }
+        lock(&self.mix).remove_peer(&peer.to_owned());
     }
 
     /// (frames decoded so far, level in dBFS) per peer.
     fn tallies(&self) -> Vec<(String, u64, f32)> {
-        fn collect(
-            levels: Vec<(String, f32)>,
-            played: impl Fn(&str) -> u64,
-        ) -> Vec<(String, u64, f32)> {
-            levels
-                .into_iter()
-                .map(|(k, db)| {
-                    let n = played(&k);
-                    (k, n, db)
-                })
-                .collect()
-        }
-        match self {
-            Output::Device(p) => {
-                let p = lock(p);
-                collect(p.levels(), |k| p.stats(k).map_or(0, |s| s.played + s.fec))
+        let mix = lock(&self.mix);
+        mix.levels()
+            .into_iter()
+            .map(|(k, db)| {
+                let played = mix.stats(&k).map_or(0, |s| s.played + s.fec);
+                (k, played, db)
+            })
+            .collect()
+    }
+
+    /// Opens `speaker` on the mix: `Ok(None)` for no device, the echo reference otherwise.
+    fn open(&self, speaker: &Speaker) -> Result<Option<Playback>, String> {
+        let name = match speaker {
+            Speaker::None => return Ok(None),
+            Speaker::Default => None,
+            Speaker::Named(n) => Some(n.as_str()),
+        };
+        Playback::open_mix(name, Arc::clone(&self.mix))
+            .map(Some)
+            .map_err(|e| format!("speaker: {e}"))
+    }
+}
+
+/// What the speaker plays, as the echo canceller's reference. It follows the speaker
+/// (nothing while none plays on a device). Meant for one microphone at a time: two readers
+/// would split the frames between them.
+#[derive(Clone, Default)]
+pub struct EchoReference(Arc<Mutex<Option<Receiver<AudioFrame>>>>);
+
+impl EchoReference {
+    /// Hands `f` every frame played since the last call.
+    pub fn drain(&self, mut f: impl FnMut(AudioFrame)) {
+        if let Some(frames) = lock(&self.0).as_ref() {
+            while let Ok(frame) = frames.try_recv() {
+                f(frame);
             }
-            Output::Headless(r) => {
-                let r = lock(r);
-                collect(r.levels(), |k| {
-                    r.stats(&k.to_owned()).map_or(0, |s| s.played + s.fec)
-                })
-            }
         }
+    }
+
+    fn follow(&self, frames: Option<Receiver<AudioFrame>>) {
+        *lock(&self.0) = frames;
     }
 }
 
@@ -200,9 +213,9 @@ struct RemoteInner {
     /// Called when a new frame is ready (the UI asks egui to repaint).
     on_frame: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// Why audio could not be played on a device, if so.
-    pub(crate) problem: Option<String>,
-    /// The mix as sent to the speaker, for the echo canceller (taken once).
-    echo_reference: Mutex<Option<Receiver<AudioFrame>>>,
+    problem: Mutex<Option<String>>,
+    /// The mix as sent to the speaker, for the echo canceller.
+    echo_reference: EchoReference,
 }
 
 impl Drop for RemoteInner {
@@ -221,27 +234,9 @@ impl Drop for RemoteInner {
 impl RemoteMedia {
     /// Starts the audio output (falling back to headless playout if the device fails).
     pub fn new(speaker: &Speaker) -> Self {
-        let mut problem = None;
-        let output = match speaker {
-            Speaker::None => None,
-            Speaker::Default => Some(Playback::open(None)),
-            Speaker::Named(n) => Some(Playback::open(Some(n))),
-        };
-        let mut echo_reference = None;
-        let output = match output {
-            Some(Ok(mut p)) => {
-                echo_reference = p.take_far_end();
-                Output::Device(Mutex::new(p))
-            }
-            Some(Err(e)) => {
-                problem = Some(format!("speaker: {e}"));
-                Output::Headless(Arc::new(Mutex::new(RemoteAudio::new(
-                    JitterConfig::default(),
-                ))))
-            }
-            None => Output::Headless(Arc::new(Mutex::new(RemoteAudio::new(
-                JitterConfig::default(),
-            )))),
+        let output = Output {
+            mix: Arc::new(Mutex::new(RemoteAudio::new(JitterConfig::default()))),
+            device: Mutex::new(None),
         };
         let inner = Arc::new(RemoteInner {
             members: Mutex::new(HashMap::new()),
@@ -249,29 +244,57 @@ impl RemoteMedia {
             stop: Arc::new(AtomicBool::new(false)),
             clock: Mutex::new(None),
             on_frame: Mutex::new(None),
-            problem,
-            echo_reference: Mutex::new(echo_reference),
+            problem: Mutex::new(None),
+            echo_reference: EchoReference::default(),
         });
+        let media = Self { inner };
+        // A speaker that fails leaves the call headless, not silent to itself: the
+        // problem is kept for the caller to show.
+        let _ = media.set_speaker(speaker);
         // One 20 ms clock: drives headless playout, and tallies what each member played.
-        let weak = Arc::downgrade(&inner);
-        let stop = Arc::clone(&inner.stop);
+        let weak = Arc::downgrade(&media.inner);
+        let stop = Arc::clone(&media.inner.stop);
         let clock = std::thread::Builder::new()
             .name("meshcall-audio-clock".into())
             .spawn(move || audio_clock(&weak, &stop))
             .ok();
-        *lock(&inner.clock) = clock;
-        Self { inner }
+        *lock(&media.inner.clock) = clock;
+        media
+    }
+
+    /// Plays the call on `speaker` from now on, keeping every member's buffered audio. On
+    /// failure the call goes on headless and the error is also kept as [`Self::problem`].
+    /// Blocks while the device opens (up to a few seconds): call it off any UI thread.
+    pub fn set_speaker(&self, speaker: &Speaker) -> Result<(), String> {
+        // The old device stops first, so two devices never pull from one mix.
+        let old = lock(&self.inner.output.device).take();
+        drop(old);
+        let opened = self.inner.output.open(speaker);
+        let result = match opened {
+            Ok(mut device) => {
+                let far_end = device.as_mut().and_then(Playback::take_far_end);
+                self.inner.echo_reference.follow(far_end);
+                *lock(&self.inner.output.device) = device;
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.echo_reference.follow(None);
+                Err(e)
+            }
+        };
+        *lock(&self.inner.problem) = result.as_ref().err().cloned();
+        result
     }
 
     /// Why the speaker could not be used (audio is then decoded but not played).
-    pub fn problem(&self) -> Option<&str> {
-        self.inner.problem.as_deref()
+    pub fn problem(&self) -> Option<String> {
+        lock(&self.inner.problem).clone()
     }
 
-    /// What the speaker plays, for cancelling its echo from the microphone (once; `None`
-    /// when nothing is played on a device).
-    pub fn take_echo_reference(&self) -> Option<Receiver<AudioFrame>> {
-        lock(&self.inner.echo_reference).take()
+    /// What the speaker plays, for cancelling its echo from a microphone. It follows
+    /// [`Self::set_speaker`], so a running microphone need not restart for a new speaker.
+    pub fn echo_reference(&self) -> EchoReference {
+        self.inner.echo_reference.clone()
     }
 
     /// Calls `f` whenever any member has a new frame.
@@ -332,8 +355,9 @@ fn audio_clock(inner: &std::sync::Weak<RemoteInner>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         next += Duration::from_millis(20);
         let Some(inner) = inner.upgrade() else { return };
-        if let Output::Headless(remote) = &inner.output {
-            lock(remote).next_frame(Instant::now(), &mut out);
+        // Without a device nothing else pulls from the mix: play it out into nowhere.
+        if lock(&inner.output.device).is_none() {
+            lock(&inner.output.mix).next_frame(Instant::now(), &mut out);
         }
         for (peer, played, db) in inner.output.tallies() {
             let Some(m) = lock(&inner.members).get(&peer).cloned() else {

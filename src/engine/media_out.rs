@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::local_media::MediaInput;
+use super::media_in::EchoReference;
 use crate::media::audio::AudioFrame;
 use crate::media::audio::capture::Capture;
 use crate::media::audio::codec::{DEFAULT_BITRATE, DEFAULT_EXPECTED_LOSS_PERCENT, OpusEncoder};
@@ -110,7 +111,7 @@ impl Drop for LocalPipelines {
 
 impl LocalPipelines {
     /// Starts the chosen sources. A source that cannot start is reported in `problems`.
-    /// `echo_reference` is what the speaker plays (see `RemoteMedia::take_echo_reference`);
+    /// `echo_reference` is what the speaker plays (see `RemoteMedia::echo_reference`);
     /// with it, a microphone's echo of the call is cancelled.
     pub fn start(
         input: &MediaInput,
@@ -118,7 +119,7 @@ impl LocalPipelines {
         video: &VideoChoice,
         format: &VideoFormat,
         audio: &AudioChoice,
-        echo_reference: Option<std::sync::mpsc::Receiver<AudioFrame>>,
+        echo_reference: Option<EchoReference>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(OutgoingStats::default());
@@ -285,7 +286,7 @@ enum AudioSourceHandle {
 
 /// Echo cancellation (the far-end mix as reference) and noise suppression for a microphone.
 struct MicCleanup {
-    echo: Option<(EchoCanceller, std::sync::mpsc::Receiver<AudioFrame>)>,
+    echo: Option<(EchoCanceller, EchoReference)>,
     noise: NoiseSuppressor,
 }
 
@@ -293,7 +294,7 @@ struct MicCleanup {
 const ECHO_DELAY_MS: i32 = 60;
 
 impl MicCleanup {
-    fn new(reference: Option<std::sync::mpsc::Receiver<AudioFrame>>) -> Self {
+    fn new(reference: Option<EchoReference>) -> Self {
         let echo = reference.and_then(|r| match EchoCanceller::new(ECHO_DELAY_MS) {
             Ok(aec) => Some((aec, r)),
             Err(e) => {
@@ -310,11 +311,11 @@ impl MicCleanup {
     fn process(&mut self, frame: &mut AudioFrame) {
         if let Some((aec, reference)) = &mut self.echo {
             // Everything the speaker played since the last microphone frame goes in first.
-            while let Ok(far) = reference.try_recv() {
+            reference.drain(|far| {
                 if let Err(e) = aec.render(&far.samples) {
                     tracing::debug!("echo reference refused: {e}");
                 }
-            }
+            });
             if let Err(e) = aec.process(&mut frame.samples) {
                 tracing::debug!("echo cancellation failed on a frame: {e}");
             }

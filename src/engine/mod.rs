@@ -31,7 +31,7 @@ pub use api::{
     Command, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState, Member, MemberStats, parse_ips,
 };
 pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
-pub use media_in::{RemoteMedia, RemoteMember, Speaker};
+pub use media_in::{EchoReference, RemoteMedia, RemoteMember, Speaker};
 pub use media_out::{AudioChoice, LocalPipelines, OutgoingStats, VideoChoice, VideoFormat};
 pub use sinks::CountingSinks;
 

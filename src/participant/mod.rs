@@ -68,7 +68,7 @@ pub async fn run(
     on_joined: impl FnOnce(&str),
 ) -> Result<Report, ParticipantError> {
     let remote = RemoteMedia::new(&config.speaker);
-    let mut problems: Vec<String> = remote.problem().map(str::to_owned).into_iter().collect();
+    let mut problems: Vec<String> = remote.problem().into_iter().collect();
     let mut engine = Engine::spawn_decoding(config.engine.clone(), &remote);
     let sent_join = Instant::now();
     engine
@@ -119,7 +119,7 @@ pub async fn run(
         &config.video,
         &VideoFormat::default(),
         &config.audio,
-        remote.take_echo_reference(),
+        Some(remote.echo_reference()),
     );
     for p in &pipelines.problems {
         tracing::warn!("{p}");

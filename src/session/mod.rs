@@ -42,7 +42,7 @@ pub const SPEAKING_LEVEL: f32 = 0.02;
 /// What the UI asks for.
 #[derive(Debug, Clone)]
 pub enum Request {
-    /// Use these devices (only honoured outside a call).
+    /// Use these devices; in a call they are switched without leaving it.
     UseDevices(DeviceChoice),
     /// Join (or create) a room; starts the embedded server first when that is the plan.
     Join {

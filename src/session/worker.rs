@@ -81,13 +81,9 @@ async fn next_event(engine: &mut Option<Engine>) -> Option<Event> {
 impl Worker {
     async fn handle(&mut self, request: Request) {
         match request {
-            Request::UseDevices(choice) => {
-                if self.in_call {
-                    tracing::warn!("devices can only change outside a call");
-                } else if choice != self.devices {
-                    self.rebuild(choice).await;
-                }
-            }
+            Request::UseDevices(choice) if choice == self.devices => {}
+            Request::UseDevices(choice) if self.in_call => self.switch_devices(choice).await,
+            Request::UseDevices(choice) => self.rebuild(choice).await,
             Request::Join { params, lan } => self.join(params, lan).await,
             Request::SetMic(on) => {
                 self.devices.mic_on = on;
@@ -170,7 +166,7 @@ impl Worker {
             }
         };
         if let Some(problem) = remote.problem() {
-            self.notify(Notice::DeviceProblem(problem.to_owned())).await;
+            self.notify(Notice::DeviceProblem(problem)).await;
         }
         remote.set_on_frame(Arc::clone(&self.wake));
         self.engine = Some(Engine::spawn_decoding(self.config.clone(), &remote));
@@ -192,7 +188,7 @@ impl Worker {
         let echo = if matches!(audio, AudioChoice::Mic(_)) {
             lock(&self.shared.remote)
                 .as_ref()
-                .and_then(RemoteMedia::take_echo_reference)
+                .map(RemoteMedia::echo_reference)
         } else {
             None
         };
@@ -211,6 +207,57 @@ impl Worker {
                 self.notify(Notice::DeviceProblem(format!("capture: {e}")))
                     .await;
                 None
+            }
+        }
+    }
+
+    /// New devices during a call. Our tracks stay bound to every peer; only what feeds
+    /// them changes, so nobody renegotiates (webrtc-rs cannot replace a track anyway): a
+    /// new encoder starts with a keyframe, and the speaker keeps everyone's buffered audio.
+    async fn switch_devices(&mut self, choice: DeviceChoice) {
+        let sending = |w: &Self| {
+            (
+                w.devices.mic_on && w.audio.is_some(),
+                w.devices.camera_on && w.video.is_some(),
+            )
+        };
+        let before = sending(self);
+        let old = std::mem::replace(&mut self.devices, choice);
+        // A running microphone's echo canceller follows the new speaker by itself.
+        if old.speaker != self.devices.speaker {
+            self.reopen_speaker().await;
+        }
+        if old.audio != self.devices.audio {
+            self.stop_audio().await;
+            self.start_audio().await;
+        }
+        if old.video != self.devices.video {
+            self.stop_video().await;
+            if self.devices.camera_on {
+                self.start_video().await;
+            }
+        }
+        // Others are told what we can actually send now.
+        let (mic, camera) = sending(self);
+        if mic != before.0 {
+            self.send(Command::SetMic(mic)).await;
+        }
+        if camera != before.1 {
+            self.send(Command::SetCamera(camera)).await;
+        }
+    }
+
+    async fn reopen_speaker(&self) {
+        let Some(remote) = lock(&self.shared.remote).clone() else {
+            return;
+        };
+        let speaker = self.devices.speaker.clone();
+        match tokio::task::spawn_blocking(move || remote.set_speaker(&speaker)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.notify(Notice::DeviceProblem(e)).await,
+            Err(e) => {
+                self.notify(Notice::DeviceProblem(format!("speaker: {e}")))
+                    .await;
             }
         }
     }

@@ -56,6 +56,8 @@ pub struct MeshcallUi<B: CallBackend> {
     leaving: bool,
     /// Join as soon as the devices are known (the command line gave a room).
     join_when_ready: bool,
+    /// The in-call device window is showing.
+    devices_open: bool,
     milestones: Milestones,
 }
 
@@ -76,6 +78,7 @@ impl<B: CallBackend> MeshcallUi<B> {
             chat_draft: String::new(),
             leaving: false,
             join_when_ready: join_at_once,
+            devices_open: false,
             milestones: Milestones::default(),
         }
     }
@@ -189,6 +192,7 @@ impl<B: CallBackend> MeshcallUi<B> {
                 self.settings.room = room.clone();
                 self.banners.clear_kind(BannerKind::Reconnecting);
                 self.screen = Screen::Call(CallModel::new(room, self_id, members, chat));
+                self.devices_open = false;
                 self.milestones.reached("joined");
             }
             Event::JoinFailed { code, message } => {
@@ -434,8 +438,20 @@ impl<B: CallBackend> MeshcallUi<B> {
         if camera && camera_available {
             actions.push(CallAction::Bar(BarAction::ToggleCamera));
         }
+        let ctx = ui.ctx().clone();
+        if self.devices_open
+            && super::device_window::show(
+                &ctx,
+                &mut self.devices_open,
+                &mut self.settings,
+                self.devices.as_ref(),
+            )
+        {
+            self.backend
+                .request(Request::UseDevices(Self::device_choice(&self.settings)));
+        }
         for action in actions {
-            self.apply(ui.ctx(), action);
+            self.apply(&ctx, action);
         }
     }
 
@@ -449,6 +465,7 @@ impl<B: CallBackend> MeshcallUi<B> {
                     model.set_chat_open(open);
                 }
             }
+            CallAction::Bar(BarAction::ToggleDevices) => self.devices_open = !self.devices_open,
             CallAction::Bar(BarAction::Leave) => {
                 self.leaving = true;
                 self.backend.request(Request::Engine(Command::Leave));

@@ -11,6 +11,8 @@ pub enum BarAction {
     ToggleCamera,
     /// Open or close the chat.
     ToggleChat,
+    /// Open or close the device window.
+    ToggleDevices,
     /// Leave the call.
     Leave,
     /// Copy the invite link.
@@ -72,6 +74,13 @@ pub fn show(ui: &mut Ui, s: &BarState<'_>) -> Option<BarAction> {
         }
         if chat.clicked() {
             action = Some(BarAction::ToggleChat);
+        }
+        if ui
+            .button("Devices")
+            .on_hover_text("Switch camera, microphone or speaker")
+            .clicked()
+        {
+            action = Some(BarAction::ToggleDevices);
         }
         if ui
             .add(

@@ -1,8 +1,8 @@
 //! The lobby: name, room, devices with a self-preview and mic meter, and where to meet.
 
-use egui::{Color32, ComboBox, RichText, TextEdit, TextureId, Ui, vec2};
+use egui::{Color32, RichText, TextEdit, TextureId, Ui, vec2};
 
-use super::settings::{CameraPick, MicPick, Settings, SpeakerPick};
+use super::settings::{CameraPick, Settings};
 use crate::session::DeviceLists;
 
 /// The lobby's own state (what is not remembered between runs).
@@ -164,7 +164,7 @@ fn join_form(ui: &mut Ui, v: LobbyView<'_>, action: &mut Option<LobbyAction>) {
     ui.add_space(8.0);
     ui.separator();
     ui.add_enabled_ui(!busy, |ui| {
-        if device_pickers(ui, settings, devices) {
+        if super::device_pickers::show(ui, settings, devices) {
             *action = Some(LobbyAction::DevicesChanged);
         }
         if ui.small_button("Look for devices again").clicked() {
@@ -196,75 +196,4 @@ fn labelled_field(ui: &mut Ui, label: &str, value: &mut String, hint: &str) -> e
             .desired_width(f32::INFINITY),
     )
     .labelled_by(label.id)
-}
-
-/// The three pickers; true when a choice changed.
-fn device_pickers(ui: &mut Ui, s: &mut Settings, devices: Option<&DeviceLists>) -> bool {
-    let Some(devices) = devices else {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label("Looking for cameras and microphones…");
-        });
-        return false;
-    };
-    let before = (s.camera.clone(), s.mic.clone(), s.speaker.clone());
-    let camera_name = |pick: &CameraPick| match pick {
-        CameraPick::TestPattern => "Test pattern".to_owned(),
-        CameraPick::None => "No video".to_owned(),
-        CameraPick::Camera(i) => devices
-            .cameras
-            .iter()
-            .find(|c| c.index == *i)
-            .map_or_else(|| format!("Camera {i}"), |c| c.name.clone()),
-    };
-    ComboBox::from_label("Camera")
-        .selected_text(camera_name(&s.camera))
-        .width(ui.available_width() - 90.0)
-        .show_ui(ui, |ui| {
-            for c in &devices.cameras {
-                ui.selectable_value(&mut s.camera, CameraPick::Camera(c.index), &c.name);
-            }
-            ui.selectable_value(&mut s.camera, CameraPick::TestPattern, "Test pattern");
-            ui.selectable_value(&mut s.camera, CameraPick::None, "No video");
-        });
-    let mic_name = match &s.mic {
-        MicPick::Default => "Default microphone".to_owned(),
-        MicPick::Tone => "Test tone".to_owned(),
-        MicPick::None => "No audio".to_owned(),
-        MicPick::Device(id) => name_of(&devices.audio.microphones, id),
-    };
-    ComboBox::from_label("Microphone")
-        .selected_text(mic_name)
-        .width(ui.available_width() - 90.0)
-        .show_ui(ui, |ui| {
-            ui.selectable_value(&mut s.mic, MicPick::Default, "Default microphone");
-            for d in &devices.audio.microphones {
-                ui.selectable_value(&mut s.mic, MicPick::Device(d.id.clone()), &d.name);
-            }
-            ui.selectable_value(&mut s.mic, MicPick::Tone, "Test tone");
-            ui.selectable_value(&mut s.mic, MicPick::None, "No audio");
-        });
-    let speaker_name = match &s.speaker {
-        SpeakerPick::Default => "Default speaker".to_owned(),
-        SpeakerPick::Device(id) => name_of(&devices.audio.speakers, id),
-    };
-    ComboBox::from_label("Speaker")
-        .selected_text(speaker_name)
-        .width(ui.available_width() - 90.0)
-        .show_ui(ui, |ui| {
-            ui.selectable_value(&mut s.speaker, SpeakerPick::Default, "Default speaker");
-            for d in &devices.audio.speakers {
-                ui.selectable_value(&mut s.speaker, SpeakerPick::Device(d.id.clone()), &d.name);
-            }
-        });
-    if let Some(problem) = &devices.audio_problem {
-        ui.label(RichText::new(format!("Sound: {problem}")).color(Color32::from_rgb(230, 90, 90)));
-    }
-    before != (s.camera.clone(), s.mic.clone(), s.speaker.clone())
-}
-
-fn name_of(list: &[crate::media::audio::devices::AudioDevice], id: &str) -> String {
-    list.iter()
-        .find(|d| d.id == id)
-        .map_or_else(|| format!("{id} (not present)"), |d| d.name.clone())
 }

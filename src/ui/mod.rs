@@ -9,6 +9,8 @@ pub mod call_model;
 pub mod call_view;
 pub mod chat_panel;
 pub mod control_bar;
+pub mod device_pickers;
+pub mod device_window;
 pub mod grid;
 pub mod lobby;
 pub mod milestones;

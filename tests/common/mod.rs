@@ -2,6 +2,8 @@
 //! client that speaks JSON values, so the protocol is checked from the outside.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod pulse;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -41,7 +41,18 @@ pub struct Playback {
 impl Playback {
     /// Opens the default speaker, or the one whose id or name is `device`.
     pub fn open(device: Option<&str>) -> Result<Self, AudioError> {
-        let remote = Arc::new(Mutex::new(RemoteAudio::new(JitterConfig::default())));
+        Self::open_mix(
+            device,
+            Arc::new(Mutex::new(RemoteAudio::new(JitterConfig::default()))),
+        )
+    }
+
+    /// Like [`Playback::open`], but plays `remote`, whose peers and buffers may already be
+    /// live: switching speakers mid-call keeps everyone's audio and counters.
+    pub fn open_mix(
+        device: Option<&str>,
+        remote: Arc<Mutex<RemoteAudio<String>>>,
+    ) -> Result<Self, AudioError> {
         let underruns = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
