@@ -245,6 +245,15 @@ fn a_blocked_camera_is_explained_and_the_page_joins_with_sound_only() {
     assert!(!notice.contains("microphone"), "the mic was allowed: {r}");
     assert_eq!(r["buttons"]["camera"], "Camera on", "{r}");
     assert_eq!(r["buttons"]["mic"], "Mute", "{r}");
+    // Trying again while still blocked explains again and changes nothing.
+    assert!(
+        r["noticeAgain"]
+            .as_str()
+            .unwrap()
+            .contains("blocked the camera"),
+        "{r}"
+    );
+    assert_eq!(r["cameraAfterRetry"], "Camera on", "{r}");
     assert_eq!(r["selfTile"]["initials"], "W", "{r}");
     assert!(
         r["selfTile"]["label"]

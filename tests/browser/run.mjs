@@ -301,10 +301,22 @@ const scenarios = {
     // With the camera off our own tile shows initials instead.
     const selfTile = { initials: await page.textContent('.tile.self .initials'), label: await page.textContent('.tile.self .label') };
     await waitMedia(page).catch((e) => log('no media yet:', e.message));
+    // Pressing "Camera on" while the camera is still blocked asks again and explains again.
+    await page.evaluate(() => {
+      const n = document.getElementById('notice');
+      n.textContent = '';
+      n.hidden = true;
+    });
+    await page.click('#toggle-cam');
+    const noticeAgain = await textWhen(page, '#notice', /camera/);
+    const cameraAfterRetry = await page.textContent('#toggle-cam');
     await sleep(4000);
     const browserGot = await received(page);
     await screenshot(page, 'browser-camera-denied.png');
-    return { notice, buttons, selfTile, browser: { Web: browserGot }, headless: { Headless: await report } };
+    return {
+      notice, noticeAgain, cameraAfterRetry, buttons, selfTile,
+      browser: { Web: browserGot }, headless: { Headless: await report },
+    };
   },
 
   // Joined with neither device allowed; the user then allows both and turns the camera and
