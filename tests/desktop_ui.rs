@@ -375,6 +375,15 @@ fn devices_switch_from_the_call_without_leaving() {
     h.run();
     assert_eq!(h.state().backend().requests.len(), before);
 
+    // A device plugged in during the call can be looked for from here.
+    h.get_by_role_and_label(Role::Button, "Look for devices again")
+        .click();
+    h.run();
+    assert!(matches!(
+        h.state().backend().requests.last(),
+        Some(Request::RefreshDevices)
+    ));
+
     // The same button closes the window.
     h.get_by_role_and_label(Role::Button, "Devices").click();
     h.run();

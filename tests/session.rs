@@ -331,12 +331,19 @@ fn devices_switch_mid_call_and_the_others_follow() {
         Notice::Engine(Event::MemberUpdated(m)) if m.id == bob && !m.video => Some(()),
         _ => None,
     });
+    let _ = a.take_frame(&bob);
     bobs.video = VideoChoice::TestPattern;
+    let switched = Instant::now();
     b.request(Request::UseDevices(bobs.clone()));
     wait_for(&mut a, "Bob's camera on", |n| match n {
         Notice::Engine(Event::MemberUpdated(m)) if m.id == bob && m.video => Some(()),
         _ => None,
     });
+    wait_until("Bob's first new frame", || a.take_frame(&bob).is_some());
+    eprintln!(
+        "a new video source: its first frame at Ada {} ms after the switch",
+        switched.elapsed().as_millis()
+    );
     let again = frames_from(&mut a, &bob, Duration::from_secs(3));
     assert!(
         again >= 30,

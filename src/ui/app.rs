@@ -11,6 +11,7 @@ use super::banners::{BannerKind, Banners};
 use super::call_model::CallModel;
 use super::call_view::{self, CallAction, CallView};
 use super::control_bar::BarAction;
+use super::device_window::{self, DeviceAction};
 use super::lobby::{self, LobbyAction, LobbyState, LobbyView};
 use super::milestones::Milestones;
 use super::room_input::parse_room_input;
@@ -439,16 +440,22 @@ impl<B: CallBackend> MeshcallUi<B> {
             actions.push(CallAction::Bar(BarAction::ToggleCamera));
         }
         let ctx = ui.ctx().clone();
-        if self.devices_open
-            && super::device_window::show(
+        let device_action = if self.devices_open {
+            device_window::show(
                 &ctx,
                 &mut self.devices_open,
                 &mut self.settings,
                 self.devices.as_ref(),
             )
-        {
-            self.backend
-                .request(Request::UseDevices(Self::device_choice(&self.settings)));
+        } else {
+            None
+        };
+        match device_action {
+            Some(DeviceAction::Changed) => self
+                .backend
+                .request(Request::UseDevices(Self::device_choice(&self.settings))),
+            Some(DeviceAction::Refresh) => self.backend.request(Request::RefreshDevices),
+            None => {}
         }
         for action in actions {
             self.apply(&ctx, action);
