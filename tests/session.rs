@@ -141,6 +141,14 @@ fn two_sessions_call_each_other_and_end_cleanly() {
     wait_until("preview gone", || a.preview().is_none());
     a.request(Request::SetCamera(true));
     wait_until("preview back", || a.preview().is_some());
+    // Another source in the lobby: only the capture changes, the engine stays.
+    let mut adas = choice("Ada");
+    adas.video = VideoChoice::None;
+    a.request(Request::UseDevices(adas.clone()));
+    wait_until("no source, no preview", || a.preview().is_none());
+    adas.video = VideoChoice::TestPattern;
+    a.request(Request::UseDevices(adas));
+    wait_until("the pattern's preview", || a.preview().is_some());
 
     a.request(join(&url, None, "Ada"));
     let room = wait_for(&mut a, "joined", |n| match n {

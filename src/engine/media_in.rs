@@ -165,7 +165,7 @@ impl Output {
             .collect()
     }
 
-    /// Opens `speaker` on the mix: `Ok(None)` for no device, the echo reference otherwise.
+    /// Opens `speaker` playing the mix; `Ok(None)` when no device is wanted.
     fn open(&self, speaker: &Speaker) -> Result<Option<Playback>, String> {
         let name = match speaker {
             Speaker::None => return Ok(None),

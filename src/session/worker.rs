@@ -43,7 +43,7 @@ pub(super) async fn run(
 ) {
     let mut w = Worker {
         config,
-        devices: devices.clone(),
+        devices,
         notices,
         shared,
         wake,
@@ -55,7 +55,7 @@ pub(super) async fn run(
         speaking: BTreeSet::new(),
     };
     w.list_devices();
-    w.rebuild(devices).await;
+    w.build().await;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -82,8 +82,7 @@ impl Worker {
     async fn handle(&mut self, request: Request) {
         match request {
             Request::UseDevices(choice) if choice == self.devices => {}
-            Request::UseDevices(choice) if self.in_call => self.switch_devices(choice).await,
-            Request::UseDevices(choice) => self.rebuild(choice).await,
+            Request::UseDevices(choice) => self.switch_devices(choice).await,
             Request::Join { params, lan } => self.join(params, lan).await,
             Request::SetMic(on) => {
                 self.devices.mic_on = on;
@@ -147,15 +146,8 @@ impl Worker {
         });
     }
 
-    /// New devices: a fresh speaker output, engine and capture (only outside a call, so
-    /// nothing is lost; the echo canceller needs the new speaker's output as reference).
-    async fn rebuild(&mut self, choice: DeviceChoice) {
-        self.devices = choice;
-        self.stop_video().await;
-        self.stop_audio().await;
-        if let Some(engine) = self.engine.take() {
-            engine.shutdown().await;
-        }
+    /// The speaker output, the engine and capture for `self.devices`, once at start.
+    async fn build(&mut self) {
         let speaker = self.devices.speaker.clone();
         let remote = match tokio::task::spawn_blocking(move || RemoteMedia::new(&speaker)).await {
             Ok(r) => r,
@@ -211,9 +203,10 @@ impl Worker {
         }
     }
 
-    /// New devices during a call. Our tracks stay bound to every peer; only what feeds
-    /// them changes, so nobody renegotiates (webrtc-rs cannot replace a track anyway): a
-    /// new encoder starts with a keyframe, and the speaker keeps everyone's buffered audio.
+    /// New devices, in the lobby or in a call. Our tracks stay bound to every peer; only
+    /// what feeds them changes, so nobody renegotiates (webrtc-rs cannot replace a track
+    /// anyway): a new encoder starts with a keyframe, and the speaker keeps everyone's
+    /// buffered audio.
     async fn switch_devices(&mut self, choice: DeviceChoice) {
         let sending = |w: &Self| {
             (
@@ -231,7 +224,11 @@ impl Worker {
             self.stop_audio().await;
             self.start_audio().await;
         }
-        if old.video != self.devices.video {
+        // The test pattern shows our name.
+        if old.video != self.devices.video
+            || old.name != self.devices.name
+            || old.camera_on != self.devices.camera_on
+        {
             self.stop_video().await;
             if self.devices.camera_on {
                 self.start_video().await;
@@ -239,6 +236,9 @@ impl Worker {
         }
         // Others are told what we can actually send now.
         let (mic, camera) = sending(self);
+        if !self.in_call {
+            return;
+        }
         if mic != before.0 {
             self.send(Command::SetMic(mic)).await;
         }
