@@ -98,6 +98,21 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
+/// Waits (up to 15 s) until the process has no more threads than `before`, naming the
+/// ones left when it does not.
+fn assert_threads_back_to(before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while threads() > before {
+        assert!(
+            Instant::now() < deadline,
+            "{} threads left of {before}: {:?}",
+            threads(),
+            thread_names()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The names of this process's threads, to tell which did not end.
 fn thread_names() -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
@@ -199,16 +214,7 @@ fn two_sessions_call_each_other_and_end_cleanly() {
     drop(a);
     drop(b);
     // Every thread the sessions started (runtimes, capture, decoders, audio clocks) ended.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while threads() > threads_before {
-        assert!(
-            Instant::now() < deadline,
-            "{} threads left of {threads_before}: {:?}",
-            threads(),
-            thread_names()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_threads_back_to(threads_before);
     rt.block_on(server.stop());
 }
 
@@ -415,15 +421,6 @@ fn devices_switch_mid_call_and_the_others_follow() {
     drop(a);
     drop(b);
     // No switch left a capture, encoder or speaker thread behind.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while threads() > threads_before {
-        assert!(
-            Instant::now() < deadline,
-            "{} threads left of {threads_before}: {:?}",
-            threads(),
-            thread_names()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_threads_back_to(threads_before);
     rt.block_on(server.stop());
 }
