@@ -18,7 +18,7 @@ use meshcall::media::audio::{AudioError, FRAME_SAMPLES};
 
 mod common;
 
-use common::pulse::{Module, load_null_sink, skip_reason};
+use common::pulse::{load_module, load_null_sink, skip_reason};
 
 macro_rules! require_pulse {
     () => {
@@ -212,22 +212,10 @@ fn tone_into_virtual_mic_is_captured_coded_played_and_heard_on_the_speaker() {
 fn named_44k1_stereo_microphone_is_resampled_to_48k_mono_frames() {
     require_pulse!();
     let sink = format!("mic44k{}", std::process::id());
-    let loaded = Command::new("pactl")
-        .args([
-            "load-module",
-            "module-null-sink",
-            &format!("sink_name={sink}"),
-            "rate=44100",
-            "channels=2",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        loaded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&loaded.stderr)
+    let _module = load_module(
+        "module-null-sink",
+        &[&format!("sink_name={sink}"), "rate=44100", "channels=2"],
     );
-    let _module = Module(String::from_utf8_lossy(&loaded.stdout).trim().to_owned());
 
     let (capture, frames) = Capture::open(Some(&format!("{sink}.monitor")), 100).unwrap();
     // Otherwise this test would not exercise the resampler at all.
@@ -293,22 +281,14 @@ fn speaker_echo_picked_up_by_the_microphone_is_cancelled() {
     let (spk, room) = (format!("aecspk{id}"), format!("aecroom{id}"));
     let _spk = load_null_sink(&spk);
     let _room = load_null_sink(&room);
-    let looped = Command::new("pactl")
-        .args([
-            "load-module",
-            "module-loopback",
+    let _loopback = load_module(
+        "module-loopback",
+        &[
             &format!("source={spk}.monitor"),
             &format!("sink={room}"),
             "latency_msec=40",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        looped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&looped.stderr)
+        ],
     );
-    let _loopback = Module(String::from_utf8_lossy(&looped.stdout).trim().to_owned());
 
     let mut playback = Playback::open(Some(&spk)).unwrap();
     let far_end = playback.take_far_end().unwrap();

@@ -42,15 +42,13 @@ impl Drop for Module {
     }
 }
 
-/// Loads a 48 kHz null sink named `name`; its monitor hears what is played into it.
-pub fn load_null_sink(name: &str) -> Module {
+/// Loads a PulseAudio module (`module` and its `key=value` arguments), unloaded when the
+/// returned guard drops.
+pub fn load_module(module: &str, args: &[&str]) -> Module {
     let out = Command::new("pactl")
-        .args([
-            "load-module",
-            "module-null-sink",
-            &format!("sink_name={name}"),
-            "rate=48000",
-        ])
+        .arg("load-module")
+        .arg(module)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -59,6 +57,14 @@ pub fn load_null_sink(name: &str) -> Module {
         String::from_utf8_lossy(&out.stderr)
     );
     Module(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Loads a 48 kHz null sink named `name`; its monitor hears what is played into it.
+pub fn load_null_sink(name: &str) -> Module {
+    load_module(
+        "module-null-sink",
+        &[&format!("sink_name={name}"), "rate=48000"],
+    )
 }
 
 /// `pacat` playing into a sink; killed and reaped however the test ends.
