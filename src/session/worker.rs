@@ -234,11 +234,11 @@ impl Worker {
                 self.start_video().await;
             }
         }
-        // Others are told what we can actually send now.
-        let (mic, camera) = sending(self);
         if !self.in_call {
             return;
         }
+        // Others are told what we can actually send now.
+        let (mic, camera) = sending(self);
         if mic != before.0 {
             self.send(Command::SetMic(mic)).await;
         }
