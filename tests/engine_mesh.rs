@@ -521,9 +521,14 @@ async fn a_resume_announces_who_joined_and_left_during_the_outage() {
 
 /// Two members; returns them with (impolite, polite) indices: the smaller id is impolite.
 async fn pair_with_quick_ice(s: &TestServer) -> (Vec<Participant>, usize, usize) {
-    let a = Participant::join_with(quick_ice_config(), &s.ws_url(), None, "a").await;
+    pair_with(quick_ice_config(), s).await
+}
+
+/// Two participants with `config`, media flowing; returns them and which is impolite.
+async fn pair_with(config: EngineConfig, s: &TestServer) -> (Vec<Participant>, usize, usize) {
+    let a = Participant::join_with(config.clone(), &s.ws_url(), None, "a").await;
     let room = a.room.clone();
-    let b = Participant::join_with(quick_ice_config(), &s.ws_url(), Some(&room), "b").await;
+    let b = Participant::join_with(config, &s.ws_url(), Some(&room), "b").await;
     let mut ps = vec![a, b];
     until(&mut ps, 15, "media both ways", |p, ids| {
         p.connected_to() == 1
@@ -613,6 +618,54 @@ async fn a_failed_link_comes_back_with_an_ice_restart() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    for p in ps {
+        p.leave().await;
+    }
+}
+
+/// A path that dies for good (a network change) can only come back through an ICE
+/// restart. The impolite side must not wait for ICE to call the link failed (here 30 s
+/// after it is disconnected) before trying one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_disconnection_is_restarted_before_ice_calls_it_failed() {
+    let s = TestServer::default().await;
+    let config = EngineConfig {
+        ice_disconnected_timeout: Duration::from_secs(1),
+        ice_failed_timeout: Duration::from_secs(30),
+        ..config()
+    };
+    let (mut ps, impolite, polite) = pair_with(config, &s).await;
+    let cut_at = tokio::time::Instant::now();
+    ps[0].engine.set_media_blocked(true);
+    let deadline = cut_at + Duration::from_secs(15);
+    while ps[impolite].engine.ice_restarts() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ICE restart within 15 s of the path dying"
+        );
+        ps[0].pump();
+        ps[1].pump();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let restarted_after = cut_at.elapsed();
+    for p in ps.iter_mut() {
+        p.pump();
+        assert!(
+            p.members.values().all(|l| *l == LinkState::Reconnecting),
+            "{}: {:?}",
+            p.id,
+            p.members
+        );
+    }
+    let back_at = tokio::time::Instant::now();
+    ps[0].engine.set_media_blocked(false);
+    until(&mut ps, 15, "connected again", |p, _| p.connected_to() == 1).await;
+    eprintln!(
+        "first restart {} ms after the cut; connected {} ms after the path came back",
+        restarted_after.as_millis(),
+        back_at.elapsed().as_millis()
+    );
+    assert_eq!(ps[polite].engine.ice_restarts(), 0);
     for p in ps {
         p.leave().await;
     }

@@ -171,9 +171,15 @@ pub(super) fn local_track(
 /// ICE restarts the impolite side offers for one failure before it reports Failed.
 const RESTART_ATTEMPTS: u32 = 3;
 
-/// Wait before restart attempt `n` (0-based): 250 ms doubling. The first comes quickly,
-/// since Failed already means tens of seconds without consent; later ones leave the
-/// network time to come back.
+/// How long a link may stay Disconnected before the impolite side restarts ICE without
+/// waiting for Failed (which comes only after the failed timeout, 25 s by default): a
+/// network change leaves the old candidate pair dead for good, and only a restart finds
+/// the new one. A blip shorter than this recovers by consent alone.
+const RESTART_AFTER_DISCONNECTED: Duration = Duration::from_secs(2);
+
+/// Wait after Failed before restart attempt `n` (0-based): 250 ms doubling. The first
+/// comes quickly, since Failed already means tens of seconds without consent; later ones
+/// leave the network time to come back.
 fn restart_delay(n: u32) -> Duration {
     Duration::from_millis(250u64 << n.min(6))
 }
@@ -187,7 +193,8 @@ fn restart_delay(n: u32) -> Duration {
 /// resolve a collision, but the impolite side's offer wins every collision anyway, so a
 /// polite restart could only be rolled back; with one side acting there is no glare at
 /// all. Consent checks run both ways, so both sides see the failure. The polite side
-/// waits, as long as the impolite side's attempts can take, then reports Failed.
+/// waits, as long as the impolite side's attempts can take, then reports Failed. The
+/// first attempt comes already [`RESTART_AFTER_DISCONNECTED`] into a disconnection.
 #[derive(Default)]
 struct Recovery {
     /// Restarts offered since the link was last connected.
@@ -196,11 +203,13 @@ struct Recovery {
     due: Option<tokio::time::Instant>,
     /// Out of attempts; the link shows Failed until it connects again.
     gave_up: bool,
+    /// The link was lost since it last connected (so connecting again is reconnecting).
+    interrupted: bool,
 }
 
 impl Recovery {
     fn active(&self) -> bool {
-        self.due.is_some() || self.attempts > 0
+        self.interrupted || self.due.is_some() || self.attempts > 0
     }
 }
 
@@ -369,6 +378,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                         }
                         RTCPeerConnectionState::Failed => {
                             let now = tokio::time::Instant::now();
+                            recovery.interrupted = true;
                             if recovery.gave_up {
                                 report(LinkState::Failed).await;
                             } else if !neg.impolite() {
@@ -385,7 +395,15 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                                 report(LinkState::Failed).await;
                             }
                         }
-                        RTCPeerConnectionState::Disconnected => report(LinkState::Reconnecting).await,
+                        RTCPeerConnectionState::Disconnected => {
+                            if neg.impolite() && !recovery.active() && !recovery.gave_up {
+                                recovery.due = Some(
+                                    tokio::time::Instant::now() + RESTART_AFTER_DISCONNECTED,
+                                );
+                            }
+                            recovery.interrupted = true;
+                            report(LinkState::Reconnecting).await;
+                        }
                         RTCPeerConnectionState::New | RTCPeerConnectionState::Connecting => {
                             // A restart passes through connecting; it is still the same link.
                             let link = if recovery.gave_up {
