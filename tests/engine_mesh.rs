@@ -185,6 +185,19 @@ impl Participant {
     }
 }
 
+/// Asserts, after pumping events, that every link everyone has is in `state`.
+fn assert_links(ps: &mut [Participant], state: LinkState) {
+    for p in ps.iter_mut() {
+        p.pump();
+        assert!(
+            p.members.values().all(|l| *l == state),
+            "{}: {:?}",
+            p.id,
+            p.members
+        );
+    }
+}
+
 /// Waits until `check` holds for everyone, pumping events; panics after `secs`.
 async fn until(
     ps: &mut [Participant],
@@ -637,26 +650,13 @@ async fn a_long_disconnection_is_restarted_before_ice_calls_it_failed() {
     let (mut ps, impolite, polite) = pair_with(config, &s).await;
     let cut_at = tokio::time::Instant::now();
     ps[0].engine.set_media_blocked(true);
-    let deadline = cut_at + Duration::from_secs(15);
-    while ps[impolite].engine.ice_restarts() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no ICE restart within 15 s of the path dying"
-        );
-        ps[0].pump();
-        ps[1].pump();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let restarter = ps[impolite].id.clone();
+    until(&mut ps, 15, "an ICE restart", |p, _| {
+        p.id != restarter || p.engine.ice_restarts() > 0
+    })
+    .await;
     let restarted_after = cut_at.elapsed();
-    for p in ps.iter_mut() {
-        p.pump();
-        assert!(
-            p.members.values().all(|l| *l == LinkState::Reconnecting),
-            "{}: {:?}",
-            p.id,
-            p.members
-        );
-    }
+    assert_links(&mut ps, LinkState::Reconnecting);
     let back_at = tokio::time::Instant::now();
     ps[0].engine.set_media_blocked(false);
     until(&mut ps, 15, "connected again", |p, _| p.connected_to() == 1).await;
@@ -692,15 +692,7 @@ async fn a_link_that_stays_dead_is_reported_failed_after_bounded_restarts() {
     // Having given up, nobody keeps trying.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(ps[impolite].engine.ice_restarts(), restarts);
-    for p in ps.iter_mut() {
-        p.pump();
-        assert!(
-            p.members.values().all(|l| *l == LinkState::Failed),
-            "{}: {:?}",
-            p.id,
-            p.members
-        );
-    }
+    assert_links(&mut ps, LinkState::Failed);
     // A member leaving a failed link frees its task on the other side too.
     let b = ps.pop().unwrap();
     b.leave().await;
