@@ -418,9 +418,16 @@ async fn stats_report_rtt_rates_and_a_bandwidth_estimate() {
         stats.video_frames > 0 && stats.audio_packets > 0,
         "{stats:?}"
     );
-    // The encoder target follows the estimate, inside the configured range.
-    let target = a.engine.media_input().target_bitrate();
-    assert!((150_000..=2_500_000).contains(&target), "{target}");
+    // The congestion controller's estimate reaches the stats, inside the configured range,
+    // and the one layer this fake source declares is encoded for b.
+    let estimate = stats.target_bitrate.unwrap();
+    assert!((30_000.0..=2_500_000.0).contains(&estimate), "{estimate}");
+    let orders = a.engine.media_input().video_orders();
+    assert!(orders[0].active, "{orders:?}");
+    assert!(
+        (30_000..=2_500_000).contains(&orders[0].bitrate_bps),
+        "{orders:?}"
+    );
     a.leave().await;
     b.leave().await;
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -14,6 +14,7 @@ use super::link_gate::MediaGate;
 use super::local_media::LocalMedia;
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup, RemoteMediaSink};
 use super::peer_factory::{BitrateRange, PeerFactory};
+use super::policy::{VideoPolicy, expected_audio_loss};
 use crate::client::{
     ClientConfig, ClientError, ClientEvent, ConnectionState, SignalClient, SignalSender,
 };
@@ -23,6 +24,21 @@ use crate::proto::{
 
 /// How long a fresh join waits for the old connections to finish closing.
 const RETIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Carries out the policy's plan: each peer's layer, each layer's bitrate, and the loss the
+/// audio encoder plans FEC for.
+fn apply_plan(media: &LocalMedia, call: &Call) {
+    let plan = call.policy.plan();
+    for (peer, layer) in &plan.peers {
+        media.video.set_layer(peer, *layer);
+    }
+    for (layer, bps) in plan.bitrates.iter().enumerate() {
+        if let Some(bps) = bps {
+            media.video.set_bitrate(layer, *bps);
+        }
+    }
+    media.set_expected_audio_loss(expected_audio_loss(call.audio_loss.values().copied()));
+}
 
 /// Makes the sink for a new member's media.
 pub(crate) type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn RemoteMediaSink> + Send + Sync>;
@@ -45,8 +61,10 @@ struct Call {
     /// The latest link state each peer task reported, kept even for a task whose member
     /// we have not been told about yet, so the member entry starts with the true state.
     links: HashMap<String, LinkState>,
-    /// Each peer's latest congestion-control estimate, bits per second.
-    estimates: HashMap<String, f64>,
+    /// Which video layer each peer gets, and at what bitrate each layer is encoded.
+    policy: VideoPolicy,
+    /// The audio loss each peer reports, as a fraction (for the encoder's FEC).
+    audio_loss: HashMap<String, f64>,
 }
 
 impl Call {
@@ -245,7 +263,8 @@ impl Actor {
             members: BTreeMap::new(),
             peers: HashMap::new(),
             links: HashMap::new(),
-            estimates: HashMap::new(),
+            policy: VideoPolicy::new(self.media.video.layers(), self.config.max_bitrate),
+            audio_loss: HashMap::new(),
         });
         let members: Vec<Member> = peers.iter().map(member).collect();
         self.emit(Event::Joined {
@@ -274,6 +293,8 @@ impl Actor {
         if call.peers.contains_key(id) {
             return;
         }
+        call.policy.set_layers(self.media.video.layers());
+        call.policy.add_peer(id, factory.bitrate.initial);
         let census = Arc::clone(&self.census);
         census.peer_tasks.fetch_add(1, Ordering::Relaxed);
         let handle = peer::spawn(PeerSetup {
@@ -288,6 +309,7 @@ impl Actor {
             events: self.peer_events_tx.clone(),
             stats_interval: self.config.stats_interval,
             census: Arc::clone(&census),
+            initial_layer: call.policy.layer_of(id),
         });
         // The census ticks down when the task (and everything it awaited) has ended.
         let PeerHandle { input, task } = handle;
@@ -320,6 +342,8 @@ impl Actor {
         let call = self.call.as_mut()?;
         let handle = call.peers.remove(id)?;
         call.links.remove(id);
+        call.policy.remove_peer(id);
+        call.audio_loss.remove(id);
         drop(handle.input);
         Some(handle.task)
     }
@@ -507,19 +531,31 @@ impl Actor {
                     self.emit(Event::MemberUpdated(m)).await;
                 }
             }
-            PeerEvent::Stats(id, stats) => {
-                if let (Some(call), Some(estimate)) = (&mut self.call, stats.target_bitrate) {
-                    call.estimates.insert(id.clone(), estimate);
-                    // One encoder feeds everyone, so the weakest link sets the pace.
-                    let lowest = call
-                        .estimates
-                        .values()
-                        .copied()
-                        .fold(f64::INFINITY, f64::min);
-                    let bps =
-                        (lowest as u32).clamp(self.config.min_bitrate, self.config.max_bitrate);
-                    self.media.set_target_bitrate(bps);
+            PeerEvent::Stats(id, mut stats) => {
+                if let Some(call) = &mut self.call
+                    && call.peers.contains_key(&id)
+                {
+                    call.policy.set_layers(self.media.video.layers());
+                    if let Some(estimate) = stats.target_bitrate {
+                        let before = call.policy.layer_of(&id);
+                        call.policy
+                            .handle_estimate(Instant::now(), &id, estimate as u32);
+                        let after = call.policy.layer_of(&id);
+                        tracing::debug!(peer = %id, estimate, ?after, loss = stats.loss_reported_by_them, "video policy");
+                        if after != before {
+                            tracing::info!(peer = %id, estimate, "video layer {before:?} -> {after:?}");
+                        }
+                    }
+                    call.audio_loss
+                        .insert(id.clone(), stats.audio_loss_reported_by_them);
+                    apply_plan(&self.media, call);
                 }
+                stats.layer = Some(
+                    self.media
+                        .video
+                        .layer_of(&id)
+                        .map_or_else(|| "paused".to_owned(), |l| l.name()),
+                );
                 self.emit(Event::Stats { id, stats }).await;
             }
         }

@@ -49,7 +49,9 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             ice_ips: Vec::new(),
-            min_bitrate: 150_000,
+            // The congestion controller may go this low, so a link that cannot carry even
+            // the smallest video layer shows as such (the policy then pauses video to it).
+            min_bitrate: 30_000,
             max_bitrate: 2_500_000,
             stats_interval: Duration::from_secs(1),
             // webrtc-rs's own defaults.
@@ -148,6 +150,30 @@ pub struct MemberStats {
     pub jitter_ms: f64,
     /// The congestion controller's estimate for what we send them, bits per second.
     pub target_bitrate: Option<f64>,
+    /// Their video bits per second (payload and headers of their video stream).
+    pub video_bitrate_in: f64,
+    /// Loss of their packets over the last interval, percent (before retransmissions).
+    pub loss_pct: f64,
+    /// Sequence numbers of their video we asked for again (NACK).
+    pub nacks_sent: u64,
+    /// Sequence numbers of our video they asked for again.
+    pub nacks_received: u64,
+    /// Their video packets that came late (retransmissions answering our NACKs).
+    pub retransmissions_received: u64,
+    /// Of those, the ones that completed a picture we then showed.
+    pub retransmissions_used: u64,
+    /// Times we gave up waiting for missing video packets of theirs.
+    pub video_losses: u64,
+    /// Keyframe requests (PLI) we sent them.
+    pub keyframe_requests_sent: u64,
+    /// Loss of our video that they report (RTCP receiver reports), as a fraction.
+    pub loss_reported_by_them: f64,
+    /// Our video packets to them dropped for being too old to be worth sending.
+    pub video_dropped_stale: u64,
+    /// Loss of our audio that they report, as a fraction.
+    pub audio_loss_reported_by_them: f64,
+    /// The video layer we send them (`640x360`, or `paused`).
+    pub layer: Option<String>,
 }
 
 /// What the engine tells its consumers.

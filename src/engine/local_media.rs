@@ -1,39 +1,41 @@
-//! Our own outgoing media: the two fan-outs, whether mic and camera are on, and the
-//! handle the capture/encode side uses to hand in encoded frames.
+//! Our own outgoing media: the fan-outs, whether mic and camera are on, and the handle the
+//! capture/encode side uses to hand in encoded frames and learn what to encode.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::fanout::{Fanout, Kind};
+use super::fanout::AudioFanout;
+use super::video_fanout::{LayerOrder, VideoFanout};
+use super::video_receive::has_idr;
+use crate::media::video::LayerSpec;
 
 /// Opus frames are 20 ms: 960 ticks of the 48 kHz RTP clock.
 pub const OPUS_FRAME_TICKS: u32 = 960;
+/// The loss Opus plans in-band FEC for before any receiver has reported, percent.
+const INITIAL_EXPECTED_LOSS: u32 = 10;
 
 /// Both local sources.
 pub(crate) struct LocalMedia {
-    pub(crate) video: Fanout,
-    pub(crate) audio: Fanout,
+    pub(crate) video: VideoFanout,
+    pub(crate) audio: AudioFanout,
     audio_on: AtomicBool,
     video_on: AtomicBool,
-    /// What the shared video encoder should aim for, bits per second.
-    target_bitrate: AtomicU32,
+    /// The loss the audio encoder should protect against (the worst a peer reports), %.
+    expected_audio_loss: AtomicU32,
 }
 
 impl LocalMedia {
     pub(crate) fn new() -> Self {
         Self {
-            video: Fanout::new(Kind::Video),
-            audio: Fanout::new(Kind::Audio),
+            video: VideoFanout::new(),
+            audio: AudioFanout::new(),
             audio_on: AtomicBool::new(false),
             video_on: AtomicBool::new(false),
-            target_bitrate: AtomicU32::new(super::peer_factory::BitrateRange::default().initial),
+            expected_audio_loss: AtomicU32::new(INITIAL_EXPECTED_LOSS),
         }
-    }
-
-    pub(crate) fn set_target_bitrate(&self, bps: u32) {
-        self.target_bitrate.store(bps, Ordering::Relaxed);
     }
 
     pub(crate) fn set_audio(&self, on: bool) {
@@ -44,8 +46,12 @@ impl LocalMedia {
         let was = self.video_on.swap(on, Ordering::Relaxed);
         if on && !was {
             // Whoever watches must be able to start decoding at once.
-            self.video.request_keyframe();
+            self.video.request_keyframes();
         }
+    }
+
+    pub(crate) fn set_expected_audio_loss(&self, percent: u32) {
+        self.expected_audio_loss.store(percent, Ordering::Relaxed);
     }
 }
 
@@ -64,25 +70,46 @@ impl MediaInput {
         self.0.audio_on.load(Ordering::Relaxed)
     }
 
-    /// Whether a peer asked for a keyframe since the last call; the encoder should make
-    /// its next frame one.
-    pub fn take_keyframe_request(&self) -> bool {
-        self.0.video.take_keyframe_request()
+    /// Declares the layers the video encoder makes, smallest first (see
+    /// [`crate::media::video::ladder`]). Without it there is one layer of any size.
+    pub fn set_video_layers(&self, layers: &[LayerSpec]) {
+        self.0.video.set_layers(layers);
     }
 
-    /// Sends one H.264 access unit (Annex-B) lasting `ticks` of the 90 kHz clock to every
-    /// connected peer. Dropped (with the clock advanced) while the camera is off.
-    pub fn send_video(&self, access_unit: &Bytes, ticks: u32) {
+    /// What to encode for the next captured frame, one order per declared layer: whether
+    /// anyone receives the layer, at what bitrate, and whether to make a keyframe.
+    pub fn video_orders(&self) -> Vec<LayerOrder> {
+        self.0.video.orders(Instant::now())
+    }
+
+    /// Sends `layer`'s encoding (an Annex-B access unit) of the current frame to the peers
+    /// on that layer. Call [`Self::end_video_frame`] once all layers of a frame are in.
+    pub fn send_video_layer(&self, layer: usize, access_unit: &Bytes, keyframe: bool) {
         if self.video_on() {
-            self.0.video.send(access_unit, ticks);
-        } else {
-            self.0.video.skip(ticks);
+            self.0.video.send(layer, access_unit, keyframe);
         }
+    }
+
+    /// Ends the current frame, which lasted `ticks` of the 90 kHz clock; `sent`: something
+    /// of it was encoded and sent.
+    pub fn end_video_frame(&self, ticks: u32, sent: bool) {
+        self.0.video.advance(ticks, sent && self.video_on());
+    }
+
+    /// Sends one access unit of a single-layer source (layer 0) lasting `ticks`.
+    pub fn send_video(&self, access_unit: &Bytes, ticks: u32) {
+        self.send_video_layer(0, access_unit, has_idr(access_unit));
+        self.end_video_frame(ticks, true);
     }
 
     /// Advances the video clock over a frame not sent (camera off).
     pub fn skip_video(&self, ticks: u32) {
-        self.0.video.skip(ticks);
+        self.end_video_frame(ticks, false);
+    }
+
+    /// For a single-layer source: whether its next frame should be a keyframe.
+    pub fn take_keyframe_request(&self) -> bool {
+        self.video_orders().first().is_some_and(|o| o.keyframe)
     }
 
     /// Advances the audio clock over a 20 ms frame not sent (muted).
@@ -99,13 +126,13 @@ impl MediaInput {
         }
     }
 
-    /// The bitrate the video encoder should use now: the lowest congestion-control
-    /// estimate among the peers (one encoder serves them all), within the configured range.
-    pub fn target_bitrate(&self) -> u32 {
-        self.0.target_bitrate.load(Ordering::Relaxed)
+    /// The loss (percent) the audio encoder should plan in-band FEC for: the worst any
+    /// peer reports, with a floor.
+    pub fn expected_audio_loss(&self) -> u32 {
+        self.0.expected_audio_loss.load(Ordering::Relaxed)
     }
 
-    /// Video frames sent so far (one per encoder run while the camera is on).
+    /// Video frames sent so far (one per captured frame encoded while the camera is on).
     pub fn video_frames_sent(&self) -> u64 {
         self.0.video.frames()
     }

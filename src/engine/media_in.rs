@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::actor::SinkFactory;
-use super::h264_assembler::AccessUnit;
 use super::peer::RemoteMediaSink;
+use super::video_receive::AccessUnit;
 use crate::media::audio::jitter::JitterConfig;
 use crate::media::audio::playback::Playback;
 use crate::media::audio::remote::RemoteAudio;
@@ -30,9 +30,90 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// When frames were shown, for frame rate and freezes as people see them.
+#[derive(Default)]
+struct VideoTimeline {
+    /// Decode instants within the last [`FPS_WINDOW`].
+    recent: std::collections::VecDeque<Instant>,
+    last: Option<Instant>,
+    /// Mean inter-frame interval (exponential, over roughly the last 30 frames), seconds.
+    mean_interval: Option<f64>,
+    freezes: u64,
+    freeze_time: Duration,
+    width: u32,
+    height: u32,
+}
+
+/// The window `fps` is measured over.
+const FPS_WINDOW: Duration = Duration::from_secs(10);
+
+impl VideoTimeline {
+    /// A frame was decoded at `now`. A gap longer than max(3 x the mean interval, 150 ms)
+    /// is a freeze, as WebRTC's `freezeCount` defines it.
+    fn frame(&mut self, now: Instant, width: u32, height: u32) {
+        (self.width, self.height) = (width, height);
+        if let Some(last) = self.last {
+            let gap = now.saturating_duration_since(last).as_secs_f64();
+            if let Some(mean) = self.mean_interval
+                && gap > (3.0 * mean).max(0.150)
+            {
+                self.freezes += 1;
+                self.freeze_time += Duration::from_secs_f64(gap);
+            }
+            // A freeze is not a frame rate: keep it out of the mean, or one long pause
+            // would hide the next.
+            if self
+                .mean_interval
+                .is_none_or(|m| gap <= (3.0 * m).max(0.150))
+            {
+                self.mean_interval = Some(match self.mean_interval {
+                    None => gap,
+                    Some(m) => m + (gap - m) / 30.0,
+                });
+            }
+        }
+        self.last = Some(now);
+        self.recent.push_back(now);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > FPS_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    fn fps(&self, now: Instant) -> f64 {
+        let n = self
+            .recent
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= FPS_WINDOW)
+            .count();
+        n as f64 / FPS_WINDOW.as_secs_f64()
+    }
+}
+
+/// How their video looked to us: frame rate, size and freezes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VideoQuality {
+    /// Frames decoded per second over the last 10 s.
+    pub fps: f64,
+    /// Size of the last decoded frame (0 x 0 before any).
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// Inter-frame gaps longer than max(3 x the mean interval, 150 ms).
+    pub freezes: u64,
+    /// Their total length.
+    pub freeze_time: Duration,
+}
+
 #[derive(Default)]
 struct AudioTally {
     frames: u64,
+    /// Frames that had to be made up (packet-loss concealment) instead of decoded.
+    concealed: u64,
+    last_concealed: u64,
     rms_sum: f64,
     last: Option<Instant>,
     last_played: u64,
@@ -49,6 +130,7 @@ pub struct RemoteMember {
     video_frames: AtomicU64,
     decode_failures: AtomicU64,
     latencies_ms: Mutex<Vec<u32>>,
+    timeline: Mutex<VideoTimeline>,
     audio_packets: AtomicU64,
     audio: Mutex<AudioTally>,
 }
@@ -76,6 +158,23 @@ impl RemoteMember {
     /// Frames decoded.
     pub fn video_frames(&self) -> u64 {
         self.video_frames.load(Ordering::Relaxed)
+    }
+
+    /// Frame rate, size and freezes of their video so far.
+    pub fn video_quality(&self) -> VideoQuality {
+        let t = lock(&self.timeline);
+        VideoQuality {
+            fps: t.fps(Instant::now()),
+            width: t.width,
+            height: t.height,
+            freezes: t.freezes,
+            freeze_time: t.freeze_time,
+        }
+    }
+
+    /// Audio frames of theirs that were concealed (made up) because nothing came in time.
+    pub fn audio_concealed(&self) -> u64 {
+        lock(&self.audio).concealed
     }
 
     /// Access units the decoder refused.
@@ -153,14 +252,16 @@ impl Output {
         lock(&self.mix).remove_peer(&peer.to_owned());
     }
 
-    /// (frames decoded so far, level in dBFS) per peer.
-    fn tallies(&self) -> Vec<(String, u64, f32)> {
+    /// (frames decoded so far, frames concealed so far, level in dBFS) per peer.
+    fn tallies(&self) -> Vec<(String, u64, u64, f32)> {
         let mix = lock(&self.mix);
         mix.levels()
             .into_iter()
             .map(|(k, db)| {
-                let played = mix.stats(&k).map_or(0, |s| s.played + s.fec);
-                (k, played, db)
+                let (played, concealed) = mix.stats(&k).map_or((0, 0), |s| {
+                    (s.played + s.fec, s.concealed + s.starved_concealed)
+                });
+                (k, played, concealed, db)
             })
             .collect()
     }
@@ -359,11 +460,13 @@ fn audio_clock(inner: &std::sync::Weak<RemoteInner>, stop: &AtomicBool) {
         if lock(&inner.output.device).is_none() {
             lock(&inner.output.mix).next_frame(Instant::now(), &mut out);
         }
-        for (peer, played, db) in inner.output.tallies() {
+        for (peer, played, concealed, db) in inner.output.tallies() {
             let Some(m) = lock(&inner.members).get(&peer).cloned() else {
                 continue;
             };
             let mut a = lock(&m.audio);
+            a.concealed += concealed.saturating_sub(a.last_concealed);
+            a.last_concealed = concealed;
             if played > a.last_played {
                 let n = played - a.last_played;
                 a.last_played = played;
@@ -404,6 +507,7 @@ fn decode_loop(
         match decoder.decode(&au.data) {
             Ok(Some(frame)) => {
                 member.video_frames.fetch_add(1, Ordering::Relaxed);
+                lock(&member.timeline).frame(Instant::now(), frame.width(), frame.height());
                 if let Some(sent_ms) = read_time_band(&frame) {
                     let latency = unix_now_ms()
                         .saturating_sub(sent_ms)

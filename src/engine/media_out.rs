@@ -11,15 +11,18 @@ use bytes::Bytes;
 
 use super::local_media::MediaInput;
 use super::media_in::EchoReference;
+use super::video_fanout::LayerOrder;
 use crate::media::audio::AudioFrame;
 use crate::media::audio::capture::Capture;
-use crate::media::audio::codec::{DEFAULT_BITRATE, DEFAULT_EXPECTED_LOSS_PERCENT, OpusEncoder};
+use crate::media::audio::codec::{DEFAULT_BITRATE, OpusEncoder};
 use crate::media::audio::denoise::NoiseSuppressor;
 use crate::media::audio::echo::EchoCanceller;
 use crate::media::audio::level::rms;
 use crate::media::audio::tone::{ToneConfig, TonePattern, ToneSource};
+use crate::media::video::layers::half;
 use crate::media::video::{
-    CaptureConfig, EncoderSettings, H264Encoder, I420Frame, VideoCapture, VideoSource,
+    CaptureConfig, EncoderSettings, H264Encoder, I420Frame, LayerSpec, VideoCapture, VideoSource,
+    ladder,
 };
 
 /// What to send as video.
@@ -73,8 +76,11 @@ impl Default for VideoFormat {
 pub struct OutgoingStats {
     /// Frames taken from the camera/pattern while the camera was on.
     pub captured_frames: AtomicU64,
-    /// Encoder runs (one per captured frame, however many peers).
+    /// Captured frames encoded in at least one layer (one per captured frame while anyone
+    /// receives video, however many peers).
     pub encoded_frames: AtomicU64,
+    /// Encoder runs per layer, smallest first: (`320x180`, runs).
+    pub layer_encodes: Mutex<Vec<(String, u64)>>,
     /// Audio frames encoded.
     pub audio_frames: AtomicU64,
     /// The latest captured frame, for a self-preview.
@@ -210,6 +216,12 @@ impl LocalPipelines {
     }
 }
 
+/// One layer's encoder and the bitrate it was last set to.
+struct LayerEncoder {
+    encoder: H264Encoder,
+    bitrate: u32,
+}
+
 fn video_loop(
     capture: &VideoCapture,
     fps: u32,
@@ -217,19 +229,10 @@ fn video_loop(
     stop: &AtomicBool,
     stats: &OutgoingStats,
 ) {
-    let mut bitrate = input.target_bitrate();
-    let mut encoder = match H264Encoder::new(EncoderSettings {
-        bitrate_bps: bitrate,
-        frame_rate: fps as f32,
-    }) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!("no video: the H.264 encoder did not start: {e}");
-            return;
-        }
-    };
     let nominal_ticks = 90_000 / fps.max(1);
     let mut last: Option<Instant> = None;
+    let mut layers: Vec<LayerSpec> = Vec::new();
+    let mut encoders: Vec<Option<LayerEncoder>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let Some(frame) = capture.recv_timeout(Duration::from_millis(100)) else {
             if let Some(err) = capture.take_failure() {
@@ -253,28 +256,106 @@ fn video_loop(
             input.skip_video(ticks);
             continue;
         }
+        let ladder = ladder(frame.width(), frame.height());
+        if ladder != layers {
+            layers = ladder;
+            input.set_video_layers(&layers);
+            encoders = layers.iter().map(|_| None).collect();
+            *lock(&stats.layer_encodes) = layers.iter().map(|l| (l.name(), 0)).collect();
+        }
         stats.captured_frames.fetch_add(1, Ordering::Relaxed);
-        if input.take_keyframe_request() {
-            encoder.request_keyframe();
+        let orders = input.video_orders();
+        let sent = encode_layers(&frame, &layers, &orders, fps, &mut encoders, input, stats);
+        if sent {
+            stats.encoded_frames.fetch_add(1, Ordering::Relaxed);
         }
-        let target = input.target_bitrate();
-        // Small wobbles of the estimate are not worth a rate-control reset.
-        if target.abs_diff(bitrate) > bitrate / 10 {
-            match encoder.set_bitrate(target) {
-                Ok(()) => bitrate = target,
-                Err(e) => tracing::debug!("bitrate change refused: {e}"),
-            }
-        }
-        stats.encoded_frames.fetch_add(1, Ordering::Relaxed);
-        match encoder.encode(&frame) {
-            Ok(Some(encoded)) => input.send_video(&Bytes::from(encoded.data), ticks),
-            Ok(None) => input.skip_video(ticks),
+        input.end_video_frame(ticks, sent);
+    }
+}
+
+/// Encodes `frame` once for every layer someone receives, smallest from largest by
+/// halving; frees the encoders of layers nobody receives (a layer that comes back starts
+/// with a keyframe). True when some layer was encoded.
+fn encode_layers(
+    frame: &Arc<I420Frame>,
+    layers: &[LayerSpec],
+    orders: &[LayerOrder],
+    fps: u32,
+    encoders: &mut [Option<LayerEncoder>],
+    input: &MediaInput,
+    stats: &OutgoingStats,
+) -> bool {
+    let Some(smallest) = orders.iter().position(|o| o.active) else {
+        encoders.iter_mut().for_each(|e| *e = None);
+        return false;
+    };
+    // The pyramid, from the captured size down to the smallest layer wanted.
+    let mut pictures: Vec<Arc<I420Frame>> = vec![Arc::clone(frame)];
+    for _ in smallest..layers.len().saturating_sub(1) {
+        let Some(bigger) = pictures.last() else { break };
+        match half(bigger) {
+            Ok(p) => pictures.push(Arc::new(p)),
             Err(e) => {
-                tracing::warn!("encoding a frame failed: {e}");
-                input.skip_video(ticks);
+                tracing::warn!("cannot scale a frame for a smaller layer: {e}");
+                break;
             }
         }
     }
+    let mut encoded = false;
+    for (i, order) in orders.iter().enumerate() {
+        let slot = &mut encoders[i];
+        if !order.active {
+            *slot = None;
+            continue;
+        }
+        let Some(picture) = pictures.get(layers.len() - 1 - i) else {
+            continue;
+        };
+        if slot.is_none() {
+            match H264Encoder::new(EncoderSettings {
+                bitrate_bps: order.bitrate_bps,
+                frame_rate: fps as f32,
+            }) {
+                Ok(encoder) => {
+                    *slot = Some(LayerEncoder {
+                        encoder,
+                        bitrate: order.bitrate_bps,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("no video for layer {i}: the encoder did not start: {e}");
+                    continue;
+                }
+            }
+        }
+        let Some(layer) = slot.as_mut() else { continue };
+        if order.keyframe {
+            layer.encoder.request_keyframe();
+        }
+        // Small wobbles of the estimate are not worth a rate-control reset.
+        if order.bitrate_bps.abs_diff(layer.bitrate) > layer.bitrate / 10 {
+            match layer.encoder.set_bitrate(order.bitrate_bps) {
+                Ok(()) => layer.bitrate = order.bitrate_bps,
+                Err(e) => tracing::debug!("bitrate change refused: {e}"),
+            }
+        }
+        if let Some((_, n)) = lock(&stats.layer_encodes).get_mut(i) {
+            *n += 1;
+        }
+        match layer.encoder.encode(picture) {
+            Ok(Some(out)) => {
+                input.send_video_layer(i, &Bytes::from(out.data), out.keyframe);
+                encoded = true;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("encoding a frame failed: {e}"),
+        }
+    }
+    encoded
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps an audio source alive while its frames are read; dropping it stops the source.
@@ -333,7 +414,8 @@ fn audio_loop(
     stats: &OutgoingStats,
 ) {
     let _source = source;
-    let mut encoder = match OpusEncoder::new(DEFAULT_BITRATE, DEFAULT_EXPECTED_LOSS_PERCENT) {
+    let mut expected_loss = input.expected_audio_loss();
+    let mut encoder = match OpusEncoder::new(DEFAULT_BITRATE, expected_loss as i32) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!("no audio: the Opus encoder did not start: {e}");
@@ -355,6 +437,13 @@ fn audio_loop(
         if !input.audio_on() {
             input.skip_audio();
             continue;
+        }
+        let wanted_loss = input.expected_audio_loss();
+        if wanted_loss != expected_loss {
+            match encoder.set_expected_loss(wanted_loss as i32) {
+                Ok(()) => expected_loss = wanted_loss,
+                Err(e) => tracing::debug!("expected loss refused: {e}"),
+            }
         }
         match encoder.encode(&frame.samples) {
             Ok(packet) => {

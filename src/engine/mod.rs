@@ -5,18 +5,22 @@
 
 mod actor;
 mod api;
+mod estimator;
 mod fanout;
-mod h264_assembler;
 mod keyframe_requests;
 mod link_gate;
 mod local_media;
 mod media_in;
 mod media_out;
 mod negotiation;
+mod pacer;
 mod peer;
 mod peer_factory;
+mod policy;
 mod sinks;
 mod stats;
+mod video_fanout;
+mod video_receive;
 
 #[cfg(test)]
 mod tests;
@@ -34,6 +38,7 @@ pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
 pub use media_in::{EchoReference, RemoteMedia, RemoteMember, Speaker};
 pub use media_out::{AudioChoice, LocalPipelines, OutgoingStats, VideoChoice, VideoFormat};
 pub use sinks::CountingSinks;
+pub use video_fanout::LayerOrder;
 
 use actor::{Actor, Census, SinkFactory};
 use link_gate::MediaGate;

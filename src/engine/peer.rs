@@ -3,7 +3,7 @@
 //! events to it (they run on the connection's driver, which must not be blocked or re-entered).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -27,11 +28,13 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::actor::Census;
 use super::api::{LinkState, MemberStats};
-use super::h264_assembler::{AccessUnit, Assembled, H264Assembler};
 use super::local_media::LocalMedia;
 use super::negotiation::Negotiation;
-use super::peer_factory::{H264_PT, OPUS_PT, PeerFactory, negotiated_payload_type};
+use super::pacer::LinkMeter;
+use super::peer_factory::{H264_PT, OPUS_PT, PeerFactory, SendSide, negotiated_payload_type};
 use super::stats::StatsTracker;
+use super::video_fanout::LayerFrame;
+use super::video_receive::{AccessUnit, Assembled, FrameBuffer};
 use crate::client::SignalSender;
 use crate::proto::{ClientMessage, IceServer, PeerPayload};
 
@@ -78,6 +81,8 @@ pub(crate) struct PeerSetup {
     pub(crate) stats_interval: Duration,
     /// Where ICE restarts are counted.
     pub(crate) census: Arc<Census>,
+    /// The video layer to send them from the start (`None`: paused).
+    pub(crate) initial_layer: Option<usize>,
 }
 
 /// The actor's handle on a peer task; dropping `input` ends the task, which then closes
@@ -236,11 +241,19 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
 async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     let id = setup.remote_id.clone();
     let (pc_tx, mut pc_rx) = mpsc::unbounded_channel();
+    let meter = Arc::new(LinkMeter::default());
+    let send = SendSide {
+        audio_ssrc: setup.media.audio.ssrc(),
+        video_ssrc: setup.media.video.ssrc(),
+        meter: Arc::clone(&meter),
+    };
+    let tally = Arc::new(ReceiveTally::default());
     let pc = match setup
         .factory
         .build(
             &setup.ice_servers,
             setup.initiator,
+            &send,
             Arc::new(Forward(pc_tx)),
         )
         .await
@@ -280,6 +293,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     tasks.push(tokio::spawn(watch_keyframe_requests(
         Arc::clone(&video),
         Arc::clone(&setup.media),
+        id.clone(),
     )));
 
     let mut neg = Negotiation::new(&setup.self_id, &id);
@@ -360,10 +374,11 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     if s == RTCPeerConnectionState::Connected && !legs_added {
                         legs_added = true;
                         refresh_payload_types().await;
-                        tasks.push(tokio::spawn(write_leg(
-                            setup.media.video.add_leg(&id),
+                        tasks.push(tokio::spawn(write_video_leg(
+                            setup.media.video.add_leg(&id, setup.initial_layer),
                             Arc::clone(&video),
                             Arc::clone(&video_pt),
+                            setup.media.video.ssrc(),
                         )));
                         tasks.push(tokio::spawn(write_leg(
                             setup.media.audio.add_leg(&id),
@@ -419,7 +434,11 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     }
                 }
                 PcEvent::Track(track) => {
-                    tasks.push(tokio::spawn(read_track(track, Arc::clone(&setup.sink))));
+                    tasks.push(tokio::spawn(read_track(
+                        track,
+                        Arc::clone(&setup.sink),
+                        Arc::clone(&tally),
+                    )));
                 }
             },
             () = sleep_until(recovery.due) => {
@@ -445,7 +464,32 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                 }
             }
             _ = tick.tick() => {
-                let report = stats.sample(&pc, setup.sink.counts()).await;
+                let mut report = stats.sample(&pc, setup.sink.counts()).await;
+                if let Some(rtt) = report.rtt_ms {
+                    tally.rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);
+                }
+                report.nacks_sent = meter.nacks_sent.load(Ordering::Relaxed);
+                report.nacks_received = meter.nacks_received.load(Ordering::Relaxed);
+                report.retransmissions_received = tally.late_packets.load(Ordering::Relaxed);
+                report.retransmissions_used = tally.recovered_packets.load(Ordering::Relaxed);
+                report.video_losses = tally.losses.load(Ordering::Relaxed);
+                report.keyframe_requests_sent = tally.plis_sent.load(Ordering::Relaxed);
+                report.loss_reported_by_them = meter.video_loss();
+                report.audio_loss_reported_by_them = meter.audio_loss();
+                report.video_dropped_stale = meter.video_dropped.load(Ordering::Relaxed);
+                tracing::debug!(
+                    peer = %id,
+                    delay_half = meter.delay_half_bps.load(Ordering::Relaxed),
+                    loss_half = meter.loss_half_bps.load(Ordering::Relaxed),
+                    send_loss = meter.send_loss_permille.load(Ordering::Relaxed),
+                    queue_ms = meter.video_queue_ms.load(Ordering::Relaxed),
+                    dropped = meter.video_dropped.load(Ordering::Relaxed),
+                    "link"
+                );
+                let estimate = meter.estimate_bps.load(Ordering::Relaxed);
+                if estimate > 0 {
+                    report.target_bitrate = Some(estimate as f64);
+                }
                 let _ = setup.events.send(PeerEvent::Stats(id.clone(), report)).await;
             }
         }
@@ -498,7 +542,46 @@ async fn write_leg(
     }
 }
 
-async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, media: Arc<LocalMedia>) {
+/// Feeds one peer's video track from its fan-out queue: whole frames of the layer it is
+/// on, numbered with this leg's own sequence (so a change of layer leaves no gap), with the
+/// payload type this connection negotiated.
+async fn write_video_leg(
+    mut queue: mpsc::Receiver<Arc<LayerFrame>>,
+    track: Arc<TrackLocalStaticRTP>,
+    payload_type: Arc<AtomicU8>,
+    ssrc: u32,
+) {
+    let mut seq: u16 = rand::random();
+    while let Some(frame) = queue.recv().await {
+        let last = frame.payloads.len().saturating_sub(1);
+        for (i, payload) in frame.payloads.iter().enumerate() {
+            let packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: i == last,
+                    payload_type: payload_type.load(Ordering::Relaxed),
+                    sequence_number: seq,
+                    timestamp: frame.timestamp,
+                    ssrc,
+                    ..Default::default()
+                },
+                payload: payload.clone(),
+            };
+            seq = seq.wrapping_add(1);
+            // A failed link may refuse packets until an ICE restart brings it back; the
+            // queue closing at teardown is what ends this task.
+            if let Err(e) = track.write_rtp(packet).await {
+                tracing::trace!("packet not sent: {e}");
+            }
+        }
+    }
+}
+
+async fn watch_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    media: Arc<LocalMedia>,
+    peer: String,
+) {
     while let Some(ev) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
             continue;
@@ -508,7 +591,7 @@ async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, media: Arc<Loc
             any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
         });
         if wants {
-            media.video.request_keyframe();
+            media.video.request_keyframe_for(&peer);
         }
     }
 }
@@ -516,45 +599,91 @@ async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, media: Arc<Loc
 /// Shortest gap between two keyframe requests we send for one stream.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
-async fn read_track(track: Arc<dyn TrackRemote>, sink: Arc<dyn RemoteMediaSink>) {
+/// What one member's video receive path counts, shared with the peer task's stats.
+#[derive(Default)]
+pub(crate) struct ReceiveTally {
+    /// Round trip to the member, ms, as the stats last saw it (the hole wait follows it).
+    pub(crate) rtt_ms: AtomicU32,
+    /// Packets that came after a later one (retransmissions).
+    pub(crate) late_packets: AtomicU64,
+    /// Retransmitted packets that completed a delivered unit.
+    pub(crate) recovered_packets: AtomicU64,
+    /// Times missing packets were given up on.
+    pub(crate) losses: AtomicU64,
+    /// Keyframe requests we sent.
+    pub(crate) plis_sent: AtomicU64,
+}
+
+async fn sleep_until_std(due: Option<Instant>) {
+    sleep_until(due.map(tokio::time::Instant::from_std)).await;
+}
+
+async fn read_track(
+    track: Arc<dyn TrackRemote>,
+    sink: Arc<dyn RemoteMediaSink>,
+    tally: Arc<ReceiveTally>,
+) {
     let kind = track.kind().await;
-    let mut assembler = H264Assembler::default();
+    if kind == RtpCodecKind::Audio {
+        while let Some(ev) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(p) = ev {
+                sink.audio(p.header.sequence_number, p.header.timestamp, p.payload);
+            }
+        }
+        return;
+    }
+    let mut buffer = FrameBuffer::default();
     // A decoder can start only from a keyframe.
     let mut need_keyframe = true;
     let mut last_pli: Option<Instant> = None;
     let mut media_ssrc = None;
-    while let Some(ev) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(p) = ev else {
-            continue;
+    loop {
+        let event = tokio::select! {
+            ev = track.poll() => match ev {
+                Some(ev) => Some(ev),
+                None => break,
+            },
+            () = sleep_until_std(buffer.poll_timeout()) => None,
         };
-        if kind == RtpCodecKind::Audio {
-            sink.audio(p.header.sequence_number, p.header.timestamp, p.payload);
-            continue;
+        if let Some(TrackRemoteEvent::OnRtpPacket(p)) = event {
+            media_ssrc.get_or_insert(p.header.ssrc);
+            buffer.push(
+                p.header.sequence_number,
+                p.header.timestamp,
+                p.header.marker,
+                p.payload,
+            );
         }
-        media_ssrc.get_or_insert(p.header.ssrc);
-        match assembler.push(
-            p.header.sequence_number,
-            p.header.timestamp,
-            p.header.marker,
-            &p.payload,
-        ) {
-            Assembled::Pending => {}
-            Assembled::Lost => need_keyframe = true,
-            Assembled::Unit(au) => {
-                // A delta unit after a loss may refer to what was lost.
-                need_keyframe |= au.follows_loss;
-                if au.keyframe {
-                    need_keyframe = false;
-                }
-                if !need_keyframe {
-                    sink.video(au);
+        buffer.set_rtt(Duration::from_millis(u64::from(
+            tally.rtt_ms.load(Ordering::Relaxed),
+        )));
+        let now = Instant::now();
+        while let Some(out) = buffer.poll(now) {
+            match out {
+                Assembled::Lost => need_keyframe = true,
+                Assembled::Unit(au) => {
+                    // A delta unit after a loss may refer to what was lost.
+                    need_keyframe |= au.follows_loss;
+                    if au.keyframe {
+                        need_keyframe = false;
+                    }
+                    if !need_keyframe {
+                        sink.video(au);
+                    }
                 }
             }
         }
+        let c = buffer.counters();
+        tally.late_packets.store(c.late_packets, Ordering::Relaxed);
+        tally
+            .recovered_packets
+            .store(c.recovered_packets, Ordering::Relaxed);
+        tally.losses.store(c.losses, Ordering::Relaxed);
         need_keyframe |= sink.take_decoder_failure();
         if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
-            last_pli = Some(Instant::now());
             if let Some(media_ssrc) = media_ssrc {
+                last_pli = Some(Instant::now());
+                tally.plis_sent.fetch_add(1, Ordering::Relaxed);
                 let pli = PictureLossIndication {
                     sender_ssrc: 0,
                     media_ssrc,

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Gcc, Registry, Slot};
+use rtc::interceptor::{
+    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder,
+    ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, TwccReceiverBuilder,
+    TwccSenderBuilder,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -17,8 +21,10 @@ use webrtc::peer_connection::{
     configure_congestion_control, register_default_interceptors,
 };
 
+use super::estimator::LinkEstimator;
 use super::keyframe_requests::{KeyframeRequests, SLOT};
 use super::link_gate::{GatedRuntime, MediaGate};
+use super::pacer::{AudioFirstPacer, LinkMeter};
 use crate::proto::IceServer;
 
 /// RTP payload type for H.264 (every meshcall peer uses the same media engine).
@@ -46,6 +52,68 @@ impl Default for BitrateRange {
             max: 2_500_000,
         }
     }
+}
+
+/// How often the receiver asks again for missing video packets. webrtc-rs asks every
+/// 100 ms by default; a hole then costs a frozen picture for that long at the least, and a
+/// retransmission on most paths comes back within tens of milliseconds.
+const NACK_INTERVAL: Duration = Duration::from_millis(20);
+/// How often one missing packet is asked for before the receiver gives it up (bounded, so a
+/// packet that is gone for good does not cost feedback forever).
+const NACKS_PER_PACKET: u16 = 10;
+
+/// What one connection's sending side is wired to.
+pub(crate) struct SendSide {
+    /// Our outgoing audio and video SSRCs, so the pacer tells them apart.
+    pub(crate) audio_ssrc: u32,
+    /// See `audio_ssrc`.
+    pub(crate) video_ssrc: u32,
+    /// Where the pacer reports what the link says.
+    pub(crate) meter: Arc<LinkMeter>,
+}
+
+/// The interceptor chain: GCC's delay half over TWCC (with our own loss half,
+/// `estimator.rs`) and our audio-first pacer in place of webrtc-rs'
+/// FIFO, NACK both ways (asking quickly), sender and receiver reports, and keyframe requests
+/// delivered to us. Built by hand rather than with webrtc-rs' `configure_*` helpers because
+/// each helper installs its own pacer and NACK timing; the helpers are still run on a
+/// throwaway registry for what they declare in the media engine (feedback, extensions).
+fn interceptors(
+    me: &mut MediaEngine,
+    b: BitrateRange,
+    send: &SendSide,
+) -> webrtc::error::Result<Registry> {
+    let (initial, min, max) = (f64::from(b.initial), f64::from(b.min), f64::from(b.max));
+    let estimator = LinkEstimator::new(initial, min, max, Arc::clone(&send.meter));
+    configure_congestion_control(
+        Registry::new(),
+        Gcc::new(initial, min, max),
+        CongestionFeedback::Twcc,
+        me,
+    )?;
+    register_default_interceptors(Registry::new(), me)?;
+    Ok(Registry::new()
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(
+            Slot::Pacer,
+            AudioFirstPacer::new(send.audio_ssrc, send.video_ssrc, Arc::clone(&send.meter)),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                .build(),
+        )
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(Slot::from(SLOT), KeyframeRequests::default()))
 }
 
 /// Makes peer connections with one configuration.
@@ -139,12 +207,14 @@ impl PeerFactory {
         &self,
         ice_servers: &[IceServer],
         initiator: bool,
+        send: &SendSide,
         handler: Arc<dyn PeerConnectionEventHandler>,
     ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
         match self
             .build_with(
                 ice_servers,
                 initiator,
+                send,
                 Arc::clone(&handler),
                 MulticastDnsMode::QueryOnly,
             )
@@ -156,8 +226,14 @@ impl PeerFactory {
                 // a multicast route (a network namespace holding only `lo`), and that fails
                 // the whole build; such a machine has no `.local` names to resolve anyway.
                 tracing::debug!("peer connection without mDNS after: {e}");
-                self.build_with(ice_servers, initiator, handler, MulticastDnsMode::Disabled)
-                    .await
+                self.build_with(
+                    ice_servers,
+                    initiator,
+                    send,
+                    handler,
+                    MulticastDnsMode::Disabled,
+                )
+                .await
             }
         }
     }
@@ -166,20 +242,13 @@ impl PeerFactory {
         &self,
         ice_servers: &[IceServer],
         initiator: bool,
+        send: &SendSide,
         handler: Arc<dyn PeerConnectionEventHandler>,
         mdns: MulticastDnsMode,
     ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
         // Codecs first: the interceptor helpers only decorate codecs that already exist.
         let mut me = media_engine()?;
-        let b = self.bitrate;
-        let registry = configure_congestion_control(
-            Registry::new(),
-            Gcc::new(f64::from(b.initial), f64::from(b.min), f64::from(b.max)),
-            CongestionFeedback::Twcc,
-            &mut me,
-        )?;
-        let registry = register_default_interceptors(registry, &mut me)?
-            .with(Slot::from(SLOT), KeyframeRequests::default());
+        let registry = interceptors(&mut me, self.bitrate, send)?;
         let config = RTCConfigurationBuilder::new()
             .with_ice_servers(rtc_ice_servers(ice_servers))
             .build();

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::actor::SinkFactory;
-use super::h264_assembler::AccessUnit;
 use super::peer::RemoteMediaSink;
+use super::video_receive::AccessUnit;
 
 /// Per-member counters.
 #[derive(Default)]

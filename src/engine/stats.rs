@@ -8,10 +8,22 @@ use webrtc::peer_connection::{PeerConnection, StatsSelector};
 
 use super::api::MemberStats;
 
-/// Remembers the previous sample so byte and frame counters become rates.
+/// The counters of one sample that the next turns into rates.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    video_bytes_in: u64,
+    frames: u64,
+    packets_received: u64,
+    packets_lost: i64,
+}
+
+/// Remembers the previous sample so counters become rates.
 #[derive(Default)]
 pub(crate) struct StatsTracker {
-    last: Option<(Instant, u64, u64, u64)>,
+    last: Option<Sample>,
 }
 
 impl StatsTracker {
@@ -37,6 +49,7 @@ impl StatsTracker {
         let (bytes_in, bytes_out) = report
             .transport()
             .map_or((0, 0), |t| (t.bytes_received, t.bytes_sent));
+        let mut video_bytes_in = 0;
         for inbound in report.inbound_rtp_streams() {
             let r = &inbound.received_rtp_stream_stats;
             s.packets_lost += r.packets_lost;
@@ -44,6 +57,7 @@ impl StatsTracker {
             if r.rtp_stream_stats.kind == RtpCodecKind::Video {
                 // RTP timestamp units at 90 kHz.
                 s.jitter_ms = r.jitter / 90.0;
+                video_bytes_in += inbound.bytes_received + inbound.header_bytes_received;
             }
         }
         s.target_bitrate = report
@@ -51,13 +65,31 @@ impl StatsTracker {
             .filter(|o| o.sent_rtp_stream_stats.rtp_stream_stats.kind == RtpCodecKind::Video)
             .map(|o| o.target_bitrate)
             .find(|b| *b > 0.0);
-        if let Some((then, last_in, last_out, last_frames)) = self.last {
-            let secs = now.duration_since(then).as_secs_f64().max(1e-3);
-            s.bitrate_in = bytes_in.saturating_sub(last_in) as f64 * 8.0 / secs;
-            s.bitrate_out = bytes_out.saturating_sub(last_out) as f64 * 8.0 / secs;
-            s.fps = counts.0.saturating_sub(last_frames) as f64 / secs;
+        let sample = Sample {
+            at: now,
+            bytes_in,
+            bytes_out,
+            video_bytes_in,
+            frames: counts.0,
+            packets_received: s.packets_received,
+            packets_lost: s.packets_lost,
+        };
+        if let Some(last) = self.last {
+            let secs = now.duration_since(last.at).as_secs_f64().max(1e-3);
+            let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 * 8.0 / secs;
+            s.bitrate_in = rate(bytes_in, last.bytes_in);
+            s.bitrate_out = rate(bytes_out, last.bytes_out);
+            s.video_bitrate_in = rate(video_bytes_in, last.video_bytes_in);
+            s.fps = counts.0.saturating_sub(last.frames) as f64 / secs;
+            let lost = (sample.packets_lost - last.packets_lost).max(0) as f64;
+            let got = sample
+                .packets_received
+                .saturating_sub(last.packets_received) as f64;
+            if lost + got > 0.0 {
+                s.loss_pct = 100.0 * lost / (lost + got);
+            }
         }
-        self.last = Some((now, bytes_in, bytes_out, counts.0));
+        self.last = Some(sample);
         s
     }
 }

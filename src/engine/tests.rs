@@ -17,7 +17,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::link_gate::MediaGate;
 use super::peer::{Forward, PcEvent, local_track};
-use super::peer_factory::{BitrateRange, H264_PT, PeerFactory};
+use super::peer_factory::{BitrateRange, H264_PT, PeerFactory, SendSide};
 
 fn factory() -> PeerFactory {
     PeerFactory {
@@ -31,16 +31,24 @@ fn factory() -> PeerFactory {
 
 const SSRC: u32 = 0x1234_5678;
 
+fn send_side() -> SendSide {
+    SendSide {
+        audio_ssrc: 0x0a0d_10a0,
+        video_ssrc: SSRC,
+        meter: Arc::default(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_connect_on_loopback_and_exchange_rtp_and_pli() {
     let (a_tx, mut a_rx) = mpsc::unbounded_channel();
     let (b_tx, mut b_rx) = mpsc::unbounded_channel();
     let a = factory()
-        .build(&[], true, Arc::new(Forward(a_tx)))
+        .build(&[], true, &send_side(), Arc::new(Forward(a_tx)))
         .await
         .unwrap();
     let b = factory()
-        .build(&[], false, Arc::new(Forward(b_tx)))
+        .build(&[], false, &send_side(), Arc::new(Forward(b_tx)))
         .await
         .unwrap();
     let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
@@ -183,11 +191,11 @@ async fn the_first_offerer_keeps_its_dtls_role_when_it_answers_a_later_offer() {
     let (a_tx, _a_rx) = mpsc::unbounded_channel();
     let (b_tx, _b_rx) = mpsc::unbounded_channel();
     let a = factory()
-        .build(&[], true, Arc::new(Forward(a_tx)))
+        .build(&[], true, &send_side(), Arc::new(Forward(a_tx)))
         .await
         .unwrap();
     let b = factory()
-        .build(&[], false, Arc::new(Forward(b_tx)))
+        .build(&[], false, &send_side(), Arc::new(Forward(b_tx)))
         .await
         .unwrap();
     let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
@@ -269,11 +277,11 @@ async fn ice_restart_recovers_a_failed_connection() {
     let (a_tx, mut a_rx) = mpsc::unbounded_channel();
     let (b_tx, mut b_rx) = mpsc::unbounded_channel();
     let a = quick_factory(gate.clone())
-        .build(&[], true, Arc::new(Forward(a_tx)))
+        .build(&[], true, &send_side(), Arc::new(Forward(a_tx)))
         .await
         .unwrap();
     let b = quick_factory(MediaGate::default())
-        .build(&[], false, Arc::new(Forward(b_tx)))
+        .build(&[], false, &send_side(), Arc::new(Forward(b_tx)))
         .await
         .unwrap();
     let track = local_track("peer-a", RtpCodecKind::Video, SSRC);

@@ -5,6 +5,8 @@
 mod report;
 
 use std::collections::{BTreeMap, HashMap};
+
+use crate::engine::MemberStats;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -58,7 +60,14 @@ struct Seen {
     video: bool,
     rtt_ms: Option<f64>,
     left: bool,
+    /// The engine's last numbers for them.
+    stats: MemberStats,
+    /// Their video bitrate in the last samples (about one a second), for a 10 s mean.
+    video_bps: std::collections::VecDeque<f64>,
 }
+
+/// Samples of the video bitrate averaged in the report (one a second: the last 10 s).
+const KBPS_SAMPLES: usize = 10;
 
 /// Runs one participant until the duration ends or `stop` completes; returns its report.
 /// `on_joined` is called with the room code as soon as we are in.
@@ -154,9 +163,15 @@ pub async fn run(
                 Some(Event::MemberLeft { id }) => seen.entry(id).or_default().left = true,
                 Some(Event::Rejoined { self_id: now }) => self_id = now,
                 Some(Event::Stats { id, stats }) => {
+                    let s = seen.entry(id).or_default();
                     if stats.rtt_ms.is_some() {
-                        seen.entry(id).or_default().rtt_ms = stats.rtt_ms;
+                        s.rtt_ms = stats.rtt_ms;
                     }
+                    s.video_bps.push_back(stats.video_bitrate_in);
+                    if s.video_bps.len() > KBPS_SAMPLES {
+                        s.video_bps.pop_front();
+                    }
+                    s.stats = stats;
                 }
                 Some(Event::Warning(w)) => tracing::warn!("{w}"),
                 Some(Event::Left { reason }) => {
@@ -191,6 +206,7 @@ pub async fn run(
     for (id, s) in seen {
         let media = remote.member(&id);
         let m = media.as_deref();
+        let quality = m.map(|m| m.video_quality()).unwrap_or_default();
         peers.insert(
             id,
             PeerReport {
@@ -208,6 +224,31 @@ pub async fn run(
                     .and_then(|m| m.latency_ms())
                     .map(|(p50, p95)| Latency { p50, p95 }),
                 rtt_ms: s.rtt_ms,
+                video_kbps: if s.video_bps.is_empty() {
+                    0.0
+                } else {
+                    s.video_bps.iter().sum::<f64>() / s.video_bps.len() as f64 / 1000.0
+                },
+                fps: quality.fps,
+                resolution: (quality.width > 0)
+                    .then(|| format!("{}x{}", quality.width, quality.height)),
+                freezes: quality.freezes,
+                freeze_ms: quality.freeze_time.as_millis() as u64,
+                audio_concealed: m.map_or(0, |m| m.audio_concealed()),
+                nack_sent: s.stats.nacks_sent,
+                rtx_received: s.stats.retransmissions_received,
+                rtx_used: s.stats.retransmissions_used,
+                keyframe_requests: s.stats.keyframe_requests_sent,
+                loss_pct: {
+                    let lost = s.stats.packets_lost.max(0) as f64;
+                    let total = lost + s.stats.packets_received as f64;
+                    if total > 0.0 {
+                        100.0 * lost / total
+                    } else {
+                        0.0
+                    }
+                },
+                layer: s.stats.layer.clone(),
                 state: MediaState {
                     audio: s.audio,
                     video: s.video,
@@ -222,6 +263,13 @@ pub async fn run(
         join_ms,
         captured_frames: stats.captured_frames.load(Ordering::Relaxed),
         encoded_frames: stats.encoded_frames.load(Ordering::Relaxed),
+        layer_encodes: stats
+            .layer_encodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect(),
         sent_audio_frames: stats.audio_frames.load(Ordering::Relaxed),
         peers,
         problems,

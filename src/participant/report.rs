@@ -41,6 +41,30 @@ pub struct PeerReport {
     pub latency_ms: Option<Latency>,
     /// Last measured round-trip time, ms.
     pub rtt_ms: Option<f64>,
+    /// Their video bitrate, kbit/s, mean of the last 10 s.
+    pub video_kbps: f64,
+    /// Their frames decoded per second over the last 10 s.
+    pub fps: f64,
+    /// Size of their last decoded frame, e.g. `640x360` (null if none came).
+    pub resolution: Option<String>,
+    /// Inter-frame gaps longer than max(3 x the mean interval, 150 ms), as WebRTC counts.
+    pub freezes: u64,
+    /// The total length of those gaps, ms.
+    pub freeze_ms: u64,
+    /// Audio frames of theirs made up by concealment because nothing came in time.
+    pub audio_concealed: u64,
+    /// Their video packets we asked for again (NACKed sequence numbers).
+    pub nack_sent: u64,
+    /// Their video packets that came late, answering our NACKs (retransmissions).
+    pub rtx_received: u64,
+    /// Of those, the ones that completed a picture we then showed.
+    pub rtx_used: u64,
+    /// Keyframe requests (PLI) we sent them.
+    pub keyframe_requests: u64,
+    /// Their packets lost on the way, percent, before retransmission.
+    pub loss_pct: f64,
+    /// The video layer we send them at the end (`640x360`, or `paused`; null without video).
+    pub layer: Option<String>,
     /// Their last announced audio/video flags.
     pub state: MediaState,
     /// Whether they left before we did.
@@ -63,6 +87,9 @@ pub struct Report {
     pub encoded_frames: u64,
     /// Audio frames we encoded and sent.
     pub sent_audio_frames: u64,
+    /// Encoder runs per layer, smallest first (`320x180` → n); a layer nobody receives is
+    /// not encoded.
+    pub layer_encodes: BTreeMap<String, u64>,
     /// What each member sent us, by peer id.
     pub peers: BTreeMap<String, PeerReport>,
     /// Sources or devices that could not be used.

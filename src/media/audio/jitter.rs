@@ -68,6 +68,8 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Ticks with nothing buffered at all (sender late or gone).
     pub starved: u64,
+    /// Of those, the ticks that played concealment (the rest were silence).
+    pub starved_concealed: u64,
     /// Packets that arrived after their playout time.
     pub late: u64,
     /// Packets received twice.
@@ -265,6 +267,7 @@ impl JitterBuffer {
                 self.playing = false;
                 return Playout::Silence;
             }
+            self.stats.starved_concealed += 1;
             return Playout::Conceal;
         }
         // A hole with newer packets behind it: the frame is lost.
