@@ -192,7 +192,9 @@ function inject({ name }) {
     info.bad[peer] = info.bad[peer] || 0;
     info.presented[peer] = info.presented[peer] || 0;
     const onFrame = (_now, meta) => {
-      const shown = Date.now();
+      // When the frame went to the compositor, not when this callback got to run (the
+      // main thread may be busy), on the same clock as the sender's Date.now().
+      const shown = meta.presentationTime ? Math.round(performance.timeOrigin + meta.presentationTime) : Date.now();
       info.presented[peer] += 1;
       try {
         const vw = meta.width || video.videoWidth;
@@ -371,7 +373,24 @@ function sentTo(end) {
 
 const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
-/** CPU seconds (user + system, live and reaped) of `root` and everything under it. */
+/** Chromium's name for a process's role: browser, renderer, gpu-process, utility, zygote... */
+function role(pid) {
+  try {
+    // Chromium rewrites its children's titles: one string, arguments split by spaces.
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]+/);
+    const type = args.find((a) => a.startsWith('--type='));
+    if (!type) return 'browser';
+    const sub = args.find((a) => a.startsWith('--utility-sub-type='));
+    return sub ? `utility:${sub.split('=')[1].split('.').pop()}` : type.slice(7);
+  } catch {
+    return 'gone';
+  }
+}
+
+/**
+ * CPU seconds (user + system, live and reaped children) of `root` and everything under it,
+ * in total and by process role.
+ */
 function treeCpu(root) {
   const procs = new Map();
   for (const d of readdirSync('/proc')) {
@@ -389,6 +408,7 @@ function treeCpu(root) {
   }
   let ticks = 0;
   let count = 0;
+  const byRole = {};
   const stack = [root];
   while (stack.length) {
     const pid = stack.pop();
@@ -396,9 +416,11 @@ function treeCpu(root) {
     if (!p) continue;
     ticks += p.ticks;
     count += 1;
+    const r = role(pid);
+    byRole[r] = (byRole[r] || 0) + p.ticks / TICK;
     stack.push(...(kids.get(pid) || []));
   }
-  return { s: ticks / TICK, processes: count };
+  return { s: ticks / TICK, processes: count, byRole };
 }
 
 /** The browser process of member `name`: the one started with our marker switch. */
@@ -483,11 +505,10 @@ exec unshare -m sh -c 'mount --bind "$IMPAIRED_POLICIES" /etc/chromium/policies/
 
 async function policyCheck(page) {
   try {
-    await page.goto('chrome://policy');
-    await page.waitForTimeout(500);
+    await page.goto('chrome://policy', { timeout: 10000 });
     // The policy table is drawn in shadow DOM, which Playwright's text locators pierce.
     const row = page.locator('text=WebRtcUdpPortRange').first();
-    await row.waitFor({ timeout: 3000 });
+    await row.waitFor({ timeout: 10000 });
     return true;
   } catch {
     return null;
@@ -538,7 +559,7 @@ async function main() {
       m.joinedAt = Date.now();
     };
     const load0 = loadavg();
-    const cpu0 = Object.fromEntries(members.map((m) => [m.name, m.pid ? treeCpu(m.pid).s : null]));
+    const cpu0 = Object.fromEntries(members.map((m) => [m.name, m.pid ? treeCpu(m.pid) : null]));
     const t0 = Date.now();
     const at = (s) => sleep(Math.max(0, t0 + s * 1000 - Date.now()));
     await join(members[0]);
@@ -643,7 +664,9 @@ async function main() {
         }
       }
       const c1 = cpu1[me.name];
-      const cpu = c1 ? round(c1.s - cpu0[me.name], 2) : null;
+      const cpu = c1 ? round(c1.s - cpu0[me.name].s, 2) : null;
+      const byRole = c1 ? Object.fromEntries(Object.entries(c1.byRole)
+        .map(([k, v]) => [k, round(v - (cpu0[me.name].byRole[k] || 0), 2)]).sort((x, y) => y[1] - x[1])) : null;
       const wall = round((tEnd - t0) / 1000, 2);
       const sends = Object.values(sentTo_);
       out[me.name] = {
@@ -653,6 +676,7 @@ async function main() {
         wall_s: wall,
         cpu_pct: cpu != null ? round((cpu / wall) * 100) : null,
         cpu_total_s: c1 ? round(c1.s, 2) : null,
+        cpu_by_process_s: byRole,
         processes: c1 ? c1.processes : null,
         joined_s: round((me.joinedAt - t0) / 1000, 2),
         captured_frames: pageInfo[me.name].drawn,
