@@ -74,13 +74,15 @@ fn missing() -> Option<String> {
 }
 
 fn get(v: &Value, path: &[&str]) -> Option<f64> {
-    path.iter()
-        .fold(Some(v), |v, k| v.and_then(|v| v.get(k)))?
-        .as_f64()
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_f64()
 }
 
 fn show(x: Option<f64>) -> String {
-    x.map_or_else(|| "none".to_owned(), |x| format!("{x}"))
+    match x {
+        None => "none".to_owned(),
+        Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.1}"),
+    }
 }
 
 /// Runs the script with a bound of its own on top of the script's.
