@@ -556,7 +556,7 @@ impl Actor {
                         .layer_of(&id)
                         .map_or_else(|| "paused".to_owned(), |l| l.name()),
                 );
-                self.emit(Event::Stats { id, stats }).await;
+                self.emit(Event::Stats { id, stats: *stats }).await;
             }
         }
     }

@@ -63,7 +63,7 @@ pub(crate) enum PeerInput {
 #[derive(Debug)]
 pub(crate) enum PeerEvent {
     Link(String, LinkState),
-    Stats(String, MemberStats),
+    Stats(String, Box<MemberStats>),
 }
 
 /// Everything a peer task starts from.
@@ -490,7 +490,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                 if estimate > 0 {
                     report.target_bitrate = Some(estimate as f64);
                 }
-                let _ = setup.events.send(PeerEvent::Stats(id.clone(), report)).await;
+                let _ = setup.events.send(PeerEvent::Stats(id.clone(), Box::new(report))).await;
             }
         }
     }
@@ -680,16 +680,17 @@ async fn read_track(
             .store(c.recovered_packets, Ordering::Relaxed);
         tally.losses.store(c.losses, Ordering::Relaxed);
         need_keyframe |= sink.take_decoder_failure();
-        if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
-            if let Some(media_ssrc) = media_ssrc {
-                last_pli = Some(Instant::now());
-                tally.plis_sent.fetch_add(1, Ordering::Relaxed);
-                let pli = PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc,
-                };
-                let _ = track.write_rtcp(vec![Box::new(pli)]).await;
-            }
+        if need_keyframe
+            && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL)
+            && let Some(media_ssrc) = media_ssrc
+        {
+            last_pli = Some(Instant::now());
+            tally.plis_sent.fetch_add(1, Ordering::Relaxed);
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
         }
     }
 }

@@ -35,11 +35,13 @@ const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 /// One layer's encoding of one captured frame, ready for any leg.
 #[derive(Debug)]
 pub(crate) struct LayerFrame {
-    /// Which layer (0: smallest).
+    /// Which layer (0: smallest); for tests and logs.
+    #[allow(dead_code)]
     pub(crate) layer: usize,
     /// RTP timestamp, 90 kHz, the same in every layer.
     pub(crate) timestamp: u32,
-    /// An IDR picture, where a receiver can start or change layer.
+    /// An IDR picture, where a receiver can start or change layer; for tests and logs.
+    #[allow(dead_code)]
     pub(crate) keyframe: bool,
     /// RTP payloads (FU-A / STAP-A / single NAL); the last one carries the marker.
     pub(crate) payloads: Vec<Bytes>,
@@ -228,6 +230,7 @@ impl VideoFanout {
     }
 
     /// Whether `peer`'s video is paused by choice (as opposed to waiting for a keyframe).
+    #[cfg(test)]
     pub(crate) fn paused(&self, peer: &str) -> bool {
         self.inner()
             .legs

@@ -136,6 +136,7 @@ enum Head {
 
 impl FrameBuffer {
     /// How long a hole is waited for now.
+    #[cfg(test)]
     pub(crate) fn wait(&self) -> Duration {
         self.wait
     }
@@ -197,34 +198,32 @@ impl FrameBuffer {
     /// The next finished unit or loss, if any; call until `None` after every push and at
     /// [`Self::poll_timeout`].
     pub(crate) fn poll(&mut self, now: Instant) -> Option<Assembled> {
-        loop {
-            let next = self.next?;
-            match self.head(next) {
-                Head::Waiting => {
-                    self.hole_since = None;
+        let next = self.next?;
+        match self.head(next) {
+            Head::Waiting => {
+                self.hole_since = None;
+                None
+            }
+            Head::Complete(end) => {
+                self.hole_since = None;
+                self.started = true;
+                self.next = Some(end + 1);
+                if let Some(unit) = self.take_unit(next, end) {
+                    return Some(Assembled::Unit(unit));
+                }
+                // Undecodable packets: the unit is as good as lost.
+                self.follows_loss = true;
+                self.counters.losses += 1;
+                Some(Assembled::Lost)
+            }
+            Head::Hole(missing) => {
+                let since = *self.hole_since.get_or_insert(now);
+                let overfull = self.packets.len() > MAX_PACKETS;
+                if now.saturating_duration_since(since) < self.wait && !overfull {
                     return None;
                 }
-                Head::Complete(end) => {
-                    self.hole_since = None;
-                    self.started = true;
-                    self.next = Some(end + 1);
-                    if let Some(unit) = self.take_unit(next, end) {
-                        return Some(Assembled::Unit(unit));
-                    }
-                    // Undecodable packets: the unit is as good as lost.
-                    self.follows_loss = true;
-                    self.counters.losses += 1;
-                    return Some(Assembled::Lost);
-                }
-                Head::Hole(missing) => {
-                    let since = *self.hole_since.get_or_insert(now);
-                    let overfull = self.packets.len() > MAX_PACKETS;
-                    if now.saturating_duration_since(since) < self.wait && !overfull {
-                        return None;
-                    }
-                    self.give_up(next, missing);
-                    return Some(Assembled::Lost);
-                }
+                self.give_up(next, missing);
+                Some(Assembled::Lost)
             }
         }
     }
