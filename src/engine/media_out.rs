@@ -76,8 +76,9 @@ impl Default for VideoFormat {
 pub struct OutgoingStats {
     /// Frames taken from the camera/pattern while the camera was on.
     pub captured_frames: AtomicU64,
-    /// Captured frames encoded in at least one layer (one per captured frame while anyone
-    /// receives video, however many peers).
+    /// Captured frames that went through the encoders (one per captured frame while anyone
+    /// receives video, however many peers and layers; a frame the rate control skips still
+    /// counts, as an encoder run).
     pub encoded_frames: AtomicU64,
     /// Encoder runs per layer, smallest first: (`320x180`, runs).
     pub layer_encodes: Mutex<Vec<(String, u64)>>,
@@ -265,8 +266,9 @@ fn video_loop(
         }
         stats.captured_frames.fetch_add(1, Ordering::Relaxed);
         let orders = input.video_orders();
+        let ran = orders.iter().any(|o| o.active);
         let sent = encode_layers(&frame, &layers, &orders, fps, &mut encoders, input, stats);
-        if sent {
+        if ran {
             stats.encoded_frames.fetch_add(1, Ordering::Relaxed);
         }
         input.end_video_frame(ticks, sent);

@@ -32,6 +32,16 @@ pub struct LinkNumbers {
     pub bitrate_in: f64,
     /// Sent bits per second.
     pub bitrate_out: f64,
+    /// Their video: bits and frames per second received.
+    pub video_bitrate_in: f64,
+    /// See `video_bitrate_in`.
+    pub fps_in: f64,
+    /// Their video packets we asked for again, and the retransmissions that came.
+    pub nacks_sent: u64,
+    /// See `nacks_sent`.
+    pub retransmissions: u64,
+    /// The video layer we send them (`640x360`, `paused`).
+    pub layer_out: Option<String>,
 }
 
 /// One remote member as the call screen knows them.
@@ -174,6 +184,11 @@ impl CallModel {
             loss,
             bitrate_in: stats.bitrate_in,
             bitrate_out: stats.bitrate_out,
+            video_bitrate_in: stats.video_bitrate_in,
+            fps_in: stats.fps,
+            nacks_sent: stats.nacks_sent,
+            retransmissions: stats.retransmissions_received,
+            layer_out: stats.layer.clone(),
         });
     }
 

@@ -92,6 +92,9 @@ fn video_of(textures: &VideoTextures, key: &str) -> Option<(TextureId, [usize; 2
     textures.get(key).map(|t| (t.id(), t.size()))
 }
 
+/// No new frame from a member for this long, with their camera on, shows as paused video.
+const VIDEO_STALL: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn grid(ui: &mut Ui, v: &CallView<'_>) {
     let area = ui.available_rect_before_wrap();
     let rects = tile_rects(v.model.people(), area, TILE_ASPECT, GAP);
@@ -116,10 +119,19 @@ fn grid(ui: &mut Ui, v: &CallView<'_>) {
     );
     for (rect, m) in others.iter().zip(&v.model.members) {
         let member = &m.member;
+        // Their camera is on and the link is up, yet no picture came for a while: their
+        // video to us is paused because our link cannot carry it (or frozen). Say so
+        // rather than show a still picture as if it were live.
+        let stalled = member.video
+            && member.link == LinkState::Connected
+            && v.textures
+                .age(&member.id)
+                .is_some_and(|age| age > VIDEO_STALL);
         let status = match member.link {
             LinkState::Connecting => Some("Connecting…"),
             LinkState::Reconnecting => Some("Reconnecting…"),
             LinkState::Failed => Some("Connection failed"),
+            LinkState::Connected if stalled => Some("Video paused — poor connection"),
             LinkState::Connected => None,
         };
         tile::show(
@@ -128,8 +140,7 @@ fn grid(ui: &mut Ui, v: &CallView<'_>) {
             &TileContent {
                 name: &member.name,
                 is_self: false,
-                video: member
-                    .video
+                video: (member.video && !stalled)
                     .then(|| video_of(v.textures, &member.id))
                     .flatten(),
                 mic_on: member.audio,

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use egui::{ColorImage, Context, TextureHandle, TextureOptions};
 
@@ -22,6 +23,8 @@ struct Video {
     texture: TextureHandle,
     /// The frame now in the texture, so the same one is never uploaded twice.
     shown: Arc<I420Frame>,
+    /// When it was put there.
+    updated: Instant,
 }
 
 impl VideoTextures {
@@ -44,6 +47,7 @@ impl VideoTextures {
             Some(v) => {
                 v.texture.set(image, TextureOptions::LINEAR);
                 v.shown = frame;
+                v.updated = Instant::now();
             }
             None => {
                 let texture =
@@ -53,6 +57,7 @@ impl VideoTextures {
                     Video {
                         texture,
                         shown: frame,
+                        updated: Instant::now(),
                     },
                 );
             }
@@ -62,6 +67,11 @@ impl VideoTextures {
     /// `key`'s texture, if it ever had a frame.
     pub fn get(&self, key: &str) -> Option<&TextureHandle> {
         self.textures.get(key).map(|v| &v.texture)
+    }
+
+    /// How long ago `key`'s texture last got a new frame.
+    pub fn age(&self, key: &str) -> Option<Duration> {
+        self.textures.get(key).map(|v| v.updated.elapsed())
     }
 
     /// Frees `key`'s texture.

@@ -147,11 +147,17 @@ pub fn describe(quality: Quality, n: &LinkNumbers) -> String {
     let rtt = n
         .rtt_ms
         .map_or_else(|| "RTT —".to_owned(), |r| format!("RTT {r:.0} ms"));
+    let layer = n.layer_out.as_deref().unwrap_or("—");
     format!(
-        "Connection: {quality:?}\n{rtt}\nLoss {:.1} %\nIn {:.0} kbit/s · Out {:.0} kbit/s",
+        "Connection: {quality:?}\n{rtt}\nLoss {:.1} %\nIn {:.0} kbit/s · Out {:.0} kbit/s\n\
+         Their video {:.0} kbit/s, {:.0} fps\nAsked again {} · resent {}\nWe send {layer}",
         n.loss * 100.0,
         n.bitrate_in / 1000.0,
-        n.bitrate_out / 1000.0
+        n.bitrate_out / 1000.0,
+        n.video_bitrate_in / 1000.0,
+        n.fps_in,
+        n.nacks_sent,
+        n.retransmissions,
     )
 }
 
