@@ -288,6 +288,32 @@ fn a_texture_is_only_updated_when_a_new_frame_came() {
 }
 
 #[test]
+fn a_video_that_stops_shows_as_paused_not_frozen() {
+    let mut h = in_call();
+    h.get_by_label("Grace Hopper's video");
+    // Grace's camera is still on, but no frame comes for over two seconds (her video to
+    // us was paused for our poor link); Alan's keeps coming.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    h.state_mut()
+        .backend_mut()
+        .frames
+        .insert("p2".into(), frame(30, 128, 128));
+    h.run();
+    assert!(h.query_by_label("Grace Hopper's video").is_none());
+    h.get_by_label("Video paused — poor connection");
+    h.get_by_label("GH");
+    h.get_by_label("Alan Turing's video");
+    // A new frame brings the picture back.
+    h.state_mut()
+        .backend_mut()
+        .frames
+        .insert("p1".into(), frame(120, 90, 200));
+    h.run();
+    h.get_by_label("Grace Hopper's video");
+    assert!(h.query_by_label("Video paused — poor connection").is_none());
+}
+
+#[test]
 fn people_leaving_lose_their_tile() {
     let mut h = in_call();
     h.state_mut()
