@@ -10,12 +10,11 @@ use bytes::Bytes;
 use super::fanout::AudioFanout;
 use super::video_fanout::{LayerOrder, VideoFanout};
 use super::video_receive::has_idr;
+use crate::media::audio::codec::DEFAULT_EXPECTED_LOSS_PERCENT;
 use crate::media::video::LayerSpec;
 
 /// Opus frames are 20 ms: 960 ticks of the 48 kHz RTP clock.
 pub const OPUS_FRAME_TICKS: u32 = 960;
-/// The loss Opus plans in-band FEC for before any receiver has reported, percent.
-const INITIAL_EXPECTED_LOSS: u32 = 10;
 
 /// Both local sources.
 pub(crate) struct LocalMedia {
@@ -34,7 +33,8 @@ impl LocalMedia {
             audio: AudioFanout::new(),
             audio_on: AtomicBool::new(false),
             video_on: AtomicBool::new(false),
-            expected_audio_loss: AtomicU32::new(INITIAL_EXPECTED_LOSS),
+            // Until a receiver reports, plan for the codec's default loss.
+            expected_audio_loss: AtomicU32::new(DEFAULT_EXPECTED_LOSS_PERCENT.unsigned_abs()),
         }
     }
 

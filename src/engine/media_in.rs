@@ -26,7 +26,9 @@ const DECODE_QUEUE: usize = 30;
 /// Latency samples kept per member.
 const MAX_LATENCY_SAMPLES: usize = 20_000;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, taking over a poisoned lock: these hold counters and the latest frame, which
+/// stay usable after a panic elsewhere.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

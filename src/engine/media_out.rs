@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::local_media::MediaInput;
-use super::media_in::EchoReference;
+use super::media_in::{EchoReference, lock};
 use super::video_fanout::LayerOrder;
 use crate::media::audio::AudioFrame;
 use crate::media::audio::capture::Capture;
@@ -250,7 +250,7 @@ fn video_loop(
         });
         last = Some(at);
         let frame = Arc::new(frame);
-        *stats.preview.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&frame));
+        *lock(&stats.preview) = Some(Arc::clone(&frame));
         // Off, or nobody to send to (the lobby's self-preview): capture only. A peer that
         // connects later asks for a keyframe, so nothing is lost by not encoding now.
         if !input.video_on() || input.video_peers() == 0 {
@@ -354,10 +354,6 @@ fn encode_layers(
         }
     }
     encoded
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps an audio source alive while its frames are read; dropping it stops the source.

@@ -486,10 +486,10 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     dropped = meter.video_dropped.load(Ordering::Relaxed),
                     "link"
                 );
+                // The estimate as our pacer saw it arrive: the one source of it (webrtc-rs'
+                // getStats carries the same attribute, one step later).
                 let estimate = meter.estimate_bps.load(Ordering::Relaxed);
-                if estimate > 0 {
-                    report.target_bitrate = Some(estimate as f64);
-                }
+                report.target_bitrate = (estimate > 0).then_some(estimate as f64);
                 let _ = setup.events.send(PeerEvent::Stats(id.clone(), Box::new(report))).await;
             }
         }

@@ -60,11 +60,6 @@ impl StatsTracker {
                 video_bytes_in += inbound.bytes_received + inbound.header_bytes_received;
             }
         }
-        s.target_bitrate = report
-            .outbound_rtp_streams()
-            .filter(|o| o.sent_rtp_stream_stats.rtp_stream_stats.kind == RtpCodecKind::Video)
-            .map(|o| o.target_bitrate)
-            .find(|b| *b > 0.0);
         let sample = Sample {
             at: now,
             bytes_in,
