@@ -27,7 +27,8 @@ pub(crate) struct KeyframeRequests {
     write: VecDeque<TaggedPacket>,
 }
 
-fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+/// Whether an RTCP packet asks for a keyframe (PLI or FIR).
+pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }

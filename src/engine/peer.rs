@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -28,6 +27,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::actor::Census;
 use super::api::{LinkState, MemberStats};
+use super::keyframe_requests::is_keyframe_request;
 use super::local_media::LocalMedia;
 use super::negotiation::Negotiation;
 use super::pacer::LinkMeter;
@@ -586,10 +586,7 @@ async fn watch_keyframe_requests(
         let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
             continue;
         };
-        let wants = packets.iter().any(|p| {
-            let any = p.as_any();
-            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-        });
+        let wants = packets.iter().any(|p| is_keyframe_request(p.as_ref()));
         if wants {
             media.video.request_keyframe_for(&peer);
         }
