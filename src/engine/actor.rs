@@ -25,6 +25,18 @@ use crate::proto::{
 /// How long a fresh join waits for the old connections to finish closing.
 const RETIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Hands the policy a peer's new estimate (logged when it moves the peer's layer).
+fn handle_estimate(media: &LocalMedia, call: &mut Call, id: &str, estimate: u32) {
+    call.policy.set_layers(media.video.layers());
+    let before = call.policy.layer_of(id);
+    call.policy.handle_estimate(Instant::now(), id, estimate);
+    let after = call.policy.layer_of(id);
+    tracing::debug!(peer = %id, estimate, ?after, "video policy");
+    if after != before {
+        tracing::info!(peer = %id, estimate, "video layer {before:?} -> {after:?}");
+    }
+}
+
 /// Carries out the policy's plan: each peer's layer, each layer's bitrate, and the loss the
 /// audio encoder plans FEC for.
 fn apply_plan(media: &LocalMedia, call: &Call) {
@@ -531,20 +543,20 @@ impl Actor {
                     self.emit(Event::MemberUpdated(m)).await;
                 }
             }
+            PeerEvent::Estimate(id, estimate) => {
+                if let Some(call) = &mut self.call
+                    && call.peers.contains_key(&id)
+                {
+                    handle_estimate(&self.media, call, &id, estimate);
+                    apply_plan(&self.media, call);
+                }
+            }
             PeerEvent::Stats(id, mut stats) => {
                 if let Some(call) = &mut self.call
                     && call.peers.contains_key(&id)
                 {
-                    call.policy.set_layers(self.media.video.layers());
                     if let Some(estimate) = stats.target_bitrate {
-                        let before = call.policy.layer_of(&id);
-                        call.policy
-                            .handle_estimate(Instant::now(), &id, estimate as u32);
-                        let after = call.policy.layer_of(&id);
-                        tracing::debug!(peer = %id, estimate, ?after, loss = stats.loss_reported_by_them, "video policy");
-                        if after != before {
-                            tracing::info!(peer = %id, estimate, "video layer {before:?} -> {after:?}");
-                        }
+                        handle_estimate(&self.media, call, &id, estimate as u32);
                     }
                     call.audio_loss
                         .insert(id.clone(), stats.audio_loss_reported_by_them);

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
 use super::pacer::LinkMeter;
+use super::queue_delay::QueueDelay;
 
 /// Reported loss above which the loss half backs off: above what a lossy but uncongested
 /// link shows (5 % random loss measured 3–6 % per report, less after retransmissions).
-pub(crate) const HEAVY_LOSS: f64 = 0.12;
+pub(crate) const HEAVY_LOSS: f64 = 0.15;
 /// Average loss below which the loss half climbs.
-pub(crate) const LIGHT_LOSS: f64 = 0.08;
+pub(crate) const LIGHT_LOSS: f64 = 0.10;
 /// Least time between two moves of the loss half.
 const LOSS_INTERVAL: Duration = Duration::from_millis(200);
 /// How fast the loss half climbs per move: 10 kbit/s (50 a second), or 2 % when that is
@@ -38,6 +39,25 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(200);
 const CLIMB: f64 = 1.02;
 /// See [`CLIMB`].
 const CLIMB_STEP_BPS: f64 = 10_000.0;
+/// A standing queue longer than this is congestion: back off. Above a real path's jitter
+/// (Wi-Fi's is tens of ms), well below what makes a conversation awkward.
+pub(crate) const QUEUE_HIGH_MS: f64 = 80.0;
+/// Climb only while the queue is shorter than this.
+const QUEUE_LOW_MS: f64 = 30.0;
+/// After a back-off on the queue, wait this long before another, so the first has time to
+/// show (the queue drains only after our lower rate reaches it).
+const QUEUE_CUT_INTERVAL: Duration = Duration::from_millis(500);
+/// A queue must stay above [`QUEUE_HIGH_MS`] this long to count: a receiver whose process
+/// was not scheduled for a moment stamps a burst of arrivals late, which is no queue.
+const QUEUE_PERSIST: Duration = Duration::from_millis(100);
+/// The queue should drain within about this long after a back-off.
+const DRAIN_TIME_MS: f64 = 1000.0;
+/// The queue alone never takes the estimate below this: the audio share plus the smallest
+/// layer's least (93 kbit/s at 320x180), so a queue pauses nobody's video. Senders sharing
+/// a queue all back off together, and one that had just resumed video (so had the least
+/// share) was cut below the pause point again and again while the other kept the link.
+/// Only heavy loss, the sign that even this is too much, goes lower.
+pub(crate) const QUEUE_FLOOR_BPS: f64 = 100_000.0;
 /// The estimate may be at most this many times the rate the far end receives...
 const RECEIVED_FACTOR: f64 = 1.5;
 /// ...plus this, so a link carrying only audio may grow enough to try video.
@@ -57,6 +77,11 @@ pub(crate) struct LinkEstimator {
     received: VecDeque<(Instant, usize)>,
     /// The meter's report count when last looked at.
     reports_seen: u64,
+    queue: QueueDelay,
+    /// When the queue last made us back off, and how long it was then.
+    last_queue_cut: Option<(Instant, f64)>,
+    /// Since when the queue has been above [`QUEUE_HIGH_MS`].
+    queue_high_since: Option<Instant>,
     meter: Arc<LinkMeter>,
 }
 
@@ -72,6 +97,9 @@ impl LinkEstimator {
             max,
             received: VecDeque::new(),
             reports_seen: 0,
+            queue: QueueDelay::default(),
+            last_queue_cut: None,
+            queue_high_since: None,
             meter,
         }
     }
@@ -89,6 +117,12 @@ impl LinkEstimator {
         Some(bytes as f64 * 8.0 / span.max(RATE_WINDOW / 2).as_secs_f64())
     }
 
+    /// The most the far end's receiving rate lets us ask for (see the module docs).
+    fn ceiling(&self) -> f64 {
+        self.received_bps()
+            .map_or(f64::INFINITY, |r| r * RECEIVED_FACTOR + PROBE_HEADROOM_BPS)
+    }
+
     fn note_received(&mut self, now: Instant, reports: &[PacketReport]) {
         let bytes = reports.iter().filter(|r| r.arrived).map(|r| r.size).sum();
         self.received.push_back((now, bytes));
@@ -101,8 +135,8 @@ impl LinkEstimator {
         }
     }
 
-    /// The loss half, stepped on each feedback: down to what got through when the far end
-    /// reports heavy loss, up slowly while it reports little.
+    /// The loss-and-queue half, stepped on each feedback: down to what got through when the
+    /// far end reports heavy loss or our packets queue, up slowly while neither happens.
     fn update_loss(&mut self, now: Instant, reported_loss: f64, fresh: bool) {
         let average = if fresh {
             let a = self
@@ -116,6 +150,14 @@ impl LinkEstimator {
         self.meter
             .send_loss_permille
             .store((average * 1000.0) as u32, Ordering::Relaxed);
+        let queue = self.queue.latest_ms().unwrap_or(0.0);
+        let queue_high = if queue > QUEUE_HIGH_MS {
+            let since = *self.queue_high_since.get_or_insert(now);
+            now.saturating_duration_since(since) >= QUEUE_PERSIST
+        } else {
+            self.queue_high_since = None;
+            false
+        };
         if self
             .last_move
             .is_some_and(|t| now.saturating_duration_since(t) < LOSS_INTERVAL)
@@ -129,11 +171,28 @@ impl LinkEstimator {
             let delivered = self.received_bps().unwrap_or(self.loss_target) * 0.9;
             let cut = self.loss_target * (1.0 - 0.5 * reported_loss);
             self.loss_target = cut.min(delivered).max(self.loss_target * 0.5);
-        } else if average < LIGHT_LOSS {
+        } else if queue > QUEUE_HIGH_MS {
+            if !queue_high || !self.may_cut_for_queue(now, queue) {
+                return;
+            }
+            // Under what got through by as much as drains the queue in about a second.
+            // Every sender behind the queue cuts by the same factor and all climb by the
+            // same step, so their shares converge; the floor keeps one that has just
+            // resumed video (so got little through yet) from being paused again.
+            let factor = (1.0 - queue / DRAIN_TIME_MS).clamp(0.5, 0.85);
+            let delivered = self.received_bps().unwrap_or(f64::INFINITY);
+            let cut = self.loss_target.min(self.ceiling()).min(delivered) * factor;
+            self.loss_target = cut.max(QUEUE_FLOOR_BPS.min(self.loss_target));
+            self.last_queue_cut = Some((now, queue));
+        } else if average < LIGHT_LOSS && queue < QUEUE_LOW_MS {
             // Additive while small: two senders sharing one slow link then converge to
             // equal shares (with multiplicative steps the one that started first keeps
             // the larger share for good, and the other's video stayed paused).
-            self.loss_target = (self.loss_target + CLIMB_STEP_BPS).max(self.loss_target * CLIMB);
+            // From what the ceiling lets through, not from above it: a target that climbed
+            // on while video was paused or held back (so little was sent) let the next
+            // layer start far above what the link had shown it carries.
+            let from = self.loss_target.min(self.ceiling());
+            self.loss_target = (from + CLIMB_STEP_BPS).max(from * CLIMB);
         } else {
             return;
         }
@@ -145,6 +204,19 @@ impl LinkEstimator {
             .clamp(self.min, self.max);
         self.last_move = Some(now);
     }
+
+    /// Whether the queue may make us back off again: not before the last back-off has had
+    /// time to show, and then only if the queue is not already draining (or has stayed long
+    /// for a while, so the last back-off was not enough).
+    fn may_cut_for_queue(&self, now: Instant, queue: f64) -> bool {
+        match self.last_queue_cut {
+            None => true,
+            Some((at, then)) => {
+                let since = now.saturating_duration_since(at);
+                since >= QUEUE_CUT_INTERVAL && (queue >= then || since >= 4 * QUEUE_CUT_INTERVAL)
+            }
+        }
+    }
 }
 
 impl BandwidthEstimator for LinkEstimator {
@@ -154,6 +226,11 @@ impl BandwidthEstimator for LinkEstimator {
         }
         self.gcc.on_reports(now, reports);
         self.note_received(now, reports);
+        if let Some(queue) = self.queue.on_reports(now, reports) {
+            self.meter
+                .queue_delay_ms
+                .store(queue as u32, Ordering::Relaxed);
+        }
         self.meter
             .delay_half_bps
             .store(self.gcc.delay_based_bitrate() as u64, Ordering::Relaxed);
@@ -170,13 +247,10 @@ impl BandwidthEstimator for LinkEstimator {
     }
 
     fn target_bitrate(&self) -> f64 {
-        let ceiling = self
-            .received_bps()
-            .map_or(f64::INFINITY, |r| r * RECEIVED_FACTOR + PROBE_HEADROOM_BPS);
         self.gcc
             .delay_based_bitrate()
             .min(self.loss_target)
-            .min(ceiling)
+            .min(self.ceiling())
             .clamp(self.min, self.max)
     }
 
@@ -255,6 +329,95 @@ mod tests {
             (e.target_bitrate() - ceiling).abs() < 5_000.0,
             "{} vs {ceiling}",
             e.target_bitrate()
+        );
+    }
+
+    /// Feeds `secs` seconds of transport feedback, every 100 ms, for `bps` of 1000-byte
+    /// packets, each waiting `queue_ms(t)` ms in a queue on the path (`t` in ms from `t0`).
+    fn feed(
+        e: &mut LinkEstimator,
+        t0: Instant,
+        from_ms: u64,
+        secs: u64,
+        bps: u64,
+        queue_ms: impl Fn(u64) -> u64,
+    ) {
+        let per_batch = (bps / 8 / 1000 / 10).max(1);
+        for b in 0..secs * 10 {
+            let at = from_ms + b * 100;
+            let reports: Vec<_> = (0..per_batch)
+                .map(|i| {
+                    let sent = at + i * 100 / per_batch;
+                    PacketReport {
+                        departure: t0 + Duration::from_millis(sent),
+                        arrival: Some(Duration::from_millis(10 + sent + queue_ms(sent))),
+                        ..report(1000, true)
+                    }
+                })
+                .collect();
+            e.on_reports(t0 + Duration::from_millis(at + 100), &reports);
+        }
+    }
+
+    #[test]
+    fn a_standing_queue_backs_off_under_what_got_through() {
+        let mut e = estimator();
+        let t0 = Instant::now();
+        feed(&mut e, t0, 0, 3, 800_000, |_| 0);
+        let before = e.target_bitrate();
+        assert!(before >= 600_000.0, "{before}");
+        // The path's queue grows 100 ms a second for two seconds.
+        feed(&mut e, t0, 3000, 2, 800_000, |t| (t - 3000) / 10);
+        let after = e.target_bitrate();
+        assert!(after < 800_000.0 * 0.85, "{before} -> {after}");
+        assert!(after >= QUEUE_FLOOR_BPS, "{after}");
+    }
+
+    #[test]
+    fn a_brief_stall_is_not_a_queue() {
+        let mut e = estimator();
+        let t0 = Instant::now();
+        feed(&mut e, t0, 0, 3, 800_000, |_| 0);
+        let before = e.target_bitrate();
+        // The receiver was not scheduled for 90 ms: one batch arrives late, then none.
+        feed(&mut e, t0, 3000, 2, 800_000, |t| {
+            if (3000..3090).contains(&t) { 120 } else { 0 }
+        });
+        assert!(
+            e.target_bitrate() >= before,
+            "{before} -> {}",
+            e.target_bitrate()
+        );
+    }
+
+    #[test]
+    fn a_queue_alone_never_pauses_video() {
+        let mut e = LinkEstimator::new(130_000.0, 30_000.0, 2_500_000.0, Arc::default());
+        let t0 = Instant::now();
+        // Audio and a little video, then a queue that other senders keep long.
+        feed(&mut e, t0, 0, 2, 100_000, |_| 0);
+        feed(&mut e, t0, 2000, 5, 100_000, |_| 400);
+        assert!(
+            e.target_bitrate() >= QUEUE_FLOOR_BPS,
+            "{}",
+            e.target_bitrate()
+        );
+    }
+
+    #[test]
+    fn the_estimate_climbs_from_what_the_link_has_shown_not_above_it() {
+        let mut e = estimator();
+        let t0 = Instant::now();
+        // Only audio flows for ten seconds: the ceiling holds the estimate near it...
+        feed(&mut e, t0, 0, 10, 64_000, |_| 0);
+        let ceiling = e.ceiling();
+        assert!(e.target_bitrate() <= ceiling + 1.0);
+        // ...and the loss half has not run on above it, so when video starts the
+        // estimate grows from there.
+        assert!(
+            e.loss_target <= ceiling + 2.0 * CLIMB_STEP_BPS,
+            "{} vs ceiling {ceiling}",
+            e.loss_target
         );
     }
 

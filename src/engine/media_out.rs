@@ -346,6 +346,14 @@ fn encode_layers(
         }
         match layer.encoder.encode(picture) {
             Ok(Some(out)) => {
+                if out.keyframe {
+                    tracing::debug!(
+                        layer = i,
+                        bytes = out.data.len(),
+                        bitrate = layer.bitrate,
+                        "keyframe"
+                    );
+                }
                 input.send_video_layer(i, &Bytes::from(out.data), out.keyframe);
                 encoded = true;
             }

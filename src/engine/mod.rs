@@ -17,6 +17,7 @@ mod pacer;
 mod peer;
 mod peer_factory;
 mod policy;
+mod queue_delay;
 mod sinks;
 mod stats;
 mod video_fanout;

@@ -62,6 +62,8 @@ pub(crate) struct LinkMeter {
     pub(crate) delay_half_bps: AtomicU64,
     /// See `delay_half_bps`.
     pub(crate) loss_half_bps: AtomicU64,
+    /// How long our packets wait in queues on the path, ms (from transport feedback).
+    pub(crate) queue_delay_ms: AtomicU32,
 }
 
 impl LinkMeter {

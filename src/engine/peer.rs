@@ -64,7 +64,15 @@ pub(crate) enum PeerInput {
 pub(crate) enum PeerEvent {
     Link(String, LinkState),
     Stats(String, Box<MemberStats>),
+    /// The congestion controller's estimate moved a lot since the last event about it
+    /// (bits per second): the video policy should act before the next stats tick.
+    Estimate(String, u32),
 }
+
+/// How often the estimate is looked at between stats ticks.
+const ESTIMATE_CHECK: Duration = Duration::from_millis(100);
+/// A change of the estimate worth an early [`PeerEvent::Estimate`] (a fraction).
+const ESTIMATE_CHANGE: f64 = 0.1;
 
 /// Everything a peer task starts from.
 pub(crate) struct PeerSetup {
@@ -341,6 +349,11 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     };
     let mut stats = StatsTracker::default();
     let mut tick = tokio::time::interval(setup.stats_interval);
+    // A cut of the estimate must reach the encoders at once: until it does they produce at
+    // the old rate, the pacer holds (and then drops) what the link no longer carries, and
+    // the far end asks for keyframes. Stats come only once a second.
+    let mut estimate_check = tokio::time::interval(ESTIMATE_CHECK);
+    let mut estimate_told = 0u64;
     loop {
         tokio::select! {
             msg = input.recv() => match msg {
@@ -463,6 +476,17 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     }
                 }
             }
+            _ = estimate_check.tick() => {
+                let estimate = meter.estimate_bps.load(Ordering::Relaxed);
+                if estimate > 0
+                    && (estimate as f64 - estimate_told as f64).abs()
+                        > estimate_told as f64 * ESTIMATE_CHANGE
+                {
+                    estimate_told = estimate;
+                    let event = PeerEvent::Estimate(id.clone(), estimate.min(u64::from(u32::MAX)) as u32);
+                    let _ = setup.events.send(event).await;
+                }
+            }
             _ = tick.tick() => {
                 let mut report = stats.sample(&pc, setup.sink.counts()).await;
                 if let Some(rtt) = report.rtt_ms {
@@ -483,6 +507,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     loss_half = meter.loss_half_bps.load(Ordering::Relaxed),
                     send_loss = meter.send_loss_permille.load(Ordering::Relaxed),
                     queue_ms = meter.video_queue_ms.load(Ordering::Relaxed),
+                    path_queue_ms = meter.queue_delay_ms.load(Ordering::Relaxed),
                     dropped = meter.video_dropped.load(Ordering::Relaxed),
                     "link"
                 );
@@ -490,6 +515,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                 // getStats carries the same attribute, one step later).
                 let estimate = meter.estimate_bps.load(Ordering::Relaxed);
                 report.target_bitrate = (estimate > 0).then_some(estimate as f64);
+                estimate_told = estimate;
                 let _ = setup.events.send(PeerEvent::Stats(id.clone(), Box::new(report))).await;
             }
         }
