@@ -15,29 +15,28 @@ use serde_json::Value;
 // frames; C decodes ≥ 95 % of the audio frames A and B sent and ≥ 250 video frames from
 // each (≥ 10 fps), with latency p95 ≤ 400 ms.
 //
-// What this test holds the engine to today is less, and says so: the floors below are
-// what the first increment (layers, audio-first pacer, NACK-aware receive buffer) meets on
-// every run, each far above the engine before it (A↔B 0.55 × captured at 250 kbit/s; C
-// heard 6–9 % of the audio and saw 5–45 frames, 10–25 s late). C's video is the open part:
-// the two senders' rate control still oscillates on the shared 400 kbit/s link (runs gave
-// C 88–355 frames from one sender and 23–428 from the other), so the per-sender video
-// floor of the target is not asserted yet; see issue 11's note. The test also runs a
-// dev-profile build on a 2-core machine that may be busy with other tests.
+// What this test holds the engine to is a little less, since it runs a dev-profile build
+// on a 2-core machine that may be busy with other tests; each floor is still far above the
+// engine before issue 11 (A↔B 0.55 × captured at 250 kbit/s; C heard 6–9 % of the audio
+// and saw 5–45 frames, 10–25 s late) and above the first increment (C saw 88–355 frames
+// from one sender and 23–428 from the other, p95 up to 2.2 s). Measured with the queue-
+// aware estimator (4 runs, dev build): C's video 286–434 frames from each sender, audio
+// 0.93–0.97 of a clean member's, p95 268–498 ms.
 
 /// A↔B video frames received, as a fraction of the sender's captured frames (target 0.9).
 const AB_FRAMES_OF_CAPTURED: f64 = 0.8;
 /// A↔B bitrate, kbit/s: a clean link no longer sinks to C's (clean: about 1,000–1,200).
 const AB_MIN_KBPS: f64 = 700.0;
 /// C's audio frames from a sender, as a fraction of what the member on a clean link
-/// decoded from that sender in the same call (target 0.95; measured 0.81–0.92).
-const C_AUDIO_OF_CLEAN: f64 = 0.7;
-/// Video frames C decodes from A and B together in 30 s (target 250 from each).
-const C_MIN_VIDEO_FRAMES_TOTAL: f64 = 150.0;
-/// C's glass-to-glass video latency p95 from each sender, ms (target 400; measured 184–
-/// 2,180). What we hold is bounded (the pacer drops video older than 500 ms, the receive
-/// buffer waits at most 400 ms), but the cap's own queue (50 packets at 400 kbit/s) adds up
-/// to 1.2 s while the senders overshoot; the old engine's p95 was 10–25 s.
-const C_MAX_LATENCY_P95_MS: f64 = 3000.0;
+/// decoded from that sender in the same call (target 0.95).
+const C_AUDIO_OF_CLEAN: f64 = 0.85;
+/// Video frames C decodes from each of A and B in 30 s (target 250): neither sender
+/// starves behind the other on the shared link.
+const C_MIN_VIDEO_FRAMES_EACH: f64 = 150.0;
+/// C's glass-to-glass video latency p95 from each sender, ms (target 400). The pacer drops
+/// video older than 500 ms and the receive buffer waits at most 400 ms; the cap's own
+/// queue (50 packets at 400 kbit/s) could add 1.2 s if the senders overshot for long.
+const C_MAX_LATENCY_P95_MS: f64 = 1000.0;
 
 const SCENARIO: &str = "cap400loss5";
 const DURATION_S: u64 = 30;
@@ -224,13 +223,13 @@ fn c_behind_400_kbit_and_5_percent_loss() {
             f(clean, tx, "audio_frames").map(|c| c * C_AUDIO_OF_CLEAN),
         );
     }
-    at_least(
-        "C's video frames from A and B together".to_owned(),
-        f("C", "A", "video_frames")
-            .zip(f("C", "B", "video_frames"))
-            .map(|(a, b)| a + b),
-        Some(C_MIN_VIDEO_FRAMES_TOTAL),
-    );
+    for tx in ["A", "B"] {
+        at_least(
+            format!("C's video frames from {tx}"),
+            f("C", tx, "video_frames"),
+            Some(C_MIN_VIDEO_FRAMES_EACH),
+        );
+    }
     for tx in ["A", "B"] {
         match f("C", tx, "latency_p95_ms") {
             Some(p95) if p95 <= C_MAX_LATENCY_P95_MS => {}

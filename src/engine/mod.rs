@@ -9,6 +9,7 @@ mod estimator;
 mod fanout;
 mod keyframe_requests;
 mod link_gate;
+mod link_recovery;
 mod local_media;
 mod media_in;
 mod media_out;

@@ -28,6 +28,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::actor::Census;
 use super::api::{LinkState, MemberStats};
 use super::keyframe_requests::is_keyframe_request;
+use super::link_recovery::{LinkRecovery, RecoveryAction};
 use super::local_media::LocalMedia;
 use super::negotiation::Negotiation;
 use super::pacer::LinkMeter;
@@ -181,67 +182,14 @@ pub(super) fn local_track(
     )))
 }
 
-/// ICE restarts the impolite side offers for one failure before it reports Failed.
-const RESTART_ATTEMPTS: u32 = 3;
-
-/// How long a link may stay Disconnected before the impolite side restarts ICE without
-/// waiting for Failed (which comes only after the failed timeout, 25 s by default): a
-/// network change leaves the old candidate pair dead for good, and only a restart finds
-/// the new one. A blip shorter than this recovers by consent alone.
-const RESTART_AFTER_DISCONNECTED: Duration = Duration::from_secs(2);
-
-/// Wait after Failed before restart attempt `n` (0-based): 250 ms doubling. The first
-/// comes quickly, since Failed already means tens of seconds without consent; later ones
-/// leave the network time to come back.
-fn restart_delay(n: u32) -> Duration {
-    Duration::from_millis(250u64 << n.min(6))
-}
-
-/// How one link gets back from ICE failure. ICE restart works in webrtc-rs 0.21 even
-/// after the agent reached Failed (checked by `ice_restart_recovers_a_failed_connection`
-/// in the engine tests: connected again and RTP flowing), so the connection is kept and
-/// only ICE is restarted; nothing is torn down and no track or transceiver changes.
-///
-/// Only the impolite side (the smaller id) offers restarts. Perfect negotiation would
-/// resolve a collision, but the impolite side's offer wins every collision anyway, so a
-/// polite restart could only be rolled back; with one side acting there is no glare at
-/// all. Consent checks run both ways, so both sides see the failure. The polite side
-/// waits, as long as the impolite side's attempts can take, then reports Failed. The
-/// first attempt comes already [`RESTART_AFTER_DISCONNECTED`] into a disconnection.
-#[derive(Default)]
-struct Recovery {
-    /// Restarts offered since the link was last connected.
-    attempts: u32,
-    /// Impolite: when the next restart is due. Polite: when to give up.
-    due: Option<tokio::time::Instant>,
-    /// Out of attempts; the link shows Failed until it connects again.
-    gave_up: bool,
-    /// The link was lost since it last connected (so connecting again is reconnecting).
-    interrupted: bool,
-}
-
-impl Recovery {
-    fn active(&self) -> bool {
-        self.interrupted || self.due.is_some() || self.attempts > 0
-    }
-}
-
 /// How long one restart attempt gets to connect: the time ICE takes to call it failed.
 fn attempt_timeout(factory: &PeerFactory) -> Duration {
     factory.ice_disconnected + factory.ice_failed + Duration::from_secs(1)
 }
 
-/// How long the polite side waits for the impolite side's restarts before giving up.
-fn polite_patience(factory: &PeerFactory) -> Duration {
-    (0..RESTART_ATTEMPTS)
-        .map(|n| restart_delay(n) + attempt_timeout(factory))
-        .sum::<Duration>()
-        + attempt_timeout(factory)
-}
-
-async fn sleep_until(due: Option<tokio::time::Instant>) {
+async fn sleep_until(due: Option<std::time::Instant>) {
     match due {
-        Some(t) => tokio::time::sleep_until(t).await,
+        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }
@@ -339,7 +287,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
         );
     };
     let mut legs_added = false;
-    let mut recovery = Recovery::default();
+    let mut recovery = LinkRecovery::new(neg.impolite(), attempt_timeout(&setup.factory));
     let report = |link: LinkState| {
         let events = setup.events.clone();
         let id = id.clone();
@@ -399,51 +347,12 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                             Arc::clone(&audio_pt),
                         )));
                     }
-                    match s {
-                        RTCPeerConnectionState::Connected => {
-                            recovery = Recovery::default();
-                            report(LinkState::Connected).await;
+                    let now = std::time::Instant::now();
+                    if let Some(link) = recovery.handle_state(now, s) {
+                        if link == LinkState::Failed && s == RTCPeerConnectionState::Failed {
+                            tracing::info!(peer = %id, "link failed after {} ICE restarts", recovery.attempts());
                         }
-                        RTCPeerConnectionState::Failed => {
-                            let now = tokio::time::Instant::now();
-                            recovery.interrupted = true;
-                            if recovery.gave_up {
-                                report(LinkState::Failed).await;
-                            } else if !neg.impolite() {
-                                recovery.due.get_or_insert(now + polite_patience(&setup.factory));
-                                report(LinkState::Reconnecting).await;
-                            } else if recovery.attempts < RESTART_ATTEMPTS {
-                                let next = now + restart_delay(recovery.attempts);
-                                recovery.due = Some(recovery.due.map_or(next, |d| d.min(next)));
-                                report(LinkState::Reconnecting).await;
-                            } else {
-                                recovery.gave_up = true;
-                                recovery.due = None;
-                                tracing::info!(peer = %id, "link failed after {} ICE restarts", recovery.attempts);
-                                report(LinkState::Failed).await;
-                            }
-                        }
-                        RTCPeerConnectionState::Disconnected => {
-                            if neg.impolite() && !recovery.active() && !recovery.gave_up {
-                                recovery.due = Some(
-                                    tokio::time::Instant::now() + RESTART_AFTER_DISCONNECTED,
-                                );
-                            }
-                            recovery.interrupted = true;
-                            report(LinkState::Reconnecting).await;
-                        }
-                        RTCPeerConnectionState::New | RTCPeerConnectionState::Connecting => {
-                            // A restart passes through connecting; it is still the same link.
-                            let link = if recovery.gave_up {
-                                LinkState::Failed
-                            } else if recovery.active() {
-                                LinkState::Reconnecting
-                            } else {
-                                LinkState::Connecting
-                            };
-                            report(link).await;
-                        }
-                        _ => {}
+                        report(link).await;
                     }
                 }
                 PcEvent::Track(track) => {
@@ -454,25 +363,19 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     )));
                 }
             },
-            () = sleep_until(recovery.due) => {
-                recovery.due = None;
-                if !neg.impolite() {
-                    recovery.gave_up = true;
-                    tracing::info!(peer = %id, "link failed; no ICE restart came");
-                    report(LinkState::Failed).await;
-                } else if recovery.attempts >= RESTART_ATTEMPTS {
-                    // The last attempt's time ran out without a Failed event.
-                    recovery.gave_up = true;
-                    report(LinkState::Failed).await;
-                } else {
-                    recovery.attempts += 1;
-                    setup.census.ice_restarts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %id, attempt = recovery.attempts, "restarting ICE");
-                    // If this attempt never even fails (no answer, say), try again anyway.
-                    recovery.due = Some(tokio::time::Instant::now() + attempt_timeout(&setup.factory));
-                    match neg.restart_ice(&pc).await {
-                        Ok(offer) => signal(offer).await,
-                        Err(e) => tracing::warn!(peer = %id, "ICE restart failed: {e}"),
+            () = sleep_until(recovery.poll_timeout()) => {
+                match recovery.handle_timeout(std::time::Instant::now()) {
+                    RecoveryAction::GiveUp => {
+                        tracing::info!(peer = %id, "link failed; no ICE restart brought it back");
+                        report(LinkState::Failed).await;
+                    }
+                    RecoveryAction::RestartIce(attempt) => {
+                        setup.census.ice_restarts.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(peer = %id, attempt, "restarting ICE");
+                        match neg.restart_ice(&pc).await {
+                            Ok(offer) => signal(offer).await,
+                            Err(e) => tracing::warn!(peer = %id, "ICE restart failed: {e}"),
+                        }
                     }
                 }
             }
@@ -637,10 +540,6 @@ pub(crate) struct ReceiveTally {
     pub(crate) plis_sent: AtomicU64,
 }
 
-async fn sleep_until_std(due: Option<Instant>) {
-    sleep_until(due.map(tokio::time::Instant::from_std)).await;
-}
-
 async fn read_track(
     track: Arc<dyn TrackRemote>,
     sink: Arc<dyn RemoteMediaSink>,
@@ -666,7 +565,7 @@ async fn read_track(
                 Some(ev) => Some(ev),
                 None => break,
             },
-            () = sleep_until_std(buffer.poll_timeout()) => None,
+            () = sleep_until(buffer.poll_timeout()) => None,
         };
         if let Some(TrackRemoteEvent::OnRtpPacket(p)) = event {
             media_ssrc.get_or_insert(p.header.ssrc);
