@@ -2,6 +2,7 @@
 //! plus the small HTTP surface beside it. [`serve`] takes a bound listener and a shutdown
 //! future so tests and the desktop app can embed it; the binary only parses flags.
 
+mod closing;
 mod conn;
 mod hub;
 mod metrics;
