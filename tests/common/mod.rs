@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod pulse;
+pub mod skip;
 
 use std::net::SocketAddr;
 use std::time::Duration;
