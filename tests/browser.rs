@@ -4,7 +4,7 @@
 //! what every member received; the numbers are judged here.
 //!
 //! Skips with `SKIPPED: <reason>` where node, Chromium, playwright-core or `unshare -n`
-//! are missing (`scripts/test` installs them).
+//! are missing (`scripts/test` installs them); under CI that is a failure (`common::skip`).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
 
 /// Each scenario runs a browser and real codecs; two at once would starve 2 cores.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -55,7 +57,7 @@ fn missing() -> Option<String> {
 /// Runs one scenario of `run.mjs` in a fresh network namespace; returns its result.
 fn run(scenario: &str) -> Option<Value> {
     if let Some(reason) = missing() {
-        println!("SKIPPED: {reason}");
+        common::skip::skip_or_fail(&reason);
         return None;
     }
     let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());

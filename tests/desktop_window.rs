@@ -1,7 +1,8 @@
 //! The real window under Xvfb (glow on Mesa's software OpenGL), in a real call.
 //!
 //! `scripts/test` starts Xvfb and exports DISPLAY; without a display or ImageMagick's
-//! `import`, these tests print `SKIPPED: <reason>` and pass.
+//! `import`, these tests print `SKIPPED: <reason>` and pass (and fail under CI; see
+//! `common::skip`).
 
 mod common;
 
@@ -107,7 +108,7 @@ fn colourful_fraction(img: &image::RgbaImage) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_window_shows_a_remote_test_pattern_moving() {
     if let Some(reason) = skip_reason() {
-        println!("SKIPPED: {reason}");
+        common::skip::skip_or_fail(&reason);
         return;
     }
     let _heavy = HEAVY.lock().await;
@@ -166,7 +167,7 @@ async fn the_window_shows_a_remote_test_pattern_moving() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_window_hosts_the_room_when_no_server_answers() {
     if let Some(reason) = skip_reason() {
-        println!("SKIPPED: {reason}");
+        common::skip::skip_or_fail(&reason);
         return;
     }
     let _heavy = HEAVY.lock().await;

@@ -2,6 +2,8 @@
 //! decoder recovery and the camera's failure path on a machine without cameras.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Instant;
 
 use meshcall::media::video::{
@@ -348,7 +350,7 @@ fn decoded_frames_convert_to_rgba_for_display() {
 fn without_cameras_listing_is_empty_and_opening_says_so_plainly() {
     let cameras = list_cameras();
     if !cameras.is_empty() {
-        eprintln!("skipping: this machine has cameras: {cameras:?}");
+        common::skip::skipped(&format!("this machine has cameras: {cameras:?}"));
         return;
     }
     let err = Camera::open(0, CameraRequest::default()).unwrap_err();

@@ -61,7 +61,7 @@ fn allocate(turn_port: u16, peer_port: u16, user: &str, cred: &str) -> bool {
 #[tokio::test]
 async fn handed_out_credentials_allocate_on_coturn() {
     if !(have("turnserver") && have("turnutils_uclient") && have("turnutils_peer")) {
-        println!("SKIP: coturn is not installed (scripts/setup --test installs it)");
+        common::skip::skip_or_fail("coturn is not installed (scripts/setup --test installs it)");
         return;
     }
     let secret = format!("secret-{}", std::process::id());

@@ -235,13 +235,14 @@ async fn open_and_join(url: &str, join: &JoinRequest) -> Result<(Socket, Joined)
     if url.starts_with("wss://") {
         crate::tls::ensure_crypto_provider();
     }
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+    // Nodelay (set before any TLS wraps the stream): a second small message, e.g. a
+    // candidate right after an offer, would otherwise wait ~40 ms for the server's ACK.
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
     let text = serde_json::to_string(&ClientMessage::Join(join.clone()))
         .expect("client messages always serialize");
     socket

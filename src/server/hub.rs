@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ServerConfig;
+use super::closing::{End, Ending, code};
 use super::metrics::Metrics;
 use super::turn::turn_credentials;
 use crate::proto::{
@@ -25,36 +26,30 @@ use crate::proto::{
 /// A refusal: the error code and the sentence sent with it.
 pub(crate) type Refusal = (ErrorCode, String);
 
-/// What a socket task is asked to write.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// One serialized message, shared between all receivers of a broadcast.
-    Text(Utf8Bytes),
-    /// Close the socket with this code and reason (after writing what came before).
-    Close(u16, &'static str),
-}
-
-/// The way into one socket's write queue.
+/// The way into one socket: its bounded write queue, and the way to end it.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    pub(crate) tx: mpsc::Sender<Outgoing>,
-    /// Cancelled when the socket cannot keep up; its task then closes it.
-    pub(crate) kick: CancellationToken,
+    /// Serialized messages, each shared between all receivers of a broadcast.
+    pub(crate) tx: mpsc::Sender<Utf8Bytes>,
+    /// Closing goes around the queue, so a full queue cannot hold a close back.
+    pub(crate) ending: Arc<Ending>,
 }
 
 impl Outbox {
-    fn push(&self, item: Outgoing) {
-        match self.tx.try_send(item) {
+    fn push(&self, text: Utf8Bytes) {
+        match self.tx.try_send(text) {
             Ok(()) => {}
-            // A reader this far behind would only fall further behind: drop the socket and
-            // let the client resume, rather than buffer without bound.
-            Err(mpsc::error::TrySendError::Full(_)) => self.kick.cancel(),
+            // A reader this far behind would only fall further behind: close the socket
+            // and let the client resume, rather than buffer without bound.
+            Err(mpsc::error::TrySendError::Full(_)) => self
+                .ending
+                .request(End::Close(code::POLICY, "too slow to keep up")),
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
     fn send(&self, msg: &ServerMessage) {
-        self.push(Outgoing::Text(encode(msg)));
+        self.push(encode(msg));
     }
 }
 
@@ -113,7 +108,7 @@ impl Room {
                 continue;
             }
             if let Link::Live { out, .. } = &m.link {
-                out.push(Outgoing::Text(text.clone()));
+                out.push(text.clone());
             }
         }
     }
@@ -288,7 +283,9 @@ impl Hub {
         );
         let queued = match old {
             Link::Live { out: old_out, .. } => {
-                old_out.push(Outgoing::Close(4001, "replaced"));
+                old_out
+                    .ending
+                    .request(End::Close(code::REPLACED, "replaced"));
                 VecDeque::new()
             }
             Link::Away { queue, .. } => queue,
@@ -310,7 +307,7 @@ impl Hub {
             resumed: true,
         });
         for text in queued {
-            out.push(Outgoing::Text(text));
+            out.push(text);
         }
         if changed {
             room.broadcast(Some(&id), &ServerMessage::PeerUpdated { peer });
@@ -411,7 +408,7 @@ impl Hub {
             payload,
         });
         match &mut target.link {
-            Link::Live { out, .. } => out.push(Outgoing::Text(text)),
+            Link::Live { out, .. } => out.push(text),
             Link::Away { queue, .. } => {
                 if queue.len() >= self.config.signal_queue {
                     queue.pop_front();

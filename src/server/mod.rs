@@ -2,6 +2,7 @@
 //! plus the small HTTP surface beside it. [`serve`] takes a bound listener and a shutdown
 //! future so tests and the desktop app can embed it; the binary only parses flags.
 
+mod closing;
 mod conn;
 mod hub;
 mod metrics;
@@ -20,6 +21,9 @@ use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -114,8 +118,16 @@ pub async fn serve(
         shutdown.await;
         stop.cancel();
     };
+    // Signaling is many small messages, often several to one socket within a millisecond
+    // (announcements, offer then candidates). With Nagle on, each one after the first waits
+    // for the peer's delayed ACK, about 40 ms.
     match tls {
         None => {
+            let listener = listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::warn!("could not set TCP_NODELAY on a connection: {err}");
+                }
+            });
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -134,7 +146,9 @@ pub async fn serve(
                 shutdown.await;
                 h.graceful_shutdown(Some(Duration::from_secs(5)));
             });
-            axum_server::from_tcp_rustls(listener.into_std()?, tls)?
+            let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+            axum_server::from_tcp(listener.into_std()?)?
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                 .await?;

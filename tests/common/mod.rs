@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod pulse;
+pub mod skip;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -117,7 +118,11 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        // Without nodelay the test's own socket would hold back a second small message
+        // for the server's delayed ACK (~40 ms), hiding what the server does.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .unwrap();
         Self { ws }
     }
 
