@@ -44,6 +44,8 @@ struct VideoTimeline {
     freeze_time: Duration,
     width: u32,
     height: u32,
+    /// The frame rate when their video ended ([`Self::close`]), reported from then on.
+    fps_at_close: Option<f64>,
 }
 
 /// The window `fps` is measured over.
@@ -75,6 +77,7 @@ impl VideoTimeline {
             }
         }
         self.last = Some(now);
+        self.fps_at_close = None;
         self.recent.push_back(now);
         while self
             .recent
@@ -85,13 +88,58 @@ impl VideoTimeline {
         }
     }
 
+    /// Their video ended: the frame rate is kept as it was then, and the window of decode
+    /// instants (up to 10 s of them) is freed.
+    fn close(&mut self, now: Instant) {
+        if !self.recent.is_empty() {
+            self.fps_at_close = Some(self.fps(now));
+        }
+        self.recent = std::collections::VecDeque::new();
+    }
+
     fn fps(&self, now: Instant) -> f64 {
+        if let Some(fps) = self.fps_at_close {
+            return fps;
+        }
         let n = self
             .recent
             .iter()
             .filter(|t| now.saturating_duration_since(**t) <= FPS_WINDOW)
             .count();
         n as f64 / FPS_WINDOW.as_secs_f64()
+    }
+}
+
+/// Glass-to-glass latency samples while their video comes; once it has ended, only their
+/// percentiles.
+#[derive(Default)]
+struct Latencies {
+    samples: Vec<u32>,
+    /// (p50, p95) of the samples when their video ended ([`RemoteMember::close`]).
+    at_close: Option<(u32, u32)>,
+}
+
+impl Latencies {
+    fn push(&mut self, ms: u32) {
+        if self.samples.len() < MAX_LATENCY_SAMPLES {
+            self.samples.push(ms);
+        }
+    }
+
+    /// (p50, p95) in ms; after [`Self::close`], those of the samples it freed.
+    fn percentiles(&self) -> Option<(u32, u32)> {
+        if self.samples.is_empty() {
+            return self.at_close;
+        }
+        let mut v = self.samples.clone();
+        v.sort_unstable();
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        Some((at(0.50), at(0.95)))
+    }
+
+    fn close(&mut self) {
+        self.at_close = self.percentiles();
+        self.samples = Vec::new();
     }
 }
 
@@ -131,7 +179,7 @@ pub struct RemoteMember {
     fresh: AtomicBool,
     video_frames: AtomicU64,
     decode_failures: AtomicU64,
-    latencies_ms: Mutex<Vec<u32>>,
+    latencies_ms: Mutex<Latencies>,
     timeline: Mutex<VideoTimeline>,
     audio_packets: AtomicU64,
     audio: Mutex<AudioTally>,
@@ -186,13 +234,7 @@ impl RemoteMember {
 
     /// Glass-to-glass latency read from the sender's time band: (p50, p95) in ms.
     pub fn latency_ms(&self) -> Option<(u32, u32)> {
-        let mut v = lock(&self.latencies_ms).clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-        Some((at(0.50), at(0.95)))
+        lock(&self.latencies_ms).percentiles()
     }
 
     /// Audio frames decoded from their packets (FEC-recovered ones included).
@@ -219,6 +261,18 @@ impl RemoteMember {
     /// Time since their last decoded audio frame.
     pub fn since_last_audio(&self) -> Option<Duration> {
         lock(&self.audio).last.map(|t| t.elapsed())
+    }
+
+    /// Their media ended (the connection is gone, its decoder thread too). Frees what only
+    /// live media needs: the last decoded frame (337 KiB at 640x360, which every departed
+    /// member used to keep for the rest of the call), the latency samples, the frame-rate
+    /// window. The counters stay, a few hundred bytes, for the final report and for a
+    /// member who comes back under the same id (a fresh rejoin).
+    fn close(&self) {
+        *lock(&self.latest) = None;
+        self.fresh.store(false, Ordering::Relaxed);
+        lock(&self.latencies_ms).close();
+        lock(&self.timeline).close(Instant::now());
     }
 }
 
@@ -410,7 +464,8 @@ impl RemoteMedia {
         lock(&self.inner.members).get(id).cloned()
     }
 
-    /// Every member met so far.
+    /// Every member met so far (a departed one only as its counters: see
+    /// `RemoteMember::close`).
     pub fn members(&self) -> Vec<(String, Arc<RemoteMember>)> {
         lock(&self.inner.members)
             .iter()
@@ -514,10 +569,7 @@ fn decode_loop(
                     let latency = unix_now_ms()
                         .saturating_sub(sent_ms)
                         .min(u64::from(u32::MAX));
-                    let mut l = lock(&member.latencies_ms);
-                    if l.len() < MAX_LATENCY_SAMPLES {
-                        l.push(latency as u32);
-                    }
+                    lock(&member.latencies_ms).push(latency as u32);
                 }
                 *lock(&member.latest) = Some(Arc::new(frame));
                 *lock(&member.latest_at) = Some(Instant::now());
@@ -581,5 +633,47 @@ impl Drop for DecodingSink {
             let _ = t.join();
         }
         self.media.inner.output.remove(&self.id);
+        self.member.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::video::FrameTime;
+
+    /// A member whose connection ended keeps its counters for the report, but not the
+    /// buffers of live media: with the last frame kept, every visitor cost 337 KiB for the
+    /// rest of the call.
+    #[test]
+    fn a_departed_member_keeps_its_numbers_but_not_its_frame() {
+        let media = RemoteMedia::new(&Speaker::None);
+        let sink = media.sink("a");
+        let member = media.member("a").expect("the sink registers the member");
+        let frame =
+            I420Frame::filled(640, 360, (16, 128, 128), FrameTime::now()).expect("a valid size");
+        *lock(&member.latest) = Some(Arc::new(frame));
+        let start = Instant::now();
+        for (i, ms) in [40u32, 50, 60, 70, 200].into_iter().enumerate() {
+            lock(&member.latencies_ms).push(ms);
+            lock(&member.timeline).frame(start + Duration::from_millis(33 * i as u64), 640, 360);
+        }
+        let fps = member.video_quality().fps;
+        assert!(member.latest_frame().is_some());
+
+        drop(sink);
+
+        assert!(
+            member.latest_frame().is_none(),
+            "the last frame outlived the member"
+        );
+        assert_eq!(member.latency_ms(), Some((60, 200)));
+        assert!(lock(&member.latencies_ms).samples.capacity() == 0);
+        assert!(lock(&member.timeline).recent.capacity() == 0);
+        let quality = member.video_quality();
+        assert_eq!(
+            (quality.fps, quality.width, quality.height),
+            (fps, 640, 360)
+        );
     }
 }
