@@ -133,6 +133,19 @@ fn run_script(script: &Path, out: &Path) -> std::process::ExitStatus {
     }
 }
 
+/// A pair of members that exchanged nothing at all in either direction, if any.
+fn never_connected(r: &Value) -> Option<String> {
+    let got = |rx: &str, tx: &str, key: &str| get(r, &["members", rx, "from", tx, key]);
+    let silent = |rx: &str, tx: &str| {
+        got(rx, tx, "video_frames").unwrap_or(0.0) == 0.0
+            && got(rx, tx, "audio_frames").unwrap_or(0.0) == 0.0
+    };
+    [("A", "B"), ("A", "C"), ("B", "C")]
+        .into_iter()
+        .find(|(x, y)| silent(x, y) && silent(y, x))
+        .map(|(x, y)| format!("{x}<->{y}"))
+}
+
 #[test]
 fn c_behind_400_kbit_and_5_percent_loss() {
     if let Some(why) = missing() {
@@ -141,13 +154,29 @@ fn c_behind_400_kbit_and_5_percent_loss() {
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/impaired-call");
     let out = std::env::temp_dir().join(format!("impaired-call-test-{}.json", std::process::id()));
-    let _ = std::fs::remove_file(&out);
-    let status = run_script(&script, &out);
-    let text = std::fs::read_to_string(&out)
-        .unwrap_or_else(|e| panic!("scripts/impaired-call ({status}) wrote no result: {e}"));
-    let _ = std::fs::remove_file(&out);
-    let r: Value = serde_json::from_str(&text).unwrap();
-    println!("result of scripts/impaired-call --scenario {SCENARIO}:\n{text}");
+    let mut attempt = 1;
+    let r = loop {
+        let _ = std::fs::remove_file(&out);
+        let status = run_script(&script, &out);
+        let text = std::fs::read_to_string(&out)
+            .unwrap_or_else(|e| panic!("scripts/impaired-call ({status}) wrote no result: {e}"));
+        let _ = std::fs::remove_file(&out);
+        let r: Value = serde_json::from_str(&text).unwrap();
+        println!("result of scripts/impaired-call --scenario {SCENARIO} (call {attempt}):\n{text}");
+        match never_connected(&r) {
+            Some(pair) if attempt == 1 => {
+                // A known webrtc-rs 0.21 DTLS bug, not what this test measures: with 5 %
+                // loss on C's downlink, about one call in ten has a pair whose handshake
+                // never completes (the DTLS server gives up after 7 retransmissions of
+                // flight 4: "current_retransmit_count 8 > maximum_retransmit_number 7"),
+                // and no ICE restart can mend a failed handshake. See issue 12's note.
+                // One more call; a second such call fails the test.
+                println!("{pair} never connected (DTLS handshake under loss); calling again");
+                attempt += 1;
+            }
+            _ => break r,
+        }
+    };
 
     let m = |member: &str, key: &str| get(&r, &["members", member, key]);
     let f = |receiver: &str, sender: &str, key: &str| {
