@@ -3,18 +3,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::api::{Command, EngineConfig, Event, JoinParams, LinkState, Member};
+use super::census::Census;
 use super::link_gate::MediaGate;
 use super::local_media::LocalMedia;
-use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup, RemoteMediaSink};
+use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
 use super::peer_factory::{BitrateRange, PeerFactory};
 use super::policy::{VideoPolicy, expected_audio_loss};
+use super::sinks::SinkFactory;
 use crate::client::{
     ClientConfig, ClientError, ClientEvent, ConnectionState, SignalClient, SignalSender,
 };
@@ -50,17 +52,6 @@ fn apply_plan(media: &LocalMedia, call: &Call) {
         }
     }
     media.set_expected_audio_loss(expected_audio_loss(call.audio_loss.values().copied()));
-}
-
-/// Makes the sink for a new member's media.
-pub(crate) type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn RemoteMediaSink> + Send + Sync>;
-
-/// Counts live peer tasks, so tests can check that leaving frees every member.
-#[derive(Default)]
-pub(crate) struct Census {
-    pub(crate) peer_tasks: AtomicUsize,
-    /// ICE restarts our peer tasks have offered, so tests can see recovery is bounded.
-    pub(crate) ice_restarts: AtomicUsize,
 }
 
 struct Call {

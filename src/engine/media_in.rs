@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::actor::SinkFactory;
-use super::peer::RemoteMediaSink;
+use super::sinks::{RemoteMediaSink, SinkFactory};
 use super::video_receive::AccessUnit;
 use crate::media::audio::jitter::JitterConfig;
 use crate::media::audio::playback::Playback;

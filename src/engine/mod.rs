@@ -5,6 +5,7 @@
 
 mod actor;
 mod api;
+mod census;
 mod estimator;
 mod fanout;
 mod keyframe_requests;
@@ -42,9 +43,11 @@ pub use media_out::{AudioChoice, LocalPipelines, OutgoingStats, VideoChoice, Vid
 pub use sinks::CountingSinks;
 pub use video_fanout::LayerOrder;
 
-use actor::{Actor, Census, SinkFactory};
+use actor::Actor;
+use census::Census;
 use link_gate::MediaGate;
 use local_media::LocalMedia;
+use sinks::SinkFactory;
 
 /// A running engine. Dropping it (or [`Engine::shutdown`]) leaves any call cleanly.
 pub struct Engine {

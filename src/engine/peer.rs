@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -25,33 +24,20 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::actor::Census;
 use super::api::{LinkState, MemberStats};
+use super::census::Census;
 use super::keyframe_requests::is_keyframe_request;
 use super::link_recovery::{LinkRecovery, RecoveryAction};
 use super::local_media::LocalMedia;
 use super::negotiation::Negotiation;
 use super::pacer::LinkMeter;
 use super::peer_factory::{H264_PT, OPUS_PT, PeerFactory, SendSide, negotiated_payload_type};
+use super::sinks::RemoteMediaSink;
 use super::stats::StatsTracker;
 use super::video_fanout::LayerFrame;
-use super::video_receive::{AccessUnit, Assembled, FrameBuffer};
+use super::video_receive::{Assembled, FrameBuffer};
 use crate::client::SignalSender;
 use crate::proto::{ClientMessage, IceServer, PeerPayload};
-
-/// Where one member's incoming media goes (decoders, or counters in tests).
-pub(crate) trait RemoteMediaSink: Send + Sync + 'static {
-    /// A complete, decodable H.264 access unit.
-    fn video(&self, au: AccessUnit);
-    /// One Opus packet with its RTP sequence number and timestamp.
-    fn audio(&self, seq: u16, timestamp: u32, payload: Bytes);
-    /// Whether the decoder failed since the last call and needs a keyframe.
-    fn take_decoder_failure(&self) -> bool {
-        false
-    }
-    /// Video frames and audio packets delivered so far.
-    fn counts(&self) -> (u64, u64);
-}
 
 /// Messages from the engine actor to a peer task.
 #[derive(Debug)]

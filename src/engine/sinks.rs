@@ -1,5 +1,7 @@
-//! A sink that counts what arrives per member (the headless participant's measure, and
-//! what tests check). Decoding sinks come with the media pipeline.
+//! Where a member's incoming media goes: the sink a peer task hands it to, the factory the
+//! actor makes one per member with, and a sink that counts what arrives (the headless
+//! participant's measure, and what tests check). Decoding sinks come with the media
+//! pipeline (`media_in.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,9 +9,24 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::actor::SinkFactory;
-use super::peer::RemoteMediaSink;
 use super::video_receive::AccessUnit;
+
+/// Where one member's incoming media goes (decoders, or counters in tests).
+pub(crate) trait RemoteMediaSink: Send + Sync + 'static {
+    /// A complete, decodable H.264 access unit.
+    fn video(&self, au: AccessUnit);
+    /// One Opus packet with its RTP sequence number and timestamp.
+    fn audio(&self, seq: u16, timestamp: u32, payload: Bytes);
+    /// Whether the decoder failed since the last call and needs a keyframe.
+    fn take_decoder_failure(&self) -> bool {
+        false
+    }
+    /// Video frames and audio packets delivered so far.
+    fn counts(&self) -> (u64, u64);
+}
+
+/// Makes the sink for a new member's media.
+pub(crate) type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn RemoteMediaSink> + Send + Sync>;
 
 /// Per-member counters.
 #[derive(Default)]
