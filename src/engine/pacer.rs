@@ -85,8 +85,12 @@ pub(crate) struct AudioFirstPacer {
     video_ssrc: u32,
     audio: VecDeque<TaggedPacket>,
     video: VecDeque<(Instant, TaggedPacket)>,
+    /// Retransmitted video (the NACK responder's resends), sent before new video.
+    resends: VecDeque<(Instant, TaggedPacket)>,
     /// Newest video RTP timestamp written, extended past wraps.
     newest_video_ts: Option<i64>,
+    /// Highest video sequence number written, extended past wraps.
+    highest_video_seq: Option<i64>,
     released: VecDeque<TaggedPacket>,
     read: VecDeque<TaggedPacket>,
     meter: Arc<LinkMeter>,
@@ -101,7 +105,9 @@ impl AudioFirstPacer {
             video_ssrc,
             audio: VecDeque::new(),
             video: VecDeque::new(),
+            resends: VecDeque::new(),
             newest_video_ts: None,
+            highest_video_seq: None,
             released: VecDeque::new(),
             read: VecDeque::new(),
             meter,
@@ -141,7 +147,26 @@ impl AudioFirstPacer {
         newest - ext > max_ticks
     }
 
+    /// Whether a video packet with this sequence number was written before (the NACK
+    /// responder resends on the same SSRC with the same number); tracks the highest.
+    fn is_resend(&mut self, seq: u16) -> bool {
+        let ext = match self.highest_video_seq {
+            None => i64::from(seq),
+            Some(h) => h + i64::from(seq.wrapping_sub(h as u16) as i16),
+        };
+        let resend = self.highest_video_seq.is_some_and(|h| ext <= h);
+        self.highest_video_seq = Some(self.highest_video_seq.map_or(ext, |h| h.max(ext)));
+        resend
+    }
+
     fn drop_stale_head(&mut self, now: Instant) {
+        while let Some((queued, _)) = self.resends.front() {
+            if now.saturating_duration_since(*queued) <= MAX_VIDEO_AGE {
+                break;
+            }
+            self.resends.pop_front();
+            self.meter.video_dropped.fetch_add(1, Ordering::Relaxed);
+        }
         while let Some((queued, _)) = self.video.front() {
             if now.saturating_duration_since(*queued) <= MAX_VIDEO_AGE {
                 break;
@@ -223,11 +248,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             self.audio.push_back(msg);
             return Ok(());
         }
+        let resend = self.is_resend(rtp.sequence_number);
         if self.stale(rtp.timestamp) || self.video.len() >= VIDEO_QUEUE_LIMIT {
             self.meter.video_dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        self.video.push_back((msg.now, msg));
+        if resend {
+            // Ahead of new video: the receiver holds its picture for this packet only a few
+            // hundred ms (150 + 2 RTT), and behind a slow link the queue of new video alone
+            // can take that long. (Behind the 400 kbit/s cap few resends arrive even so:
+            // most NACKs there ask for packets this pacer dropped as stale, whose resends
+            // are stale too. See issue 11's note.)
+            self.resends.push_back((msg.now, msg));
+        } else {
+            self.video.push_back((msg.now, msg));
+        }
         Ok(())
     }
 
@@ -244,12 +279,20 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             self.released.push_back(p);
         }
         self.drop_stale_head(now);
-        while let Some((_, head)) = self.video.front() {
+        loop {
+            let queue = if self.resends.is_empty() {
+                &mut self.video
+            } else {
+                &mut self.resends
+            };
+            let Some((_, head)) = queue.front() else {
+                break;
+            };
             let bits = Self::bits(head);
             if !self.bucket.can_release(bits) {
                 break;
             }
-            let Some((_, mut p)) = self.video.pop_front() else {
+            let Some((_, mut p)) = queue.pop_front() else {
                 break;
             };
             self.bucket.consume(bits);
@@ -265,7 +308,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
         if let Some(a) = self.audio.front() {
             return Some(a.now);
         }
-        let (queued, head) = self.video.front()?;
+        let (queued, head) = self.resends.front().or_else(|| self.video.front())?;
         let release = self.bucket.releasable_at(Self::bits(head));
         // Wake for the age limit too, so a stalled queue is emptied on time.
         let expiry = *queued + MAX_VIDEO_AGE + Duration::from_millis(1);
@@ -369,6 +412,40 @@ mod tests {
             "{bps} bit/s left, above the pacing rate"
         );
         assert!(meter.video_queue_ms.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_resend_goes_ahead_of_queued_video() {
+        let (mut p, _) = pacer();
+        let t0 = Instant::now();
+        p.bucket.set_target_bitrate(100_000.0);
+        p.bucket.refill(t0);
+        // A backlog of new video far beyond the budget, then a resend of packet 3.
+        for i in 0..50 {
+            p.handle_write(rtp_packet(VIDEO, i, 0, 1000, t0)).unwrap();
+        }
+        p.handle_timeout(t0).unwrap();
+        let first = std::iter::from_fn(|| p.poll_write()).count();
+        let t1 = t0 + Duration::from_millis(20);
+        p.handle_write(rtp_packet(VIDEO, 3, 0, 1000, t1)).unwrap();
+        // The next packet to leave is the resend, though 40-odd new ones queued before it.
+        let mut t = t1;
+        let next = loop {
+            t += Duration::from_millis(10);
+            p.handle_timeout(t).unwrap();
+            if let Some(x) = p.poll_write() {
+                break x;
+            }
+        };
+        let seq = match &next.message.packet {
+            Packet::Rtp(r) => r.header.sequence_number,
+            _ => u16::MAX,
+        };
+        assert!(
+            first < 49,
+            "the backlog must be paced ({first} left at once)"
+        );
+        assert_eq!(seq, 3, "the resend must leave before the backlog");
     }
 
     #[test]
