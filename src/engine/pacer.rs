@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Pacer, Packet, StreamInfo, TaggedPacket};
@@ -64,6 +64,10 @@ pub(crate) struct LinkMeter {
     pub(crate) loss_half_bps: AtomicU64,
     /// How long our packets wait in queues on the path, ms (from transport feedback).
     pub(crate) queue_delay_ms: AtomicU32,
+    /// Video was dropped since the peer task last looked: their picture is broken until a
+    /// keyframe, so one is asked for at once rather than after their NACKs (futile: the
+    /// resends would be as stale) and their keyframe request.
+    pub(crate) video_gap: AtomicBool,
 }
 
 impl LinkMeter {
@@ -147,6 +151,11 @@ impl AudioFirstPacer {
         newest - ext > max_ticks
     }
 
+    fn note_dropped(&self) {
+        self.meter.video_dropped.fetch_add(1, Ordering::Relaxed);
+        self.meter.video_gap.store(true, Ordering::Relaxed);
+    }
+
     /// Whether a video packet with this sequence number was written before (the NACK
     /// responder resends on the same SSRC with the same number); tracks the highest.
     fn is_resend(&mut self, seq: u16) -> bool {
@@ -165,14 +174,14 @@ impl AudioFirstPacer {
                 break;
             }
             self.resends.pop_front();
-            self.meter.video_dropped.fetch_add(1, Ordering::Relaxed);
+            self.note_dropped();
         }
         while let Some((queued, _)) = self.video.front() {
             if now.saturating_duration_since(*queued) <= MAX_VIDEO_AGE {
                 break;
             }
             self.video.pop_front();
-            self.meter.video_dropped.fetch_add(1, Ordering::Relaxed);
+            self.note_dropped();
         }
         let age = self.video.front().map_or(0, |(q, _)| {
             u32::try_from(now.saturating_duration_since(*q).as_millis()).unwrap_or(u32::MAX)
@@ -250,7 +259,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
         }
         let resend = self.is_resend(rtp.sequence_number);
         if self.stale(rtp.timestamp) || self.video.len() >= VIDEO_QUEUE_LIMIT {
-            self.meter.video_dropped.fetch_add(1, Ordering::Relaxed);
+            self.note_dropped();
             return Ok(());
         }
         if resend {
@@ -463,6 +472,8 @@ mod tests {
         assert!(sent < 10, "{sent} stale packets were sent");
         assert!(p.video.is_empty());
         assert!(meter.video_dropped.load(Ordering::Relaxed) >= 40);
+        // Their picture is broken now: the peer task is told to ask for a keyframe.
+        assert!(meter.video_gap.swap(false, Ordering::Relaxed));
         // A retransmission of a picture long superseded is dropped on arrival.
         p.handle_write(rtp_packet(VIDEO, 60, 90_000, 100, later))
             .unwrap();

@@ -366,6 +366,9 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                 }
             }
             _ = estimate_check.tick() => {
+                if meter.video_gap.swap(false, Ordering::Relaxed) {
+                    setup.media.video.request_keyframe_for(&id);
+                }
                 let estimate = meter.estimate_bps.load(Ordering::Relaxed);
                 if estimate > 0
                     && (estimate as f64 - estimate_told as f64).abs()
