@@ -715,3 +715,37 @@ async fn a_link_that_stays_dead_is_reported_failed_after_bounded_restarts() {
         p.leave().await;
     }
 }
+
+/// The m-lines of an SDP, in order ("audio", "video", ...).
+fn m_lines(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .filter_map(|l| l.split(' ').next())
+        .collect()
+}
+
+/// Our offers put audio first, then the camera's video (protocol.md: the first video
+/// m-section is the camera), as browsers do. An aiortc 1.16 answerer with max-bundle and
+/// audio as its first transceiver gathers no candidates for an offer that starts with video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_offers_put_audio_first_then_the_camera() {
+    let s = TestServer::default().await;
+    // A bare protocol client is in the room first, so the engine that joins offers to it.
+    let (mut raw, j) = common::joined(&s, None, "raw").await;
+    let room = j["room"].as_str().unwrap().to_owned();
+    let p = Participant::join(&s, Some(&room), "meshcall").await;
+    let offer = loop {
+        let v = raw.recv().await;
+        if v["type"] == "signal" && v["payload"]["sdp"]["type"] == "offer" {
+            assert_eq!(v["from"], p.id.as_str(), "{v}");
+            break v["payload"]["sdp"]["sdp"].as_str().unwrap().to_owned();
+        }
+    };
+    assert_eq!(m_lines(&offer), ["audio", "video"], "{offer}");
+    let video = offer.split("\r\nm=").nth(2).unwrap();
+    assert!(
+        video.contains("a=msid:") && video.contains("-camera"),
+        "the video m-section is the camera's: {video}"
+    );
+    p.leave().await;
+}

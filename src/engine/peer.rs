@@ -19,7 +19,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState,
 };
 use webrtc::rtp_transceiver::RtpSender;
@@ -221,16 +221,12 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
         RtpCodecKind::Audio,
         setup.media.audio.ssrc(),
     );
-    let mut senders: Vec<Option<Arc<dyn RtpSender>>> = Vec::new();
-    for track in [&video, &audio] {
-        match pc.add_track(Arc::clone(track) as Arc<dyn TrackLocal>).await {
-            Ok(sender) => senders.push(Some(sender)),
-            Err(e) => {
-                tracing::warn!(peer = %id, "cannot add a local track: {e}");
-                senders.push(None);
-            }
-        }
-    }
+    // Audio first, then the camera: the m-sections of our offers follow this order. Browsers
+    // put audio first too, and aiortc 1.16 answering with max-bundle and audio as its first
+    // transceiver gathers no candidates for an offer whose first m-section is video.
+    // protocol.md pins only the video order (the first video m-section is the camera).
+    let audio_sender = add_local_track(&pc, &audio, &id).await;
+    let video_sender = add_local_track(&pc, &video, &id).await;
     // Keyframe requests for our video arrive on our track (thanks to the interceptor).
     tasks.push(tokio::spawn(watch_keyframe_requests(
         Arc::clone(&video),
@@ -264,11 +260,11 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     let audio_pt = Arc::new(AtomicU8::new(OPUS_PT));
     let refresh_payload_types = || async {
         video_pt.store(
-            payload_type(senders[0].as_ref(), MIME_TYPE_H264, H264_PT).await,
+            payload_type(video_sender.as_ref(), MIME_TYPE_H264, H264_PT).await,
             Ordering::Relaxed,
         );
         audio_pt.store(
-            payload_type(senders[1].as_ref(), MIME_TYPE_OPUS, OPUS_PT).await,
+            payload_type(audio_sender.as_ref(), MIME_TYPE_OPUS, OPUS_PT).await,
             Ordering::Relaxed,
         );
     };
@@ -426,6 +422,21 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
             .is_err()
         {
             tracing::warn!(peer = %id, "a media task did not end after close");
+        }
+    }
+}
+
+/// Adds one of our tracks; a failure leaves the connection without that sender.
+async fn add_local_track(
+    pc: &Arc<dyn PeerConnection>,
+    track: &Arc<TrackLocalStaticRTP>,
+    peer: &str,
+) -> Option<Arc<dyn RtpSender>> {
+    match pc.add_track(Arc::clone(track) as Arc<dyn TrackLocal>).await {
+        Ok(sender) => Some(sender),
+        Err(e) => {
+            tracing::warn!(peer = %peer, "cannot add a local track: {e}");
+            None
         }
     }
 }
