@@ -116,11 +116,16 @@ async fn flood_paced(url: String, room: String) -> Seen {
     Seen::Abnormal("still open".into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_paced_flooders_at_once_all_get_1008() {
+/// Starts [`FLOODERS`] sockets at once, each running `flood` (url, name), and requires
+/// every one of them to end with a 1008 close frame.
+async fn all_flooders_get_1008<F, Fut>(what: &str, flood: F)
+where
+    F: Fn(String, String) -> Fut,
+    Fut: std::future::Future<Output = Seen> + Send + 'static,
+{
     let s = TestServer::start(config()).await;
     let tasks: Vec<_> = (0..FLOODERS)
-        .map(|i| tokio::spawn(flood_paced(s.ws_url(), format!("paced-{}", i % 8))))
+        .map(|i| tokio::spawn(flood(s.ws_url(), format!("{what}-{}", i % 8))))
         .collect();
     let mut seen = Vec::new();
     for t in tasks {
@@ -128,28 +133,20 @@ async fn many_paced_flooders_at_once_all_get_1008() {
     }
     let abnormal: Vec<_> = seen.iter().filter(|s| **s != Seen::Closed(1008)).collect();
     println!(
-        "{} of {FLOODERS} paced flooders closed with 1008; others: {abnormal:?}",
+        "{} of {FLOODERS} {what} flooders closed with 1008; others: {abnormal:?}",
         FLOODERS - abnormal.len()
     );
     assert!(abnormal.is_empty(), "not closed with 1008: {abnormal:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_paced_flooders_at_once_all_get_1008() {
+    all_flooders_get_1008("paced", flood_paced).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_flooders_at_once_all_get_1008() {
-    let s = TestServer::start(config()).await;
-    let tasks: Vec<_> = (0..FLOODERS)
-        .map(|i| tokio::spawn(flood_while_reading(s.ws_url(), format!("flood-{}", i % 8))))
-        .collect();
-    let mut seen = Vec::new();
-    for t in tasks {
-        seen.push(t.await.unwrap());
-    }
-    let abnormal: Vec<_> = seen.iter().filter(|s| **s != Seen::Closed(1008)).collect();
-    println!(
-        "{} of {FLOODERS} flooders closed with 1008; others: {abnormal:?}",
-        FLOODERS - abnormal.len()
-    );
-    assert!(abnormal.is_empty(), "not closed with 1008: {abnormal:?}");
+    all_flooders_get_1008("flood", flood_while_reading).await;
 }
 
 /// Sends the member `to` a 30 KB signal every 25 ms (under the rate limit) until stopped.

@@ -88,6 +88,11 @@ fn get(v: &Value, path: &[&str]) -> Option<f64> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_f64()
 }
 
+/// What `receiver` reported about `sender`'s media: `key` of its `from` entry.
+fn received(r: &Value, receiver: &str, sender: &str, key: &str) -> Option<f64> {
+    get(r, &["members", receiver, "from", sender, key])
+}
+
 fn show(x: Option<f64>) -> String {
     match x {
         None => "none".to_owned(),
@@ -135,7 +140,7 @@ fn run_script(script: &Path, out: &Path) -> std::process::ExitStatus {
 
 /// A pair of members that exchanged nothing at all in either direction, if any.
 fn never_connected(r: &Value) -> Option<String> {
-    let got = |rx: &str, tx: &str, key: &str| get(r, &["members", rx, "from", tx, key]);
+    let got = |rx: &str, tx: &str, key: &str| received(r, rx, tx, key);
     let silent = |rx: &str, tx: &str| {
         got(rx, tx, "video_frames").unwrap_or(0.0) == 0.0
             && got(rx, tx, "audio_frames").unwrap_or(0.0) == 0.0
@@ -179,9 +184,7 @@ fn c_behind_400_kbit_and_5_percent_loss() {
     };
 
     let m = |member: &str, key: &str| get(&r, &["members", member, key]);
-    let f = |receiver: &str, sender: &str, key: &str| {
-        get(&r, &["members", receiver, "from", sender, key])
-    };
+    let f = |receiver: &str, sender: &str, key: &str| received(&r, receiver, sender, key);
     println!("measured ({SCENARIO}, {DURATION_S} s, dev build):");
     println!(
         "  A↔B kbps: A->B {}, B->A {}; C's downlink kbps (sent/delivered): A->C {}/{}, B->C {}/{}",

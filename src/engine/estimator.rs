@@ -270,6 +270,7 @@ impl BandwidthEstimator for LinkEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::queue_delay::test_report;
 
     fn estimator() -> LinkEstimator {
         LinkEstimator::new(600_000.0, 30_000.0, 2_500_000.0, Arc::default())
@@ -300,18 +301,12 @@ mod tests {
         );
     }
 
+    /// A report on a packet of `size` bytes sent now that arrived (with no time) or not.
     fn report(size: usize, arrived: bool) -> PacketReport {
+        let arrival = arrived.then_some(Duration::ZERO);
         PacketReport {
-            ssrc: 1,
-            id: 0,
-            rtp_sequence_number: 0,
-            is_twcc: true,
-            twcc_sequence_number: 0,
-            size,
-            arrived,
-            departure: Instant::now(),
             arrival: None,
-            ecn: Default::default(),
+            ..test_report(Instant::now(), arrival, size)
         }
     }
 
@@ -348,11 +343,11 @@ mod tests {
             let reports: Vec<_> = (0..per_batch)
                 .map(|i| {
                     let sent = at + i * 100 / per_batch;
-                    PacketReport {
-                        departure: t0 + Duration::from_millis(sent),
-                        arrival: Some(Duration::from_millis(10 + sent + queue_ms(sent))),
-                        ..report(1000, true)
-                    }
+                    test_report(
+                        t0 + Duration::from_millis(sent),
+                        Some(Duration::from_millis(10 + sent + queue_ms(sent))),
+                        1000,
+                    )
                 })
                 .collect();
             e.on_reports(t0 + Duration::from_millis(at + 100), &reports);

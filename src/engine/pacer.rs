@@ -141,12 +141,10 @@ impl AudioFirstPacer {
 
     /// Whether a video packet with this RTP timestamp is too old to send; tracks the newest.
     fn stale(&mut self, ts: u32) -> bool {
-        let ext = match self.newest_video_ts {
-            None => i64::from(ts),
-            Some(newest) => newest + i64::from(ts.wrapping_sub(newest as u32) as i32),
-        };
-        let newest = self.newest_video_ts.map_or(ext, |n| n.max(ext));
-        self.newest_video_ts = Some(newest);
+        let (ext, _) = track_newest(&mut self.newest_video_ts, i64::from(ts), |newest| {
+            i64::from(ts.wrapping_sub(newest as u32) as i32)
+        });
+        let newest = self.newest_video_ts.unwrap_or(ext);
         let max_ticks = (MAX_VIDEO_AGE.as_secs_f64() * 90_000.0) as i64;
         newest - ext > max_ticks
     }
@@ -159,28 +157,14 @@ impl AudioFirstPacer {
     /// Whether a video packet with this sequence number was written before (the NACK
     /// responder resends on the same SSRC with the same number); tracks the highest.
     fn is_resend(&mut self, seq: u16) -> bool {
-        let ext = match self.highest_video_seq {
-            None => i64::from(seq),
-            Some(h) => h + i64::from(seq.wrapping_sub(h as u16) as i16),
-        };
-        let resend = self.highest_video_seq.is_some_and(|h| ext <= h);
-        self.highest_video_seq = Some(self.highest_video_seq.map_or(ext, |h| h.max(ext)));
-        resend
+        let (ext, highest) = track_newest(&mut self.highest_video_seq, i64::from(seq), |h| {
+            i64::from(seq.wrapping_sub(h as u16) as i16)
+        });
+        highest.is_some_and(|h| ext <= h)
     }
 
     fn drop_stale_head(&mut self, now: Instant) {
-        while let Some((queued, _)) = self.resends.front() {
-            if now.saturating_duration_since(*queued) <= MAX_VIDEO_AGE {
-                break;
-            }
-            self.resends.pop_front();
-            self.note_dropped();
-        }
-        while let Some((queued, _)) = self.video.front() {
-            if now.saturating_duration_since(*queued) <= MAX_VIDEO_AGE {
-                break;
-            }
-            self.video.pop_front();
+        for _ in 0..drop_expired(&mut self.resends, now) + drop_expired(&mut self.video, now) {
             self.note_dropped();
         }
         let age = self.video.front().map_or(0, |(q, _)| {
@@ -188,6 +172,33 @@ impl AudioFirstPacer {
         });
         self.meter.video_queue_ms.store(age, Ordering::Relaxed);
     }
+}
+
+/// Extends a wrapping counter's value (`value` as first seen; `distance` gives its signed
+/// distance from the newest extended value) and records the newest. Returns the extended
+/// value and the newest before it.
+fn track_newest(
+    newest: &mut Option<i64>,
+    value: i64,
+    distance: impl Fn(i64) -> i64,
+) -> (i64, Option<i64>) {
+    let before = *newest;
+    let ext = before.map_or(value, |n| n + distance(n));
+    *newest = Some(before.map_or(ext, |n| n.max(ext)));
+    (ext, before)
+}
+
+/// Drops the packets at the head of `queue` that have waited longer than
+/// [`MAX_VIDEO_AGE`]; returns how many.
+fn drop_expired(queue: &mut VecDeque<(Instant, TaggedPacket)>, now: Instant) -> usize {
+    let before = queue.len();
+    while queue
+        .front()
+        .is_some_and(|(queued, _)| now.saturating_duration_since(*queued) > MAX_VIDEO_AGE)
+    {
+        queue.pop_front();
+    }
+    before - queue.len()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {

@@ -83,6 +83,28 @@ impl QueueDelay {
     }
 }
 
+/// A feedback report on one packet of `size` bytes that left at `departure` and arrived at
+/// `arrival` on the receiver's clock (`None`: lost), for the tests here and the estimator's.
+#[cfg(test)]
+pub(crate) fn test_report(
+    departure: Instant,
+    arrival: Option<Duration>,
+    size: usize,
+) -> PacketReport {
+    PacketReport {
+        ssrc: 1,
+        id: 0,
+        rtp_sequence_number: 0,
+        is_twcc: true,
+        twcc_sequence_number: 0,
+        size,
+        arrived: arrival.is_some(),
+        departure,
+        arrival,
+        ecn: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,18 +112,8 @@ mod tests {
     /// A packet sent at `sent` after `t0` that arrived `delay_ms` later (receiver's clock
     /// offset by 5 s, which must not matter).
     fn packet(t0: Instant, sent: Duration, delay_ms: Option<u64>) -> PacketReport {
-        PacketReport {
-            ssrc: 1,
-            id: 0,
-            rtp_sequence_number: 0,
-            is_twcc: true,
-            twcc_sequence_number: 0,
-            size: 1000,
-            arrived: delay_ms.is_some(),
-            departure: t0 + sent,
-            arrival: delay_ms.map(|d| Duration::from_secs(5) + sent + Duration::from_millis(d)),
-            ecn: Default::default(),
-        }
+        let arrival = delay_ms.map(|d| Duration::from_secs(5) + sent + Duration::from_millis(d));
+        test_report(t0 + sent, arrival, 1000)
     }
 
     /// Feeds batches every 100 ms of ten packets whose delay is `delay(batch)` ms.
