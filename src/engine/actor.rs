@@ -297,7 +297,7 @@ impl Actor {
             return;
         }
         call.policy.set_layers(self.media.video.layers());
-        call.policy.add_peer(id, factory.bitrate.initial);
+        call.policy.add_unmeasured_peer(id, factory.bitrate.initial);
         let census = Arc::clone(&self.census);
         census.peer_tasks.fetch_add(1, Ordering::Relaxed);
         let handle = peer::spawn(PeerSetup {

@@ -39,6 +39,16 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(200);
 const CLIMB: f64 = 1.02;
 /// See [`CLIMB`].
 const CLIMB_STEP_BPS: f64 = 10_000.0;
+/// Within this fraction of the rate at which the link last showed congestion, climb by
+/// [`CAREFUL_STEP_BPS`] only: two senders sharing a 400 kbit/s link, each climbing 50 kbit/s
+/// a second, overflowed its queue every three seconds (each time a burst of loss, a frozen
+/// picture and a keyframe); near the rate that overflowed it last time, creep up instead.
+const NEAR_CONGESTION: f64 = 0.9;
+/// See [`NEAR_CONGESTION`]: 10 kbit/s a second.
+const CAREFUL_STEP_BPS: f64 = 2_000.0;
+/// Climbed this far above the rate of the last congestion, the link has more room than it
+/// had: climb at full speed again.
+const PAST_CONGESTION: f64 = 1.25;
 /// A standing queue longer than this is congestion: back off. Above a real path's jitter
 /// (Wi-Fi's is tens of ms), well below what makes a conversation awkward.
 pub(crate) const QUEUE_HIGH_MS: f64 = 80.0;
@@ -52,12 +62,17 @@ const QUEUE_CUT_INTERVAL: Duration = Duration::from_millis(500);
 const QUEUE_PERSIST: Duration = Duration::from_millis(100);
 /// The queue should drain within about this long after a back-off.
 const DRAIN_TIME_MS: f64 = 1000.0;
-/// The queue alone never takes the estimate below this: the audio share plus the smallest
-/// layer's least (93 kbit/s at 320x180), so a queue pauses nobody's video. Senders sharing
-/// a queue all back off together, and one that had just resumed video (so had the least
-/// share) was cut below the pause point again and again while the other kept the link.
-/// Only heavy loss, the sign that even this is too much, goes lower.
-pub(crate) const QUEUE_FLOOR_BPS: f64 = 100_000.0;
+/// Neither the queue nor one report of heavy loss takes the estimate below this: the audio
+/// share plus the smallest layer's least (114 kbit/s at 320x180) and a margin, so a
+/// congestion episode pauses nobody's video. Senders sharing a queue all back off together,
+/// and one that had just resumed video (so had the least share) was cut below the pause
+/// point again and again while the other kept the link; with a floor under the pause point
+/// (it was 100 kbit/s) every overshoot paused video for the seconds a resume takes. Only
+/// heavy loss that persists, the sign that even this is too much, goes lower.
+pub(crate) const VIDEO_FLOOR_BPS: f64 = 125_000.0;
+/// Heavy loss reported again within this long of the last cut for it may go under
+/// [`VIDEO_FLOOR_BPS`] (receiver reports come about once a second).
+const HEAVY_REPEAT: Duration = Duration::from_millis(2500);
 /// The estimate may be at most this many times the rate the far end receives...
 const RECEIVED_FACTOR: f64 = 1.5;
 /// ...plus this, so a link carrying only audio may grow enough to try video.
@@ -82,6 +97,10 @@ pub(crate) struct LinkEstimator {
     last_queue_cut: Option<(Instant, f64)>,
     /// Since when the queue has been above [`QUEUE_HIGH_MS`].
     queue_high_since: Option<Instant>,
+    /// When heavy loss last made us back off.
+    last_heavy_cut: Option<Instant>,
+    /// The rate at which the link last showed congestion (queue or heavy loss).
+    congested_at: Option<f64>,
     meter: Arc<LinkMeter>,
 }
 
@@ -100,6 +119,8 @@ impl LinkEstimator {
             queue: QueueDelay::default(),
             last_queue_cut: None,
             queue_high_since: None,
+            last_heavy_cut: None,
+            congested_at: None,
             meter,
         }
     }
@@ -167,10 +188,22 @@ impl LinkEstimator {
         if fresh && reported_loss > HEAVY_LOSS {
             // Under what got through, so the bottleneck's queue drains; but by half at
             // most, so a sender that has only just resumed (and so got little through)
-            // keeps a share.
+            // keeps a share; and not under the video floor unless it persists: one
+            // overflowing moment (a keyframe into a short queue) is no sign that the
+            // smallest layer cannot be carried.
             let delivered = self.received_bps().unwrap_or(self.loss_target) * 0.9;
+            self.congested_at = Some(self.loss_target.min(delivered / 0.9));
             let cut = self.loss_target * (1.0 - 0.5 * reported_loss);
-            self.loss_target = cut.min(delivered).max(self.loss_target * 0.5);
+            let persists = self
+                .last_heavy_cut
+                .is_some_and(|t| now.saturating_duration_since(t) < HEAVY_REPEAT);
+            let floor = if persists {
+                self.loss_target * 0.5
+            } else {
+                (self.loss_target * 0.5).max(VIDEO_FLOOR_BPS.min(self.loss_target))
+            };
+            self.loss_target = cut.min(delivered).max(floor);
+            self.last_heavy_cut = Some(now);
         } else if queue > QUEUE_HIGH_MS {
             if !queue_high || !self.may_cut_for_queue(now, queue) {
                 return;
@@ -181,10 +214,12 @@ impl LinkEstimator {
             // resumed video (so got little through yet) from being paused again.
             let factor = (1.0 - queue / DRAIN_TIME_MS).clamp(0.5, 0.85);
             let delivered = self.received_bps().unwrap_or(f64::INFINITY);
-            let cut = self.loss_target.min(self.ceiling()).min(delivered) * factor;
-            self.loss_target = cut.max(QUEUE_FLOOR_BPS.min(self.loss_target));
+            let before = self.loss_target.min(self.ceiling()).min(delivered);
+            self.congested_at = Some(before);
+            let cut = before * factor;
+            self.loss_target = cut.max(VIDEO_FLOOR_BPS.min(self.loss_target));
             self.last_queue_cut = Some((now, queue));
-        } else if average < LIGHT_LOSS && queue < QUEUE_LOW_MS {
+        } else if average.min(reported_loss) < LIGHT_LOSS && queue < QUEUE_LOW_MS {
             // Additive while small: two senders sharing one slow link then converge to
             // equal shares (with multiplicative steps the one that started first keeps
             // the larger share for good, and the other's video stayed paused).
@@ -192,7 +227,16 @@ impl LinkEstimator {
             // on while video was paused or held back (so little was sent) let the next
             // layer start far above what the link had shown it carries.
             let from = self.loss_target.min(self.ceiling());
-            self.loss_target = (from + CLIMB_STEP_BPS).max(from * CLIMB);
+            if self
+                .congested_at
+                .is_some_and(|c| from > c * PAST_CONGESTION)
+            {
+                self.congested_at = None;
+            }
+            self.loss_target = match self.congested_at {
+                Some(c) if from >= c * NEAR_CONGESTION => from + CAREFUL_STEP_BPS,
+                _ => (from + CLIMB_STEP_BPS).max(from * CLIMB),
+            };
         } else {
             return;
         }
@@ -239,7 +283,8 @@ impl BandwidthEstimator for LinkEstimator {
             .store(self.loss_target as u64, Ordering::Relaxed);
         // Transport feedback from webrtc-rs never marked a packet lost in our runs (the
         // cap dropped a fifth of them), so loss comes from the receiver reports instead.
-        let reported = self.meter.video_loss().max(self.meter.audio_loss());
+        // Our pacer's own stale drops are no news about the link: what the path lost.
+        let reported = self.meter.video_path_loss().max(self.meter.audio_loss());
         let reports = self.meter.reports.load(Ordering::Relaxed);
         let fresh = reports != self.reports_seen;
         self.reports_seen = reports;
@@ -365,7 +410,7 @@ mod tests {
         feed(&mut e, t0, 3000, 2, 800_000, |t| (t - 3000) / 10);
         let after = e.target_bitrate();
         assert!(after < 800_000.0 * 0.85, "{before} -> {after}");
-        assert!(after >= QUEUE_FLOOR_BPS, "{after}");
+        assert!(after >= VIDEO_FLOOR_BPS, "{after}");
     }
 
     #[test]
@@ -393,7 +438,7 @@ mod tests {
         feed(&mut e, t0, 0, 2, 100_000, |_| 0);
         feed(&mut e, t0, 2000, 5, 100_000, |_| 400);
         assert!(
-            e.target_bitrate() >= QUEUE_FLOOR_BPS,
+            e.target_bitrate() >= VIDEO_FLOOR_BPS,
             "{}",
             e.target_bitrate()
         );
@@ -413,6 +458,58 @@ mod tests {
             e.loss_target <= ceiling + 2.0 * CLIMB_STEP_BPS,
             "{} vs ceiling {ceiling}",
             e.loss_target
+        );
+    }
+
+    #[test]
+    fn one_report_of_heavy_loss_does_not_pause_video_but_persisting_loss_does() {
+        let mut e = LinkEstimator::new(140_000.0, 30_000.0, 2_500_000.0, Arc::default());
+        let mut t = Instant::now();
+        // One report of 30 %: down, but not under the floor.
+        e.update_loss(t, 0.3, true);
+        let once = e.loss_target;
+        assert!((once - VIDEO_FLOOR_BPS).abs() < 1.0, "{once}");
+        // A second a second later: the smallest layer is too much, go under.
+        t += Duration::from_secs(1);
+        e.update_loss(t, 0.3, true);
+        assert!(e.loss_target < VIDEO_FLOOR_BPS, "{}", e.loss_target);
+    }
+
+    #[test]
+    fn near_the_rate_that_last_congested_the_link_the_climb_creeps() {
+        let mut e = LinkEstimator::new(300_000.0, 30_000.0, 2_500_000.0, Arc::default());
+        let t0 = Instant::now();
+        feed(&mut e, t0, 0, 2, 300_000, |_| 0);
+        // A queue builds at about 300 kbit/s: back off.
+        feed(&mut e, t0, 2000, 1, 300_000, |t| (t - 2000) / 5);
+        let cut = e.loss_target;
+        assert!(cut < 300_000.0 * 0.9, "{cut}");
+        // The queue drains; the climb is fast up to near where it congested...
+        feed(&mut e, t0, 3000, 2, 300_000, |_| 0);
+        let near = e.loss_target;
+        assert!(near >= 300_000.0 * 0.85, "{cut} -> {near}");
+        // ...and a creep from there: 10 kbit/s a second rather than 50.
+        feed(&mut e, t0, 5000, 2, 300_000, |_| 0);
+        let crept = e.loss_target - near;
+        assert!(crept <= 25_000.0, "{near} +{crept}");
+        // Well past it the link has room again: full speed.
+        e.loss_target = 300_000.0 * PAST_CONGESTION + 1.0;
+        let before = e.loss_target;
+        feed(&mut e, t0, 7000, 1, 600_000, |_| 0);
+        assert!(
+            e.loss_target - before > 30_000.0,
+            "{before} -> {}",
+            e.loss_target
+        );
+    }
+
+    #[test]
+    fn the_floor_is_above_the_point_where_video_pauses() {
+        let smallest = crate::media::video::LayerSpec::sized(320, 180).min_bps;
+        let pause = f64::from(crate::engine::policy::AUDIO_SHARE_BPS + smallest);
+        assert!(
+            VIDEO_FLOOR_BPS > pause * 1.05,
+            "{VIDEO_FLOOR_BPS} vs {pause}"
         );
     }
 

@@ -12,7 +12,7 @@
 //! The congestion controller's estimate reaches this interceptor as an attribute on the read
 //! leg (the controller is wire-side of us), exactly as it reached the pacer it replaces.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +36,15 @@ const PACING_FACTOR: f64 = 1.5;
 const INITIAL_RATE_BPS: f64 = 1_000_000.0;
 /// Video packets held at most, a backstop behind the age limit.
 const VIDEO_QUEUE_LIMIT: usize = 1024;
+/// Least time between two resends of one packet when the round trip is not known or
+/// shorter. webrtc-rs' NACK generator asks for a missing packet every 20 ms (ten times) and
+/// its responder resends on every ask: behind a queue of a few hundred ms each lost packet
+/// went out up to ten times, on exactly the link that was already too slow.
+const MIN_RESEND_GAP: Duration = Duration::from_millis(100);
+/// Resends remembered at most before old ones are forgotten (a bound on memory).
+const RESENDS_REMEMBERED: usize = 512;
+/// Our own dropped sequence numbers remembered at most, until a receiver report covers them.
+const DROPS_REMEMBERED: usize = 4096;
 
 /// What the link tells us, shared between the pacer and the peer task.
 #[derive(Debug, Default)]
@@ -44,6 +53,14 @@ pub(crate) struct LinkMeter {
     pub(crate) video_loss: AtomicU32,
     /// Loss of our audio the receiver reports, in 1/256.
     pub(crate) audio_loss: AtomicU32,
+    /// The part of [`Self::video_loss`] the path caused, in 1/256: their report less the
+    /// packets this pacer dropped as stale (which they count as lost too, but which say
+    /// nothing about the link beyond what the estimate already said).
+    pub(crate) video_path_loss: AtomicU32,
+    /// The round trip, ms (0: not known yet); spaces resends of one packet.
+    pub(crate) rtt_ms: AtomicU32,
+    /// Resends not sent because the same packet had just been resent.
+    pub(crate) resends_suppressed: AtomicU64,
     /// Sequence numbers of theirs we asked for again.
     pub(crate) nacks_sent: AtomicU64,
     /// Sequence numbers of ours they asked for again.
@@ -80,6 +97,11 @@ impl LinkMeter {
     pub(crate) fn audio_loss(&self) -> f64 {
         f64::from(self.audio_loss.load(Ordering::Relaxed)) / 256.0
     }
+
+    /// Loss of our video the path caused, as a fraction (see [`Self::video_path_loss`]).
+    pub(crate) fn video_path_loss(&self) -> f64 {
+        f64::from(self.video_path_loss.load(Ordering::Relaxed)) / 256.0
+    }
 }
 
 /// Audio-first pacer with a staleness bound for video; see the module docs.
@@ -95,6 +117,12 @@ pub(crate) struct AudioFirstPacer {
     newest_video_ts: Option<i64>,
     /// Highest video sequence number written, extended past wraps.
     highest_video_seq: Option<i64>,
+    /// When each recently resent sequence number was last queued for resending.
+    resent: HashMap<u16, Instant>,
+    /// Extended sequence numbers of new video we dropped, not yet covered by a report.
+    dropped_seqs: VecDeque<i64>,
+    /// The extended highest sequence number the last video receiver report covered.
+    reported_seq: Option<i64>,
     released: VecDeque<TaggedPacket>,
     read: VecDeque<TaggedPacket>,
     meter: Arc<LinkMeter>,
@@ -112,6 +140,9 @@ impl AudioFirstPacer {
             resends: VecDeque::new(),
             newest_video_ts: None,
             highest_video_seq: None,
+            resent: HashMap::new(),
+            dropped_seqs: VecDeque::new(),
+            reported_seq: None,
             released: VecDeque::new(),
             read: VecDeque::new(),
             meter,
@@ -125,11 +156,13 @@ impl AudioFirstPacer {
         }
     }
 
-    fn note_reports(&self, reports: &[ReceptionReport]) {
+    fn note_reports(&mut self, reports: &[ReceptionReport]) {
         for r in reports {
             let loss = u32::from(r.fraction_lost);
             if r.ssrc == self.video_ssrc {
                 self.meter.video_loss.store(loss, Ordering::Relaxed);
+                let path = self.path_loss(r);
+                self.meter.video_path_loss.store(path, Ordering::Relaxed);
             } else if r.ssrc == self.audio_ssrc {
                 self.meter.audio_loss.store(loss, Ordering::Relaxed);
             } else {
@@ -137,6 +170,61 @@ impl AudioFirstPacer {
             }
             self.meter.reports.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The loss in a video receiver report less our own drops in the interval it covers
+    /// (RFC 3550: since their previous report), in 1/256.
+    fn path_loss(&mut self, report: &ReceptionReport) -> u32 {
+        let reported = u32::from(report.fraction_lost);
+        let Some(highest) = self.highest_video_seq else {
+            return reported;
+        };
+        // Their extended number has their own cycle count; place its low 16 bits near ours.
+        let low = report.last_sequence_number as u16;
+        let end = highest + i64::from(low.wrapping_sub(highest as u16) as i16);
+        let start = self.reported_seq.replace(end);
+        let ours = self
+            .dropped_seqs
+            .iter()
+            .filter(|&&s| start.is_some_and(|start| s > start) && s <= end)
+            .count();
+        while self.dropped_seqs.front().is_some_and(|&s| s <= end) {
+            self.dropped_seqs.pop_front();
+        }
+        let Some(expected) = start.map(|start| end - start).filter(|&e| e > 0) else {
+            return reported;
+        };
+        let lost = f64::from(reported) / 256.0 * expected as f64 - ours as f64;
+        (lost.max(0.0) / expected as f64 * 256.0).round() as u32
+    }
+
+    /// Notes that new video with this extended sequence number was dropped, for
+    /// [`Self::path_loss`].
+    fn remember_drop(&mut self, ext: i64) {
+        if self.dropped_seqs.len() >= DROPS_REMEMBERED {
+            self.dropped_seqs.pop_front();
+        }
+        self.dropped_seqs.push_back(ext);
+    }
+
+    /// Whether a resend of `seq` is a repeat of one sent less than a round trip ago (whose
+    /// answer cannot have come back yet); records it when it is not.
+    fn repeated_resend(&mut self, seq: u16, now: Instant) -> bool {
+        let rtt = Duration::from_millis(u64::from(self.meter.rtt_ms.load(Ordering::Relaxed)));
+        let gap = rtt.max(MIN_RESEND_GAP);
+        if self
+            .resent
+            .get(&seq)
+            .is_some_and(|t| now.saturating_duration_since(*t) < gap)
+        {
+            return true;
+        }
+        if self.resent.len() >= RESENDS_REMEMBERED {
+            self.resent
+                .retain(|_, t| now.saturating_duration_since(*t) < gap);
+        }
+        self.resent.insert(seq, now);
+        false
     }
 
     /// Whether a video packet with this RTP timestamp is too old to send; tracks the newest.
@@ -154,18 +242,29 @@ impl AudioFirstPacer {
         self.meter.video_gap.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a video packet with this sequence number was written before (the NACK
-    /// responder resends on the same SSRC with the same number); tracks the highest.
-    fn is_resend(&mut self, seq: u16) -> bool {
+    /// A video packet's extended sequence number, and whether it was written before (the
+    /// NACK responder resends on the same SSRC with the same number); tracks the highest.
+    fn sequence(&mut self, seq: u16) -> (i64, bool) {
         let (ext, highest) = track_newest(&mut self.highest_video_seq, i64::from(seq), |h| {
             i64::from(seq.wrapping_sub(h as u16) as i16)
         });
-        highest.is_some_and(|h| ext <= h)
+        (ext, highest.is_some_and(|h| ext <= h))
     }
 
     fn drop_stale_head(&mut self, now: Instant) {
-        for _ in 0..drop_expired(&mut self.resends, now) + drop_expired(&mut self.video, now) {
+        let resends = drop_expired(&mut self.resends, now, |_| {});
+        let mut fresh = Vec::new();
+        drop_expired(&mut self.video, now, |p| {
+            if let Packet::Rtp(rtp) = &p.message.packet {
+                fresh.push(rtp.header.sequence_number);
+            }
+        });
+        for _ in 0..resends + fresh.len() {
             self.note_dropped();
+        }
+        for seq in fresh {
+            let (ext, _) = self.sequence(seq);
+            self.remember_drop(ext);
         }
         let age = self.video.front().map_or(0, |(q, _)| {
             u32::try_from(now.saturating_duration_since(*q).as_millis()).unwrap_or(u32::MAX)
@@ -190,12 +289,17 @@ fn track_newest(
 
 /// Drops the packets at the head of `queue` that have waited longer than
 /// [`MAX_VIDEO_AGE`]; returns how many.
-fn drop_expired(queue: &mut VecDeque<(Instant, TaggedPacket)>, now: Instant) -> usize {
+fn drop_expired(
+    queue: &mut VecDeque<(Instant, TaggedPacket)>,
+    now: Instant,
+    mut dropped: impl FnMut(&TaggedPacket),
+) -> usize {
     let before = queue.len();
-    while queue
-        .front()
-        .is_some_and(|(queued, _)| now.saturating_duration_since(*queued) > MAX_VIDEO_AGE)
-    {
+    while let Some((queued, p)) = queue.front() {
+        if now.saturating_duration_since(*queued) <= MAX_VIDEO_AGE {
+            break;
+        }
+        dropped(p);
         queue.pop_front();
     }
     before - queue.len()
@@ -268,9 +372,19 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             self.audio.push_back(msg);
             return Ok(());
         }
-        let resend = self.is_resend(rtp.sequence_number);
+        let seq = rtp.sequence_number;
+        let (ext, resend) = self.sequence(seq);
         if self.stale(rtp.timestamp) || self.video.len() >= VIDEO_QUEUE_LIMIT {
             self.note_dropped();
+            if !resend {
+                self.remember_drop(ext);
+            }
+            return Ok(());
+        }
+        if resend && self.repeated_resend(seq, msg.now) {
+            self.meter
+                .resends_suppressed
+                .fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         if resend {
@@ -490,6 +604,91 @@ mod tests {
             .unwrap();
         p.handle_write(rtp_packet(VIDEO, 3, 0, 100, later)).unwrap();
         assert_eq!(p.video.len(), 1);
+    }
+
+    fn seq_of(p: &TaggedPacket) -> u16 {
+        match &p.message.packet {
+            Packet::Rtp(r) => r.header.sequence_number,
+            _ => u16::MAX,
+        }
+    }
+
+    #[test]
+    fn a_packet_is_resent_once_a_round_trip_however_often_it_is_asked_for() {
+        let (mut p, meter) = pacer();
+        meter.rtt_ms.store(200, Ordering::Relaxed);
+        let t0 = Instant::now();
+        for i in 0..10 {
+            p.handle_write(rtp_packet(VIDEO, i, 0, 500, t0)).unwrap();
+        }
+        p.handle_timeout(t0).unwrap();
+        drain(&mut p);
+        // The NACK generator asks for packet 4 every 20 ms; the responder resends each time.
+        let mut resent = 0;
+        for k in 1..=10u32 {
+            let t = t0 + Duration::from_millis(20) * k;
+            p.handle_write(rtp_packet(VIDEO, 4, 0, 500, t)).unwrap();
+            p.handle_timeout(t).unwrap();
+            resent += std::iter::from_fn(|| p.poll_write())
+                .filter(|x| seq_of(x) == 4)
+                .count();
+        }
+        assert_eq!(resent, 1, "one resend within a round trip");
+        assert_eq!(meter.resends_suppressed.load(Ordering::Relaxed), 9);
+        // A round trip after the first, the answer has had time to come: ask again, resend.
+        let t = t0 + Duration::from_millis(20 + 200);
+        p.handle_write(rtp_packet(VIDEO, 4, 0, 500, t)).unwrap();
+        p.handle_timeout(t).unwrap();
+        assert_eq!(
+            std::iter::from_fn(|| p.poll_write())
+                .filter(|x| seq_of(x) == 4)
+                .count(),
+            1
+        );
+    }
+
+    fn video_report(fraction_lost: u8, last_seq: u32) -> ReceptionReport {
+        ReceptionReport {
+            ssrc: VIDEO,
+            fraction_lost,
+            last_sequence_number: last_seq,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn our_own_stale_drops_are_not_counted_as_path_loss() {
+        let (mut p, meter) = pacer();
+        let t0 = Instant::now();
+        // Sequence numbers start near the wrap, as they may.
+        let base: u16 = 65_500;
+        p.handle_write(rtp_packet(VIDEO, base, 0, 100, t0)).unwrap();
+        p.handle_timeout(t0).unwrap();
+        drain(&mut p);
+        // Their first report: nothing to subtract from yet.
+        p.note_reports(&[video_report(0, (1 << 16) | u32::from(base))]);
+        // 100 more packets; the last 20 wait in the queue past the age limit.
+        let mut t = t0;
+        for i in 1..=100u16 {
+            t += Duration::from_millis(10);
+            let ts = u32::from(i) * 900;
+            p.handle_write(rtp_packet(VIDEO, base.wrapping_add(i), ts, 100, t))
+                .unwrap();
+            if i <= 80 {
+                p.handle_timeout(t).unwrap();
+                drain(&mut p);
+            }
+        }
+        p.handle_timeout(t + Duration::from_secs(1)).unwrap();
+        assert!(drain(&mut p).is_empty());
+        assert_eq!(meter.video_dropped.load(Ordering::Relaxed), 20);
+        // They report 25 % lost of those 100 (64/256): 20 were ours, 5 the path's.
+        let last = u32::from(base.wrapping_add(100));
+        p.note_reports(&[video_report(64, (2 << 16) | last)]);
+        let path = meter.video_path_loss();
+        assert!((meter.video_loss() - 0.25).abs() < 1e-9);
+        assert!((path - 0.05).abs() < 0.01, "path loss {path}");
+        assert!(p.dropped_seqs.is_empty(), "reported drops are forgotten");
     }
 
     #[test]

@@ -379,6 +379,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                 let mut report = stats.sample(&pc, setup.sink.counts()).await;
                 if let Some(rtt) = report.rtt_ms {
                     tally.rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);
+                    meter.rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);
                 }
                 report.nacks_sent = meter.nacks_sent.load(Ordering::Relaxed);
                 report.nacks_received = meter.nacks_received.load(Ordering::Relaxed);
@@ -397,6 +398,8 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     queue_ms = meter.video_queue_ms.load(Ordering::Relaxed),
                     path_queue_ms = meter.queue_delay_ms.load(Ordering::Relaxed),
                     dropped = meter.video_dropped.load(Ordering::Relaxed),
+                    path_loss = meter.video_path_loss(),
+                    resends_suppressed = meter.resends_suppressed.load(Ordering::Relaxed),
                     "link"
                 );
                 // The estimate as our pacer saw it arrive: the one source of it (webrtc-rs'
@@ -582,7 +585,14 @@ async fn read_track(
         let now = Instant::now();
         while let Some(out) = buffer.poll(now) {
             match out {
-                Assembled::Lost => need_keyframe = true,
+                Assembled::Lost => {
+                    tracing::debug!(
+                        ssrc = ?media_ssrc,
+                        late = buffer.counters().late_packets,
+                        "gave up a picture: packets missing past the wait"
+                    );
+                    need_keyframe = true;
+                }
                 Assembled::Unit(au) => {
                     // A delta unit after a loss may refer to what was lost.
                     need_keyframe |= au.follows_loss;
@@ -608,6 +618,7 @@ async fn read_track(
         {
             last_pli = Some(Instant::now());
             tally.plis_sent.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(ssrc = media_ssrc, "asking for a keyframe");
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc,

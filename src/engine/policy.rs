@@ -108,6 +108,17 @@ impl VideoPolicy {
         );
     }
 
+    /// A peer joined whose link is not measured yet (`estimate_bps` is the controller's
+    /// starting guess): it starts on the smallest layer and moves up with patience like any
+    /// other. Placed by the guess, a peer behind a 400 kbit/s link started at 360p and the
+    /// call's first seconds were a flood of loss, stale drops and keyframe requests.
+    pub(crate) fn add_unmeasured_peer(&mut self, id: &str, estimate_bps: u32) {
+        self.add_peer(id, estimate_bps);
+        if let Some(p) = self.peers.get_mut(id) {
+            p.layer = p.layer.map(|_| 0);
+        }
+    }
+
     /// A peer left: it no longer holds any layer's bitrate down.
     pub(crate) fn remove_peer(&mut self, id: &str) {
         self.peers.remove(id);
@@ -304,6 +315,21 @@ mod tests {
         assert_eq!(p.layer_of("c"), None);
         steady(&mut p, &mut t, "c", 130_000, 1);
         assert_eq!(p.layer_of("c"), Some(0));
+    }
+
+    #[test]
+    fn an_unmeasured_peer_starts_small_and_climbs_as_its_link_shows_it_can() {
+        let mut p = policy();
+        p.add_unmeasured_peer("x", 600_000);
+        assert_eq!(p.layer_of("x"), Some(0));
+        let mut t = Instant::now();
+        steady(&mut p, &mut t, "x", 3_000_000, 4);
+        assert_eq!(p.layer_of("x"), Some(1));
+        steady(&mut p, &mut t, "x", 3_000_000, 4);
+        assert_eq!(p.layer_of("x"), Some(2));
+        // A guess below the smallest layer's least starts paused, as a measurement would.
+        p.add_unmeasured_peer("y", 90_000);
+        assert_eq!(p.layer_of("y"), None);
     }
 
     #[test]
