@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::engine::{
-    AudioChoice, DeviceKind, EchoReference, LocalPipelines, MediaInput, OutgoingStats,
-    VideoChoice, VideoFormat,
+    AudioChoice, DeviceKind, EchoReference, LocalPipelines, MediaInput, OutgoingStats, VideoChoice,
+    VideoFormat,
 };
 
 /// What to capture, kept to start a source again.
@@ -72,7 +72,11 @@ impl Sources {
     /// Opens a source that is not running (a retry). False when it still cannot: the
     /// engine then hears of it as a failed device, and the source stays off.
     pub fn restart(&mut self, kind: DeviceKind) -> bool {
-        if self.slot(kind).as_ref().is_some_and(LocalPipelines::is_running) {
+        if self
+            .slot(kind)
+            .as_ref()
+            .is_some_and(LocalPipelines::is_running)
+        {
             return true;
         }
         self.on_failed(kind);

@@ -163,7 +163,9 @@ impl Worker {
         };
         if !p.is_running() {
             if let Some(engine) = &self.engine {
-                engine.media_input().device_failed(kind, p.problems.join("; "));
+                engine
+                    .media_input()
+                    .device_failed(kind, p.problems.join("; "));
             }
             return false;
         }

@@ -8,9 +8,9 @@
 //! why: the backend reported a fatal stream error, or the device went silent — not a
 //! sample for [`STALL`] — which is the only sign some failures give (a suspended source).
 
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -156,12 +156,7 @@ fn is_fatal(kind: cpal::ErrorKind) -> bool {
     )
 }
 
-fn run(
-    wanted: Option<&str>,
-    frames: &SyncSender<AudioFrame>,
-    ready: &Ready,
-    shared: &Shared<'_>,
-) {
+fn run(wanted: Option<&str>, frames: &SyncSender<AudioFrame>, ready: &Ready, shared: &Shared<'_>) {
     let opened = open_stream(wanted, shared.failure);
     let (stream, mut ring, rate, name) = match opened {
         Ok(parts) => parts,
