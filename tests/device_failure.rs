@@ -263,3 +263,63 @@ fn an_unloaded_microphone_source_is_moved_by_pulseaudio_and_cpal_reports_nothing
     assert!(after >= 50, "only {after} frames after the unload");
     assert!(capture.take_failure().is_none());
 }
+
+/// The desktop session's side: a microphone that goes silent in the lobby is closed and
+/// reported; unmuting when it is back opens it again, and its level shows once more.
+#[test]
+fn the_desktop_session_closes_a_silent_microphone_and_unmuting_reopens_it() {
+    use meshcall::engine::Speaker;
+    use meshcall::session::{CallBackend, DeviceChoice, Notice, Request, Session};
+    if let Some(reason) = skip_reason() {
+        common::skip::skip_or_fail(&reason);
+        return;
+    }
+    let sink = format!("dfsession{}", std::process::id());
+    let _module = load_null_sink(&sink);
+    let tone: Vec<f32> = (0..48_000 * 20)
+        .map(|i| 0.5 * (std::f32::consts::TAU * 440.0 * i as f32 / 48_000.0).sin())
+        .collect();
+    let _player = common::pulse::play_into(&sink, &tone);
+    let devices = DeviceChoice {
+        video: VideoChoice::None,
+        audio: AudioChoice::Mic(Some(format!("{sink}.monitor"))),
+        speaker: Speaker::None,
+        name: "Ada".into(),
+        camera_on: false,
+        mic_on: true,
+    };
+    let mut session = Session::start(config(), devices, std::sync::Arc::new(|| {})).unwrap();
+    let until = |session: &mut Session, what: &str, f: &mut dyn FnMut(&mut Session) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !f(session) {
+            assert!(Instant::now() < deadline, "{what}: not within 15 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until(&mut session, "the tone heard", &mut |s| s.mic_level() > 0.1);
+
+    suspend_sink(&sink, true);
+    let mut message = None;
+    until(&mut session, "the failure reported", &mut |s| {
+        while let Some(n) = s.poll() {
+            if let Notice::Engine(Event::DeviceFailed {
+                kind: DeviceKind::Microphone,
+                message: m,
+            }) = n
+            {
+                message = Some(m);
+            }
+        }
+        message.is_some()
+    });
+    // Closed: no level at all, not the last one frozen.
+    until(&mut session, "the microphone closed", &mut |s| {
+        s.mic_level() == 0.0
+    });
+
+    suspend_sink(&sink, false);
+    session.request(Request::SetMic(true));
+    until(&mut session, "the tone heard again", &mut |s| {
+        s.mic_level() > 0.1
+    });
+}
