@@ -34,11 +34,11 @@ struct WindowArgs {
     /// Display name.
     #[arg(long)]
     name: Option<String>,
-    /// What to send as video.
-    #[arg(long, value_enum)]
+    /// What to send as video: test, camera or none.
+    #[arg(long, value_parser = parse_video)]
     video: Option<VideoArg>,
-    /// What to send as audio.
-    #[arg(long, value_enum)]
+    /// What to send as audio: tone, mic (the default one), mic:NAME or none.
+    #[arg(long, value_parser = parse_audio)]
     audio: Option<AudioArg>,
     /// Local IP address(es) for ICE host candidates (comma-separated); also MESHCALL_ICE_IP.
     #[arg(long, env = meshcall::engine::ICE_IP_ENV)]
@@ -67,11 +67,13 @@ struct JoinArgs {
     /// Room passcode.
     #[arg(long)]
     passcode: Option<String>,
-    /// What to send as video.
-    #[arg(long, value_enum, default_value = "test")]
+    /// What to send as video: test, camera or none; or test:fail-after=N, the test pattern
+    /// failing after N frames as an unplugged camera would (to try the failure path).
+    #[arg(long, value_parser = parse_video, default_value = "test")]
     video: VideoArg,
-    /// What to send as audio.
-    #[arg(long, value_enum, default_value = "tone")]
+    /// What to send as audio: tone, mic (the default one), mic:NAME (a PulseAudio source
+    /// name, e.g. mic.monitor) or none.
+    #[arg(long, value_parser = parse_audio, default_value = "tone")]
     audio: AudioArg,
     /// Where to play what we receive.
     #[arg(long, value_enum, default_value = "none")]
@@ -99,18 +101,47 @@ struct JoinArgs {
     report: Option<PathBuf>,
 }
 
-#[derive(clap::ValueEnum, Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum VideoArg {
     Test,
+    /// The test pattern, failing after this many frames.
+    TestFailAfter(u64),
     Camera,
     None,
 }
 
-#[derive(clap::ValueEnum, Clone, Debug)]
+fn parse_video(s: &str) -> Result<VideoArg, String> {
+    match s {
+        "test" => Ok(VideoArg::Test),
+        "camera" => Ok(VideoArg::Camera),
+        "none" => Ok(VideoArg::None),
+        _ => s
+            .strip_prefix("test:fail-after=")
+            .and_then(|n| n.parse().ok())
+            .map(VideoArg::TestFailAfter)
+            .ok_or_else(|| format!("'{s}' is not test, camera, none or test:fail-after=N")),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum AudioArg {
     Tone,
-    Mic,
+    /// A microphone: the default one, or one by name.
+    Mic(Option<String>),
     None,
+}
+
+fn parse_audio(s: &str) -> Result<AudioArg, String> {
+    match s {
+        "tone" => Ok(AudioArg::Tone),
+        "mic" => Ok(AudioArg::Mic(None)),
+        "none" => Ok(AudioArg::None),
+        _ => s
+            .strip_prefix("mic:")
+            .filter(|name| !name.is_empty())
+            .map(|name| AudioArg::Mic(Some(name.to_owned())))
+            .ok_or_else(|| format!("'{s}' is not tone, mic, mic:NAME or none")),
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Debug)]
@@ -229,14 +260,21 @@ fn run_window(args: WindowArgs) -> anyhow::Result<()> {
         server: args.server,
         room: args.room,
         name: args.name,
-        camera: args.video.map(|v| match v {
-            VideoArg::Test => CameraPick::TestPattern,
-            VideoArg::Camera => CameraPick::Camera(0),
-            VideoArg::None => CameraPick::None,
-        }),
+        camera: args
+            .video
+            .map(|v| match v {
+                VideoArg::Test => Ok(CameraPick::TestPattern),
+                VideoArg::TestFailAfter(_) => Err(anyhow::anyhow!(
+                    "--video test:fail-after is for `meshcall join` only"
+                )),
+                VideoArg::Camera => Ok(CameraPick::Camera(0)),
+                VideoArg::None => Ok(CameraPick::None),
+            })
+            .transpose()?,
         mic: args.audio.map(|a| match a {
             AudioArg::Tone => MicPick::Tone,
-            AudioArg::Mic => MicPick::Default,
+            AudioArg::Mic(None) => MicPick::Default,
+            AudioArg::Mic(Some(name)) => MicPick::Device(name),
             AudioArg::None => MicPick::None,
         }),
         engine,
@@ -275,12 +313,13 @@ fn run_join(args: JoinArgs) -> anyhow::Result<()> {
         passcode: args.passcode,
         video: match args.video {
             VideoArg::Test => VideoChoice::TestPattern,
+            VideoArg::TestFailAfter(frames) => VideoChoice::FailingTestPattern(frames),
             VideoArg::Camera => VideoChoice::Camera(0),
             VideoArg::None => VideoChoice::None,
         },
         audio: match args.audio {
             AudioArg::Tone => AudioChoice::Tone { beep_every: None },
-            AudioArg::Mic => AudioChoice::Mic(None),
+            AudioArg::Mic(name) => AudioChoice::Mic(name),
             AudioArg::None => AudioChoice::None,
         },
         speaker: match args.speaker {
@@ -326,5 +365,27 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_and_audio_arguments_parse() {
+        assert_eq!(parse_video("test"), Ok(VideoArg::Test));
+        assert_eq!(
+            parse_video("test:fail-after=90"),
+            Ok(VideoArg::TestFailAfter(90))
+        );
+        assert!(parse_video("test:fail-after=x").is_err());
+        assert!(parse_video("webcam").is_err());
+        assert_eq!(parse_audio("mic"), Ok(AudioArg::Mic(None)));
+        assert_eq!(
+            parse_audio("mic:mic.monitor"),
+            Ok(AudioArg::Mic(Some("mic.monitor".into())))
+        );
+        assert!(parse_audio("mic:").is_err());
     }
 }

@@ -10,7 +10,9 @@ use egui::{Key, Modifiers, vec2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use meshcall::client::ConnectionState;
-use meshcall::engine::{AudioChoice, Command, Event, LinkState, Member, MemberStats, VideoChoice};
+use meshcall::engine::{
+    AudioChoice, Command, DeviceKind, Event, LinkState, Member, MemberStats, VideoChoice,
+};
 use meshcall::media::audio::devices::AudioDevices;
 use meshcall::media::video::{FrameTime, I420Frame};
 use meshcall::proto::{ChatMessage, ErrorCode};
@@ -361,6 +363,59 @@ fn mic_and_camera_toggle_by_button_and_shortcut() {
     h.key_press(Key::D);
     h.run();
     assert_eq!(h.state().backend().requests.len(), before);
+}
+
+#[test]
+fn a_device_that_fails_shows_a_banner_and_its_toggle_off_and_turning_it_on_retries() {
+    let mut h = in_call();
+    h.get_by_role_and_label(Role::Button, "Stop video");
+    let failed = |kind, message: &str| {
+        Notice::Engine(Event::DeviceFailed {
+            kind,
+            message: message.into(),
+        })
+    };
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(failed(DeviceKind::Camera, "The camera was disconnected"));
+    h.run();
+    h.snapshot("call_camera_failed");
+    h.get_by_label(
+        "Your camera stopped: The camera was disconnected. Others see your video as off; \
+         press Start video to try again.",
+    );
+    assert!(!h.state().settings.camera_on);
+    // The toggle is off, and nothing was asked of the session: it already closed the camera.
+    let before = h.state().backend().requests.len();
+    h.get_by_role_and_label(Role::Button, "Start video").click();
+    h.run();
+    assert_eq!(h.state().backend().requests.len(), before + 1);
+    assert_eq!(last_requests(&h, 1), ["SetCamera(true)"]);
+    assert!(
+        h.query_by_label_contains("Your camera stopped").is_none(),
+        "the retry clears the banner"
+    );
+    h.get_by_role_and_label(Role::Button, "Stop video");
+
+    // The microphone: shown muted, the call (and the camera) going on.
+    h.state_mut().backend_mut().notices.push_back(failed(
+        DeviceKind::Microphone,
+        "the microphone \"Mic\" stopped working (no sound from it for 2 s)",
+    ));
+    h.run();
+    h.get_by_label_contains("Your microphone stopped");
+    h.get_by_label_contains("Others see you as muted");
+    assert!(!h.state().settings.mic_on);
+    assert!(h.state().in_call());
+    h.get_by_role_and_label(Role::Button, "Stop video");
+    h.get_by_role_and_label(Role::Button, "Unmute").click();
+    h.run();
+    assert_eq!(last_requests(&h, 1), ["SetMic(true)"]);
+    assert!(
+        h.query_by_label_contains("Your microphone stopped")
+            .is_none()
+    );
 }
 
 fn last_devices(h: &Harness<'static, App>) -> meshcall::session::DeviceChoice {

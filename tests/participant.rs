@@ -285,6 +285,66 @@ async fn one_encoder_run_per_captured_frame_with_1_2_and_4_peers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_fails_mid_call_is_announced_off_and_turning_it_on_again_brings_it_back() {
+    let _heavy = HEAVY.lock().await;
+    let s = TestServer::default().await;
+    // The pattern fails after 75 frames (2.5 s at 30 fps), as an unplugged camera would;
+    // turning the camera on at 4.5 s restarts it (and it would fail again only after
+    // another 2.5 s, past the end).
+    let (a, room) = join(
+        &s,
+        None,
+        "A",
+        &[
+            "--duration",
+            "6.5",
+            "--video",
+            "test:fail-after=75",
+            "--camera-on-at",
+            "4.5",
+        ],
+    );
+    let (b, _) = join(&s, Some(&room.unwrap()), "B", &["--duration", "6"]);
+    let r = b.report();
+    let a = a.report();
+
+    let failures = a["device_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{a:#}");
+    assert_eq!(failures[0]["kind"], "camera", "{a:#}");
+    let message = failures[0]["message"].as_str().unwrap();
+    assert!(message.contains("after 75 frames"), "{message}");
+    let failed_at = n(&failures[0]["at_ms"]);
+    assert!(
+        (2000..4000).contains(&failed_at),
+        "failed at {failed_at} ms"
+    );
+
+    let p = peer(&r, "A");
+    // B heard video go off and come back, while audio stayed on throughout.
+    let changes: Vec<(bool, bool)> = p["state_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["audio"] == true, c["video"] == true))
+        .collect();
+    assert_eq!(changes, [(true, true), (true, false), (true, true)], "{p}");
+    let off_at = n(&p["state_changes"][1]["at_ms"]);
+    let on_at = n(&p["state_changes"][2]["at_ms"]);
+    assert!(
+        on_at > off_at + 1000,
+        "off at {off_at} ms, on at {on_at} ms"
+    );
+    // Frames stopped meanwhile (one long gap) and came back after the retry.
+    assert!(n(&p["freeze_ms"]) >= 1500, "no gap in A's video: {p}");
+    assert!(n(&p["last_video_ms"]) < 500, "video did not come back: {p}");
+    assert!(n(&p["video_frames"]) > 60, "{p}");
+    // The call went on: A's audio never stopped.
+    assert!(n(&p["audio_frames"]) > 200, "{p}");
+    assert!(n(&p["last_audio_ms"]) < 500, "{p}");
+    assert_eq!(a["captured_frames"], a["encoded_frames"], "{a:#}");
+}
+
 #[test]
 fn a_refused_join_exits_non_zero_with_a_clear_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_meshcall"))

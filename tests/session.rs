@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use meshcall::engine::{
-    AudioChoice, Command, EngineConfig, Event, JoinParams, Speaker, VideoChoice,
+    AudioChoice, Command, DeviceKind, EngineConfig, Event, JoinParams, Speaker, VideoChoice,
 };
 use meshcall::session::{CallBackend, DeviceChoice, Notice, Request, Session};
 
@@ -71,7 +71,12 @@ fn join(url: &str, room: Option<String>, name: &str) -> Request {
 /// Ada opens a room on `url` and Bob joins it: their sessions, then Bob's id as Ada knows
 /// it and Ada's as Bob knows it.
 fn ada_and_bob_in_a_call(url: &str) -> (Session, Session, String, String) {
-    let mut a = Session::start(config(), choice("Ada"), Arc::new(|| {})).expect("session a");
+    ada_with_bob(url, choice("Ada"))
+}
+
+/// [`ada_and_bob_in_a_call`] with Ada's devices chosen by the test.
+fn ada_with_bob(url: &str, adas: DeviceChoice) -> (Session, Session, String, String) {
+    let mut a = Session::start(config(), adas, Arc::new(|| {})).expect("session a");
     let mut b = Session::start(config(), choice("Bob"), Arc::new(|| {})).expect("session b");
     a.request(join(url, None, "Ada"));
     let room = wait_for(&mut a, "joined", |n| match n {
@@ -214,6 +219,59 @@ fn two_sessions_call_each_other_and_end_cleanly() {
     drop(a);
     drop(b);
     // Every thread the sessions started (runtimes, capture, decoders, audio clocks) ended.
+    assert_threads_back_to(threads_before);
+    rt.block_on(server.stop());
+}
+
+/// The window's camera path when the camera dies mid-call: the session closes it, the
+/// engine tells the room, the window hears why; turning the camera on reopens it.
+#[test]
+fn a_camera_that_fails_in_a_call_is_closed_and_turning_it_on_reopens_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(TestServer::default());
+    let url = format!("ws://{}", server.addr);
+    let _ = meshcall::media::audio::devices::list();
+    let threads_before = threads();
+    // 90 frames: 3 s at 30 fps, time enough to be in the call before it fails.
+    let adas = DeviceChoice {
+        video: VideoChoice::FailingTestPattern(90),
+        ..choice("Ada")
+    };
+    let (mut a, mut b, _bob, ada) = ada_with_bob(&url, adas);
+    let failed = |n: &Notice| match n {
+        Notice::Engine(Event::DeviceFailed {
+            kind: DeviceKind::Camera,
+            message,
+        }) => Some(message.clone()),
+        _ => None,
+    };
+    let message = wait_for(&mut a, "the camera failure", failed);
+    assert!(message.contains("stopped after 90 frames"), "{message}");
+    wait_until("the failed camera closed", || a.preview().is_none());
+    let audio = wait_for(&mut b, "Ada's camera off", |n| match n {
+        Notice::Engine(Event::MemberUpdated(m)) if m.id == ada && !m.video => Some(m.audio),
+        _ => None,
+    });
+    assert!(audio, "Ada's microphone went off too");
+    std::thread::sleep(Duration::from_millis(300));
+    // The last frame from before is still waiting to be shown; none may follow it.
+    let _ = b.take_frame(&ada);
+    assert_eq!(frames_from(&mut b, &ada, Duration::from_millis(500)), 0);
+
+    // The retry: a fresh capture, announced on again, frames flowing to Bob.
+    a.request(Request::SetCamera(true));
+    wait_until("the camera reopened", || a.preview().is_some());
+    wait_for(&mut b, "Ada's camera on", |n| match n {
+        Notice::Engine(Event::MemberUpdated(m)) if m.id == ada && m.video => Some(()),
+        _ => None,
+    });
+    let frames = frames_from(&mut b, &ada, Duration::from_secs(1));
+    assert!(frames >= 10, "only {frames} frames after the retry");
+
+    drop(a);
+    drop(b);
+    // The failed capture's threads ended too.
     assert_threads_back_to(threads_before);
     rt.block_on(server.stop());
 }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::api::{Command, EngineConfig, Event, JoinParams, LinkState, Member};
+use super::api::{Command, DeviceKind, EngineConfig, Event, JoinParams, LinkState, Member};
 use super::census::Census;
 use super::link_gate::MediaGate;
-use super::local_media::LocalMedia;
+use super::local_media::{DeviceFailure, LocalMedia};
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
 use super::peer_factory::{BitrateRange, PeerFactory};
 use super::policy::{VideoPolicy, expected_audio_loss};
@@ -90,6 +90,8 @@ pub(crate) struct Actor {
     pub(crate) gate: MediaGate,
     pub(crate) peer_events_tx: mpsc::Sender<PeerEvent>,
     pub(crate) peer_events: mpsc::Receiver<PeerEvent>,
+    /// Local sources that stopped by themselves (see `MediaInput::device_failed`).
+    device_failures: mpsc::Receiver<DeviceFailure>,
     call: Option<Call>,
 }
 
@@ -118,6 +120,7 @@ impl Actor {
         events: mpsc::Sender<Event>,
         census: Arc<Census>,
         gate: MediaGate,
+        device_failures: mpsc::Receiver<DeviceFailure>,
     ) -> Self {
         let (peer_events_tx, peer_events) = mpsc::channel(1024);
         Self {
@@ -129,6 +132,7 @@ impl Actor {
             gate,
             peer_events_tx,
             peer_events,
+            device_failures,
             call: None,
         }
     }
@@ -153,6 +157,9 @@ impl Actor {
                     None => self.end_call("the signaling connection ended").await,
                 },
                 Some(ev) = self.peer_events.recv() => self.on_peer_event(ev).await,
+                Some(failure) = self.device_failures.recv() => {
+                    self.on_device_failure(failure).await;
+                }
             }
         }
     }
@@ -204,6 +211,30 @@ impl Actor {
             }
             Command::Leave => self.end_call("you left").await,
         }
+    }
+
+    /// A local source stopped: its track goes off (the call goes on with the rest), the
+    /// room is told as if it had been turned off, and consumers show it and offer a retry.
+    async fn on_device_failure(&mut self, failure: DeviceFailure) {
+        let DeviceFailure { kind, message } = failure;
+        tracing::warn!(%kind, "local {kind} failed: {message}");
+        // A failure of a source already off (a retry that could not start it) changes
+        // nothing the room knows.
+        if self.media.turn_off(kind) {
+            let off = Some(false);
+            let update = match kind {
+                DeviceKind::Camera => StateUpdate {
+                    video: off,
+                    ..Default::default()
+                },
+                DeviceKind::Microphone => StateUpdate {
+                    audio: off,
+                    ..Default::default()
+                },
+            };
+            self.send_state(update).await;
+        }
+        self.emit(Event::DeviceFailed { kind, message }).await;
     }
 
     async fn send_state(&self, update: StateUpdate) {

@@ -99,6 +99,24 @@ pub enum Command {
     Leave,
 }
 
+/// One of our own capture devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// The camera (or the test pattern standing in for one).
+    Camera,
+    /// The microphone (or the test tone standing in for one).
+    Microphone,
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Camera => "camera",
+            Self::Microphone => "microphone",
+        })
+    }
+}
+
 /// A room member as the engine knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -224,6 +242,16 @@ pub enum Event {
     Signaling(ConnectionState),
     /// Something went wrong that the user should know about; the call goes on.
     Warning(String),
+    /// A capture device stopped by itself (see [`crate::engine::MediaInput::device_failed`]).
+    /// The engine has already turned that track off and told the room; the rest of the
+    /// call goes on. Turning it back on ([`Command::SetCamera`], [`Command::SetMic`]) after
+    /// restarting the capture is the retry.
+    DeviceFailed {
+        /// Which device.
+        kind: DeviceKind,
+        /// What happened, for people.
+        message: String,
+    },
     /// We left the room (or were removed); the engine is idle again.
     Left {
         /// Why, for people.

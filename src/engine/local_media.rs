@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
+use super::api::DeviceKind;
 use super::fanout::AudioFanout;
 use super::video_fanout::{LayerOrder, VideoFanout};
 use super::video_receive::has_idr;
@@ -16,6 +18,16 @@ use crate::media::video::LayerSpec;
 /// Opus frames are 20 ms: 960 ticks of the 48 kHz RTP clock.
 pub const OPUS_FRAME_TICKS: u32 = 960;
 
+/// Failures waiting for the actor; more than a few at once are repeats of one.
+pub(crate) const FAILURES_QUEUED: usize = 8;
+
+/// A local source that stopped by itself, on its way to the actor.
+#[derive(Debug)]
+pub(crate) struct DeviceFailure {
+    pub(crate) kind: DeviceKind,
+    pub(crate) message: String,
+}
+
 /// Both local sources.
 pub(crate) struct LocalMedia {
     pub(crate) video: VideoFanout,
@@ -24,10 +36,12 @@ pub(crate) struct LocalMedia {
     video_on: AtomicBool,
     /// The loss the audio encoder should protect against (the worst a peer reports), %.
     expected_audio_loss: AtomicU32,
+    /// Capture threads report their source's failure here; the actor acts on it.
+    failures: mpsc::Sender<DeviceFailure>,
 }
 
 impl LocalMedia {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(failures: mpsc::Sender<DeviceFailure>) -> Self {
         Self {
             video: VideoFanout::new(),
             audio: AudioFanout::new(),
@@ -35,6 +49,15 @@ impl LocalMedia {
             video_on: AtomicBool::new(false),
             // Until a receiver reports, plan for the codec's default loss.
             expected_audio_loss: AtomicU32::new(DEFAULT_EXPECTED_LOSS_PERCENT.unsigned_abs()),
+            failures,
+        }
+    }
+
+    /// Turns a source off; true if it was on.
+    pub(crate) fn turn_off(&self, kind: DeviceKind) -> bool {
+        match kind {
+            DeviceKind::Camera => self.video_on.swap(false, Ordering::Relaxed),
+            DeviceKind::Microphone => self.audio_on.swap(false, Ordering::Relaxed),
         }
     }
 
@@ -68,6 +91,21 @@ impl MediaInput {
     /// Whether the microphone is on.
     pub fn audio_on(&self) -> bool {
         self.0.audio_on.load(Ordering::Relaxed)
+    }
+
+    /// Reports that a local source stopped by itself (camera unplugged, microphone stream
+    /// killed) or could not be restarted. The engine turns that track off, sends `state`
+    /// to the room and emits [`Event::DeviceFailed`](super::Event::DeviceFailed). Never
+    /// blocks: callable from capture threads.
+    pub fn device_failed(&self, kind: DeviceKind, message: impl Into<String>) {
+        let failure = DeviceFailure {
+            kind,
+            message: message.into(),
+        };
+        // Full: the actor is far behind with earlier failures, which already say this.
+        if let Err(e) = self.0.failures.try_send(failure) {
+            tracing::warn!("a device failure was not passed on: {e}");
+        }
     }
 
     /// Declares the layers the video encoder makes, smallest first (see

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::api::DeviceKind;
 use super::local_media::MediaInput;
 use super::media_in::{EchoReference, lock};
 use super::video_fanout::LayerOrder;
@@ -30,6 +31,9 @@ use crate::media::video::{
 pub enum VideoChoice {
     /// The synthetic test pattern (moving content, the name, a time band).
     TestPattern,
+    /// The test pattern, failing after this many frames as an unplugged camera would: a
+    /// diagnostic for the failure path (`meshcall join --video test:fail-after=N`).
+    FailingTestPattern(u64),
     /// A camera by index.
     Camera(u32),
     /// No video.
@@ -136,6 +140,10 @@ impl LocalPipelines {
             VideoChoice::TestPattern => Some(VideoSource::TestPattern {
                 name: name.to_owned(),
             }),
+            VideoChoice::FailingTestPattern(frames) => Some(VideoSource::FailingPattern {
+                name: name.to_owned(),
+                frames: *frames,
+            }),
             VideoChoice::Camera(index) => Some(VideoSource::Camera { index: *index }),
             VideoChoice::None => None,
         };
@@ -215,6 +223,12 @@ impl LocalPipelines {
             problems,
         }
     }
+
+    /// Whether a source started; for a pipeline of one source, whether it runs (until it
+    /// fails, which [`MediaInput::device_failed`] reports).
+    pub fn is_running(&self) -> bool {
+        !self.threads.is_empty()
+    }
 }
 
 /// One layer's encoder and the bitrate it was last set to.
@@ -236,8 +250,13 @@ fn video_loop(
     let mut encoders: Vec<Option<LayerEncoder>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let Some(frame) = capture.recv_timeout(Duration::from_millis(100)) else {
-            if let Some(err) = capture.take_failure() {
-                tracing::warn!("video source stopped: {err}");
+            // Only a failure ends the capture before we drop it.
+            if capture.has_ended() {
+                let why = capture
+                    .take_failure()
+                    .map_or_else(|| "the video source ended".to_owned(), |e| e.to_string());
+                tracing::warn!("video source stopped: {why}");
+                input.device_failed(DeviceKind::Camera, why);
                 return;
             }
             continue;
@@ -365,10 +384,21 @@ fn encode_layers(
 }
 
 /// Keeps an audio source alive while its frames are read; dropping it stops the source.
-#[allow(dead_code)] // held for its Drop, never read
 enum AudioSourceHandle {
+    #[allow(dead_code)] // held for its Drop, never read
     Tone(ToneSource),
     Mic(Capture),
+}
+
+impl AudioSourceHandle {
+    /// Why the source's frames ended by themselves.
+    fn failure(&self) -> String {
+        match self {
+            Self::Mic(capture) => capture.take_failure().map(|e| e.to_string()),
+            Self::Tone(_) => None,
+        }
+        .unwrap_or_else(|| "the audio source ended".to_owned())
+    }
 }
 
 /// Echo cancellation (the far-end mix as reference) and noise suppression for a microphone.
@@ -419,7 +449,6 @@ fn audio_loop(
     stop: &AtomicBool,
     stats: &OutgoingStats,
 ) {
-    let _source = source;
     let mut expected_loss = input.expected_audio_loss();
     let mut encoder = match OpusEncoder::new(DEFAULT_BITRATE, expected_loss as i32) {
         Ok(e) => e,
@@ -432,7 +461,13 @@ fn audio_loop(
         let mut frame = match frames.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => f,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // The source only ends by itself: we hold it until we return.
+                let why = source.failure();
+                tracing::warn!("audio source stopped: {why}");
+                input.device_failed(DeviceKind::Microphone, why);
+                return;
+            }
         };
         if let Some(c) = &mut cleanup {
             c.process(&mut frame);

@@ -35,7 +35,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use api::{
-    Command, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState, Member, MemberStats, parse_ips,
+    Command, DeviceKind, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState, Member,
+    MemberStats, parse_ips,
 };
 pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
 pub use media_in::{EchoReference, RemoteMedia, RemoteMember, Speaker};
@@ -46,7 +47,7 @@ pub use video_fanout::LayerOrder;
 use actor::Actor;
 use census::Census;
 use link_gate::MediaGate;
-use local_media::LocalMedia;
+use local_media::{FAILURES_QUEUED, LocalMedia};
 use sinks::SinkFactory;
 
 /// A running engine. Dropping it (or [`Engine::shutdown`]) leaves any call cleanly.
@@ -74,7 +75,8 @@ impl Engine {
     fn spawn_with(config: EngineConfig, sinks: SinkFactory) -> Self {
         let (commands, command_rx) = mpsc::channel(64);
         let (event_tx, events) = mpsc::channel(1024);
-        let media = Arc::new(LocalMedia::new());
+        let (failures_tx, failures) = mpsc::channel(FAILURES_QUEUED);
+        let media = Arc::new(LocalMedia::new(failures_tx));
         let census = Arc::new(Census::default());
         let gate = MediaGate::default();
         let actor = Actor::new(
@@ -84,6 +86,7 @@ impl Engine {
             event_tx,
             Arc::clone(&census),
             gate.clone(),
+            failures,
         );
         let task = tokio::spawn(actor.run(command_rx));
         Self {

@@ -3,19 +3,20 @@
 //! schedule of mutes, and at the end leaves and reports what it received.
 
 mod report;
+mod sources;
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::engine::MemberStats;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-pub use report::{Latency, MediaState, PeerReport, Report};
+pub use report::{DeviceFailureReport, Latency, MediaState, PeerReport, Report, StateChange};
 
 use crate::engine::{
-    AudioChoice, Command, Engine, EngineConfig, Event, JoinParams, LocalPipelines, RemoteMedia,
-    Speaker, VideoChoice, VideoFormat,
+    AudioChoice, Command, DeviceKind, Engine, EngineConfig, Event, JoinParams, RemoteMedia,
+    Speaker, VideoChoice,
 };
+use sources::{SourceConfig, Sources};
 
 /// Everything `meshcall join` is told.
 #[derive(Debug, Clone)]
@@ -64,6 +65,23 @@ struct Seen {
     stats: MemberStats,
     /// Their video bitrate in the last samples (about one a second), for a 10 s mean.
     video_bps: std::collections::VecDeque<f64>,
+    /// Their announced audio/video flags each time they changed.
+    state_changes: Vec<StateChange>,
+}
+
+impl Seen {
+    /// Takes in their announced flags, noting a change `at_ms` after we joined.
+    fn announce(&mut self, audio: bool, video: bool, at_ms: u64) {
+        if self.state_changes.is_empty() || (audio, video) != (self.audio, self.video) {
+            self.state_changes.push(StateChange {
+                at_ms,
+                audio,
+                video,
+            });
+        }
+        self.audio = audio;
+        self.video = video;
+    }
 }
 
 /// Samples of the video bitrate averaged in the report (one a second: the last 10 s).
@@ -100,15 +118,12 @@ pub async fn run(
                 ..
             }) => {
                 for m in members {
-                    seen.insert(
-                        m.id.clone(),
-                        Seen {
-                            name: m.name,
-                            audio: m.audio,
-                            video: m.video,
-                            ..Default::default()
-                        },
-                    );
+                    let mut s = Seen {
+                        name: m.name,
+                        ..Default::default()
+                    };
+                    s.announce(m.audio, m.video, 0);
+                    seen.insert(m.id.clone(), s);
                 }
                 break (room, self_id);
             }
@@ -122,18 +137,15 @@ pub async fn run(
     };
     on_joined(&room);
     let joined_at = Instant::now();
-    let pipelines = LocalPipelines::start(
-        &engine.media_input(),
-        &config.name,
-        &config.video,
-        &VideoFormat::default(),
-        &config.audio,
-        Some(remote.echo_reference()),
-    );
-    for p in &pipelines.problems {
-        tracing::warn!("{p}");
-    }
-    problems.extend(pipelines.problems.iter().cloned());
+    let (mut sources, start_problems) = Sources::start(SourceConfig {
+        input: engine.media_input(),
+        name: config.name.clone(),
+        video: config.video.clone(),
+        audio: config.audio.clone(),
+        echo: Some(remote.echo_reference()),
+    });
+    problems.extend(start_problems);
+    let mut device_failures = Vec::new();
 
     let mut schedule = config.schedule.clone();
     schedule.sort_by_key(|(at, _)| *at);
@@ -155,8 +167,7 @@ pub async fn run(
                 Some(Event::MemberUpdated(m)) => {
                     let s = seen.entry(m.id.clone()).or_default();
                     s.name = m.name;
-                    s.audio = m.audio;
-                    s.video = m.video;
+                    s.announce(m.audio, m.video, joined_at.elapsed().as_millis() as u64);
                     // Present again: after a fresh join the new room may reuse an old id.
                     s.left = false;
                 }
@@ -174,6 +185,15 @@ pub async fn run(
                     s.stats = stats;
                 }
                 Some(Event::Warning(w)) => tracing::warn!("{w}"),
+                Some(Event::DeviceFailed { kind, message }) => {
+                    tracing::warn!("the {kind} failed: {message}");
+                    sources.on_failed(kind);
+                    device_failures.push(DeviceFailureReport {
+                        kind: kind.to_string(),
+                        message,
+                        at_ms: joined_at.elapsed().as_millis() as u64,
+                    });
+                }
                 Some(Event::Left { reason }) => {
                     tracing::warn!("left the call: {reason}");
                     break;
@@ -191,7 +211,16 @@ pub async fn run(
                     }
                     if let Some((_, cmd)) = schedule.next() {
                         tracing::info!("scheduled: {cmd:?}");
-                        engine.send(cmd).await;
+                        // Turning a source on is also the retry after it failed; one that
+                        // still cannot start stays off (and is reported as failed again).
+                        let retried = match cmd {
+                            Command::SetCamera(true) => sources.restart(DeviceKind::Camera),
+                            Command::SetMic(true) => sources.restart(DeviceKind::Microphone),
+                            _ => true,
+                        };
+                        if retried {
+                            engine.send(cmd).await;
+                        }
                     }
                 }
             }
@@ -199,8 +228,7 @@ pub async fn run(
     }
 
     // Stop sending first, so the counters below are final.
-    let stats = std::sync::Arc::clone(&pipelines.stats);
-    drop(pipelines);
+    let totals = sources.finish();
     engine.shutdown().await;
     let mut peers = BTreeMap::new();
     for (id, s) in seen {
@@ -253,6 +281,7 @@ pub async fn run(
                     audio: s.audio,
                     video: s.video,
                 },
+                state_changes: s.state_changes,
                 left: s.left,
             },
         );
@@ -261,17 +290,12 @@ pub async fn run(
         room,
         self_id,
         join_ms,
-        captured_frames: stats.captured_frames.load(Ordering::Relaxed),
-        encoded_frames: stats.encoded_frames.load(Ordering::Relaxed),
-        layer_encodes: stats
-            .layer_encodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect(),
-        sent_audio_frames: stats.audio_frames.load(Ordering::Relaxed),
+        captured_frames: totals.captured_frames,
+        encoded_frames: totals.encoded_frames,
+        layer_encodes: totals.layer_encodes,
+        sent_audio_frames: totals.audio_frames,
         peers,
         problems,
+        device_failures,
     })
 }

@@ -22,6 +22,28 @@ pub struct MediaState {
     pub video: bool,
 }
 
+/// A member's announced flags from some moment on.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateChange {
+    /// When we heard it, ms after we joined (0: as we found them).
+    pub at_ms: u64,
+    /// Microphone on.
+    pub audio: bool,
+    /// Camera on.
+    pub video: bool,
+}
+
+/// One of our own devices that stopped during the call.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceFailureReport {
+    /// `camera` or `microphone`.
+    pub kind: String,
+    /// What happened, as the engine reported it.
+    pub message: String,
+    /// When, ms after we joined.
+    pub at_ms: u64,
+}
+
 /// What we got from one member.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerReport {
@@ -67,6 +89,8 @@ pub struct PeerReport {
     pub layer: Option<String>,
     /// Their last announced audio/video flags.
     pub state: MediaState,
+    /// Every change of those flags, oldest first.
+    pub state_changes: Vec<StateChange>,
     /// Whether they left before we did.
     pub left: bool,
 }
@@ -94,4 +118,6 @@ pub struct Report {
     pub peers: BTreeMap<String, PeerReport>,
     /// Sources or devices that could not be used.
     pub problems: Vec<String>,
+    /// Our devices that stopped mid-call (a retry that could not start one adds another).
+    pub device_failures: Vec<DeviceFailureReport>,
 }

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use super::embedded_server::{EmbeddedServer, ServerPlan, plan_server};
 use super::{DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, Shared, lock};
 use crate::engine::{
-    AudioChoice, Command, Engine, EngineConfig, Event, LocalPipelines, RemoteMedia, VideoChoice,
-    VideoFormat,
+    AudioChoice, Command, DeviceKind, Engine, EngineConfig, Event, LocalPipelines, RemoteMedia,
+    VideoChoice, VideoFormat,
 };
 
 type Wake = Arc<dyn Fn() + Send + Sync>;
@@ -86,14 +86,18 @@ impl Worker {
             Request::Join { params, lan } => self.join(params, lan).await,
             Request::SetMic(on) => {
                 self.devices.mic_on = on;
+                // After a failure the microphone is closed: unmuting is the retry.
+                if on && !self.restart_if_stopped(DeviceKind::Microphone).await {
+                    return;
+                }
                 if self.in_call {
                     self.send(Command::SetMic(on)).await;
                 }
             }
             Request::SetCamera(on) => {
                 self.devices.camera_on = on;
-                if on && self.video.is_none() {
-                    self.start_video().await;
+                if on && !self.restart_if_stopped(DeviceKind::Camera).await {
+                    return;
                 } else if !on {
                     self.stop_video().await;
                 }
@@ -121,9 +125,57 @@ impl Worker {
     async fn on_event(&mut self, event: Event) {
         match &event {
             Event::JoinFailed { .. } | Event::Left { .. } => self.in_call = false,
+            Event::DeviceFailed { kind, .. } => self.close_failed(*kind).await,
             _ => {}
         }
         self.notify(Notice::Engine(event)).await;
+    }
+
+    /// Closes what is left of a source that stopped by itself (the engine has already
+    /// turned its track off and told the room), so turning it on again opens it afresh.
+    async fn close_failed(&mut self, kind: DeviceKind) {
+        match kind {
+            DeviceKind::Camera => {
+                self.devices.camera_on = false;
+                self.stop_video().await;
+            }
+            DeviceKind::Microphone => {
+                self.devices.mic_on = false;
+                self.stop_audio().await;
+            }
+        }
+    }
+
+    /// Opens the source of `kind` again when it is not running (it failed, or never
+    /// started). False when it still cannot: the engine then hears of it as a failed
+    /// device, and the window shows the toggle off again with the reason.
+    async fn restart_if_stopped(&mut self, kind: DeviceKind) -> bool {
+        let (pipeline, video, audio) = match kind {
+            DeviceKind::Camera => (&self.video, self.devices.video.clone(), AudioChoice::None),
+            DeviceKind::Microphone => (&self.audio, VideoChoice::None, self.devices.audio.clone()),
+        };
+        let nothing_chosen = video == VideoChoice::None && audio == AudioChoice::None;
+        if nothing_chosen || pipeline.as_ref().is_some_and(LocalPipelines::is_running) {
+            return true;
+        }
+        let Some(p) = self.launch_pipeline(video, audio).await else {
+            return false;
+        };
+        if !p.is_running() {
+            if let Some(engine) = &self.engine {
+                engine
+                    .media_input()
+                    .device_failed(kind, p.problems.join("; "));
+            }
+            return false;
+        }
+        let (slot, stats) = match kind {
+            DeviceKind::Camera => (&mut self.video, &self.shared.video_out),
+            DeviceKind::Microphone => (&mut self.audio, &self.shared.audio_out),
+        };
+        *lock(stats) = Some(Arc::clone(&p.stats));
+        stop(slot.replace(p)).await;
+        true
     }
 
     fn list_devices(&self) {
@@ -169,7 +221,21 @@ impl Worker {
         }
     }
 
+    /// Starts capture and tells the window about any source that could not start.
     async fn start_pipeline(
+        &self,
+        video: VideoChoice,
+        audio: AudioChoice,
+    ) -> Option<LocalPipelines> {
+        let p = self.launch_pipeline(video, audio).await?;
+        for problem in &p.problems {
+            self.notify(Notice::DeviceProblem(problem.clone())).await;
+        }
+        Some(p)
+    }
+
+    /// Starts capture off the async threads; the caller decides what to say about problems.
+    async fn launch_pipeline(
         &self,
         video: VideoChoice,
         audio: AudioChoice,
@@ -189,12 +255,7 @@ impl Worker {
         })
         .await;
         match started {
-            Ok(p) => {
-                for problem in &p.problems {
-                    self.notify(Notice::DeviceProblem(problem.clone())).await;
-                }
-                Some(p)
-            }
+            Ok(p) => Some(p),
             Err(e) => {
                 self.notify(Notice::DeviceProblem(format!("capture: {e}")))
                     .await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use egui::{Key, KeyboardShortcut, Modifiers, Ui};
 
-use super::banners::{BannerKind, Banners};
+use super::banners::{BannerKind, Banners, device_failed_text};
 use super::call_model::CallModel;
 use super::call_view::{self, CallAction, CallView};
 use super::control_bar::BarAction;
@@ -18,7 +18,7 @@ use super::room_input::parse_room_input;
 use super::settings::{CameraPick, MicPick, Settings};
 use super::textures::{SELF_KEY, VideoTextures};
 use crate::client::ConnectionState;
-use crate::engine::{Command, Event, JoinParams};
+use crate::engine::{Command, DeviceKind, Event, JoinParams};
 use crate::proto::{ErrorCode, validate_name};
 use crate::session::{
     CallBackend, DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, invite_link,
@@ -257,6 +257,18 @@ impl<B: CallBackend> MeshcallUi<B> {
                 }
             }
             Event::Warning(w) => self.banners.push(BannerKind::Error, w),
+            Event::DeviceFailed { kind, message } => {
+                // The session has stopped that capture and the room was told; the toggle
+                // shows the truth, and pressing it is the retry.
+                match kind {
+                    DeviceKind::Camera => self.settings.camera_on = false,
+                    DeviceKind::Microphone => self.settings.mic_on = false,
+                }
+                let banner = BannerKind::DeviceFailed(kind);
+                self.banners.clear_kind(banner);
+                self.banners
+                    .push(banner, device_failed_text(kind, &message));
+            }
             Event::Left { reason } => {
                 self.lobby.joining = false;
                 let was_in_call = self.in_call();
@@ -397,11 +409,20 @@ impl<B: CallBackend> MeshcallUi<B> {
 
     fn toggle_mic(&mut self) {
         self.settings.mic_on = !self.settings.mic_on;
+        if self.settings.mic_on {
+            // A retry: if it fails again, a new banner says so.
+            self.banners
+                .clear_kind(BannerKind::DeviceFailed(DeviceKind::Microphone));
+        }
         self.backend.request(Request::SetMic(self.settings.mic_on));
     }
 
     fn toggle_camera(&mut self) {
         self.settings.camera_on = !self.settings.camera_on;
+        if self.settings.camera_on {
+            self.banners
+                .clear_kind(BannerKind::DeviceFailed(DeviceKind::Camera));
+        }
         self.backend
             .request(Request::SetCamera(self.settings.camera_on));
     }

@@ -2,6 +2,8 @@
 
 use egui::{Color32, RichText, Ui};
 
+use crate::engine::DeviceKind;
+
 /// How a banner looks and whether it goes away by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BannerKind {
@@ -11,6 +13,18 @@ pub enum BannerKind {
     Error,
     /// Something to know; the person dismisses it.
     Info,
+    /// One of our devices stopped; cleared when the person turns it on again (or dismisses it).
+    DeviceFailed(DeviceKind),
+}
+
+/// What a [`BannerKind::DeviceFailed`] banner says: what stopped, what others now see,
+/// and which button retries.
+pub fn device_failed_text(kind: DeviceKind, message: &str) -> String {
+    let (others, button) = match kind {
+        DeviceKind::Camera => ("your video as off", "Start video"),
+        DeviceKind::Microphone => ("you as muted", "Unmute"),
+    };
+    format!("Your {kind} stopped: {message}. Others see {others}; press {button} to try again.")
 }
 
 /// One banner.
@@ -61,7 +75,9 @@ impl Banners {
         for (i, b) in self.items.iter().enumerate() {
             let (fill, text) = match b.kind {
                 BannerKind::Reconnecting => (Color32::from_rgb(120, 90, 20), Color32::WHITE),
-                BannerKind::Error => (Color32::from_rgb(140, 40, 40), Color32::WHITE),
+                BannerKind::Error | BannerKind::DeviceFailed(_) => {
+                    (Color32::from_rgb(140, 40, 40), Color32::WHITE)
+                }
                 BannerKind::Info => (Color32::from_rgb(40, 70, 120), Color32::WHITE),
             };
             egui::Frame::new()

@@ -67,6 +67,18 @@ pub fn load_null_sink(name: &str) -> Module {
     )
 }
 
+/// Suspends a sink (and so its monitor source, which then delivers nothing) or resumes it.
+pub fn suspend_sink(name: &str, suspend: bool) {
+    let status = Command::new("pactl")
+        .args(["suspend-sink", name, if suspend { "1" } else { "0" }])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "pactl suspend-sink {name} {suspend}: {status}"
+    );
+}
+
 /// `pacat` playing into a sink; killed and reaped however the test ends.
 pub struct Player {
     child: std::process::Child,

@@ -35,6 +35,16 @@ pub enum AudioError {
         /// What the audio backend reported.
         detail: String,
     },
+    /// A device in use stopped working: unplugged, its stream killed, or silent.
+    #[error("the {kind} \"{name}\" stopped working ({detail}); it may have been unplugged")]
+    DeviceLost {
+        /// "microphone" or "speaker".
+        kind: &'static str,
+        /// The device's name.
+        name: String,
+        /// What the audio backend reported, or what we noticed.
+        detail: String,
+    },
     /// The device's format cannot be converted to 48 kHz mono.
     #[error("the {kind} \"{name}\" uses an unsupported format: {detail}")]
     UnsupportedFormat {

@@ -39,6 +39,13 @@ pub enum VideoError {
     /// The device went away while in use.
     #[error("The camera was disconnected")]
     CameraDisconnected,
+    /// The failing test pattern ([`VideoSource::FailingPattern`](super::VideoSource)) failed,
+    /// as it was asked to.
+    #[error("The test video source stopped after {frames} frames, as asked (test:fail-after)")]
+    TestSourceFailed {
+        /// Frames it delivered.
+        frames: u64,
+    },
     /// Any other camera failure; details go to the log, not to the user.
     #[error("The camera could not be started")]
     CameraFailed,

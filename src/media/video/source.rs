@@ -28,6 +28,15 @@ pub enum VideoSource {
         /// Name drawn into the picture.
         name: String,
     },
+    /// The test pattern, which stops after `frames` frames with an error, as an unplugged
+    /// camera would: a diagnostic for the failure path (`meshcall join --video
+    /// test:fail-after=N`), since no camera can be unplugged on a test machine.
+    FailingPattern {
+        /// Name drawn into the picture.
+        name: String,
+        /// Frames delivered before the failure.
+        frames: u64,
+    },
     /// A camera by its [`CameraInfo::index`](super::CameraInfo::index).
     Camera {
         /// Backend device index.
@@ -70,8 +79,13 @@ impl VideoCapture {
         let thread = match config.source {
             VideoSource::TestPattern { ref name } => {
                 let pattern = TestPattern::new(name, config.width, config.height)?;
-                let period = Duration::from_secs(1) / config.fps;
-                spawn_pattern(pattern, period, stop_rx, Arc::clone(&mailbox))?
+                let paced = Paced::new(pattern, config.fps, None);
+                spawn_pattern(paced, stop_rx, (Arc::clone(&mailbox), Arc::clone(&failure)))?
+            }
+            VideoSource::FailingPattern { ref name, frames } => {
+                let pattern = TestPattern::new(name, config.width, config.height)?;
+                let paced = Paced::new(pattern, config.fps, Some(frames));
+                spawn_pattern(paced, stop_rx, (Arc::clone(&mailbox), Arc::clone(&failure)))?
             }
             VideoSource::Camera { index } => {
                 plane_sizes(config.width, config.height)?;
@@ -137,15 +151,33 @@ impl Drop for VideoCapture {
     }
 }
 
-fn spawn_pattern(
+/// The pattern with its pace, and the frame count after which it fails, if it should.
+struct Paced {
     pattern: TestPattern,
     period: Duration,
+    fail_after: Option<u64>,
+}
+
+impl Paced {
+    fn new(pattern: TestPattern, fps: u32, fail_after: Option<u64>) -> Self {
+        Self {
+            pattern,
+            period: Duration::from_secs(1) / fps,
+            fail_after,
+        }
+    }
+}
+
+type Sinks = (Arc<Mailbox<I420Frame>>, Arc<Mutex<Option<VideoError>>>);
+
+fn spawn_pattern(
+    paced: Paced,
     stop: mpsc::Receiver<()>,
-    mailbox: Arc<Mailbox<I420Frame>>,
+    (mailbox, failure): Sinks,
 ) -> Result<JoinHandle<()>, VideoError> {
     Ok(std::thread::Builder::new()
         .name("video-pattern".into())
-        .spawn(move || run_pattern(pattern, period, &stop, &mailbox))?)
+        .spawn(move || run_pattern(paced, &stop, &mailbox, &failure))?)
 }
 
 /// Opens the camera on its own thread (nokhwa cameras are not `Send` everywhere) and
@@ -154,7 +186,7 @@ fn spawn_camera(
     index: u32,
     request: CameraRequest,
     stop: mpsc::Receiver<()>,
-    (mailbox, failure): (Arc<Mailbox<I420Frame>>, Arc<Mutex<Option<VideoError>>>),
+    (mailbox, failure): Sinks,
 ) -> Result<JoinHandle<()>, VideoError> {
     let (opened_tx, opened_rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
@@ -177,19 +209,36 @@ fn spawn_camera(
     Ok(thread)
 }
 
-/// Renders frames on a fixed schedule until told to stop.
+/// Renders frames on a fixed schedule until told to stop (or, failing on purpose, until
+/// the frames it may deliver are delivered).
 fn run_pattern(
-    mut pattern: TestPattern,
-    period: Duration,
+    paced: Paced,
     stop: &mpsc::Receiver<()>,
     mailbox: &Mailbox<I420Frame>,
+    failure: &Mutex<Option<VideoError>>,
 ) {
+    let Paced {
+        mut pattern,
+        period,
+        fail_after,
+    } = paced;
     let mut next = Instant::now();
+    let mut delivered = 0u64;
     // Any message or a dropped sender ends the loop; only a timeout means "render now".
     while let Err(RecvTimeoutError::Timeout) =
         stop.recv_timeout(next.saturating_duration_since(Instant::now()))
     {
+        if fail_after.is_some_and(|n| delivered >= n) {
+            // The failure is in the slot before the mailbox closes, as with a camera, so a
+            // consumer that sees the end also finds why.
+            *failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(VideoError::TestSourceFailed { frames: delivered });
+            break;
+        }
         mailbox.push(pattern.render(FrameTime::now()));
+        delivered += 1;
         next += period;
         // After a stall (suspended machine, debugger) skip ahead instead of bursting.
         if next + period < Instant::now() {
@@ -221,4 +270,35 @@ fn run_camera(
     }
     mailbox.close();
     debug!("camera capture stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failing_pattern_delivers_its_frames_then_reports_why_it_ended() {
+        let capture = VideoCapture::start(CaptureConfig {
+            source: VideoSource::FailingPattern {
+                name: "Ada".into(),
+                frames: 5,
+            },
+            width: 160,
+            height: 90,
+            fps: 100,
+        })
+        .expect("the pattern starts");
+        let mut frames = 0;
+        while let Some(_frame) = capture.recv_timeout(Duration::from_secs(2)) {
+            frames += 1;
+        }
+        assert_eq!(frames, 5);
+        assert!(capture.has_ended());
+        let failure = capture.take_failure();
+        assert!(
+            matches!(failure, Some(VideoError::TestSourceFailed { frames: 5 })),
+            "{failure:?}"
+        );
+        assert!(capture.take_failure().is_none(), "reported once");
+    }
 }
