@@ -13,6 +13,7 @@ env: MESHCALL_BIN (the binary), INTEROP_PYTHON (the Python for STACK's member)
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -114,6 +115,7 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
