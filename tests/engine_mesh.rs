@@ -749,3 +749,67 @@ async fn our_offers_put_audio_first_then_the_camera() {
     );
     p.leave().await;
 }
+
+/// An offer as a foreign stack sends it: audio then video, bundled, our codecs' numbers.
+/// It has no candidates, so no packet is ever sent to the address it names.
+fn foreign_offer() -> String {
+    let fingerprint = ["AB"; 32].join(":");
+    let mut sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+                   a=msid-semantic:WMS *\r\n"
+        .to_owned();
+    for (mid, kind, pt, rtpmap, fmtp) in [
+        (0, "audio", 111, "opus/48000/2", ""),
+        (
+            1,
+            "video",
+            102,
+            "H264/90000",
+            "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
+        ),
+    ] {
+        sdp += &format!(
+            "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=sendrecv\r\na=mid:{mid}\r\n\
+             a=rtcp-mux\r\na=rtpmap:{pt} {rtpmap}\r\n{fmtp}a=ice-ufrag:abcd\r\n\
+             a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 {fingerprint}\r\n\
+             a=setup:actpass\r\n"
+        );
+    }
+    sdp
+}
+
+/// Answering the first offer is the whole negotiation: no offer of ours follows it.
+/// Adding our tracks raised a negotiation-needed that could reach the engine after its
+/// answer, and it then offered again at once. GStreamer 1.22's webrtcbin answered that
+/// re-offer `a=setup:active` although it was already the DTLS server, so both ends were
+/// DTLS clients and the call never came up; aiortc 1.16 threw on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answerer_makes_no_offer_of_its_own_after_answering() {
+    let s = TestServer::default().await;
+    let p = Participant::join(&s, None, "meshcall").await;
+    let mut raw = s.client().await;
+    let j = raw
+        .join(serde_json::json!({"room": p.room, "name": "raw"}))
+        .await;
+    assert_eq!(j["peers"][0]["id"], p.id.as_str(), "{j}");
+    raw.send(serde_json::json!({
+        "type": "signal",
+        "to": p.id,
+        "payload": {"sdp": {"type": "offer", "sdp": foreign_offer()}},
+    }))
+    .await;
+    let mut descriptions = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Some(frame) = raw
+        .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        if let common::Frame::Json(v) = frame
+            && v["type"] == "signal"
+            && v["payload"]["sdp"].is_object()
+        {
+            descriptions.push(v["payload"]["sdp"]["type"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(descriptions, ["answer"]);
+    p.leave().await;
+}

@@ -227,6 +227,13 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     // protocol.md pins only the video order (the first video m-section is the camera).
     let audio_sender = add_local_track(&pc, &audio, &id).await;
     let video_sender = add_local_track(&pc, &video, &id).await;
+    // Adding our tracks to the fresh connection raised exactly one negotiation-needed
+    // (webrtc-rs raises no second one while that negotiation is open, and checks again
+    // itself when signaling returns to stable). It reaches the loop below through another
+    // channel than the peer's offer, so an answerer may see it only after answering, and
+    // then made a needless second offer at once: aiortc 1.16, which made the first offer,
+    // fails on that one (`_offerDirection` is None) and the call never came up.
+    let mut setup_negotiation_event = audio_sender.is_some() || video_sender.is_some();
     // Keyframe requests for our video arrive on our track (thanks to the interceptor).
     tasks.push(tokio::spawn(watch_keyframe_requests(
         Arc::clone(&video),
@@ -303,9 +310,11 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
             Some(ev) = pc_rx.recv() => match ev {
                 PcEvent::Candidate(c) => signal(neg.candidate_payload(c)).await,
                 PcEvent::NegotiationNeeded => {
-                    // Before the first exchange this is only our own tracks being added;
-                    // the protocol says who offers first, so it is not ours to act on.
-                    if neg.initial_done {
+                    // The first one is only our own tracks being added; the protocol says
+                    // who offers first, so it is not ours to act on, whenever it arrives.
+                    if std::mem::take(&mut setup_negotiation_event) {
+                        tracing::debug!(peer = %id, "negotiation-needed from our setup: ignored");
+                    } else if neg.initial_done {
                         match neg.offer(&pc).await {
                             Ok(offer) => signal(offer).await,
                             Err(e) => tracing::warn!(peer = %id, "renegotiation failed: {e}"),
