@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::api::{Command, DeviceKind, EngineConfig, Event, JoinParams, LinkState, Member};
 use super::census::Census;
+use super::estimator::CAUTIOUS_START_BPS;
 use super::link_gate::MediaGate;
 use super::local_media::{DeviceFailure, LocalMedia};
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
@@ -328,7 +329,8 @@ impl Actor {
             return;
         }
         call.policy.set_layers(self.media.video.layers());
-        call.policy.add_unmeasured_peer(id, factory.bitrate.initial);
+        call.policy
+            .add_unmeasured_peer(id, CAUTIOUS_START_BPS as u32);
         let census = Arc::clone(&self.census);
         census.peer_tasks.fetch_add(1, Ordering::Relaxed);
         let handle = peer::spawn(PeerSetup {

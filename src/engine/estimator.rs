@@ -16,6 +16,10 @@
 //! at that rate and the link collapsed again (measured: a pause every ten seconds). As the
 //! GCC draft says, the estimate may not exceed 1.5 times what the far end is receiving; we
 //! add a small headroom ([`PROBE_HEADROOM_BPS`]) so a paused link can try the smallest layer.
+//! That ceiling holds only once the link has shown congestion: before that nothing says the
+//! link cannot carry more, and a peer on the smallest layer (shared with a slow peer, so
+//! sent at the slow peer's rate) could never show enough to move up — measured, a perfect
+//! link stayed at 180p and 180 kbit/s for a whole call beside a member on a slow one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,6 +43,16 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(200);
 const CLIMB: f64 = 1.02;
 /// See [`CLIMB`].
 const CLIMB_STEP_BPS: f64 = 10_000.0;
+/// Where the loss half starts on a link not measured yet: two senders starting at 600 kbit/s
+/// into a 400 kbit/s link (their smallest layer alone at 250) filled its queue within a second
+/// and lost two thirds of everything, audio too, for the call's first three seconds.
+/// Chromium starts at 300 kbit/s and probes; we start lower and climb fast (see
+/// [`START_CLIMB`]), which costs a clean link nothing: GCC's delay half, starting at the
+/// configured initial rate, is what limits its first seconds either way.
+pub(crate) const CAUTIOUS_START_BPS: f64 = 150_000.0;
+/// From a cautious start, until the link first shows congestion, the loss half climbs 8 % a
+/// move (about 47 % a second; the ceiling, 1.5 times what gets through, bounds it too).
+const START_CLIMB: f64 = 1.08;
 /// Within this fraction of the rate at which the link last showed congestion, climb by
 /// [`CAREFUL_STEP_BPS`] only: two senders sharing a 400 kbit/s link, each climbing 50 kbit/s
 /// a second, overflowed its queue every three seconds (each time a burst of loss, a frozen
@@ -101,6 +115,10 @@ pub(crate) struct LinkEstimator {
     last_heavy_cut: Option<Instant>,
     /// The rate at which the link last showed congestion (queue or heavy loss).
     congested_at: Option<f64>,
+    /// Climbing fast from a cautious start; ends at the first congestion.
+    starting: bool,
+    /// The link has shown congestion (queue or heavy loss) at least once in the call.
+    seen_congestion: bool,
     meter: Arc<LinkMeter>,
 }
 
@@ -121,8 +139,18 @@ impl LinkEstimator {
             queue_high_since: None,
             last_heavy_cut: None,
             congested_at: None,
+            starting: false,
+            seen_congestion: false,
             meter,
         }
+    }
+
+    /// Starts the loss half at `start_bps` (below the initial rate) and climbs fast from there
+    /// until the link first shows congestion; see [`CAUTIOUS_START_BPS`].
+    pub(crate) fn with_cautious_start(mut self, start_bps: f64) -> Self {
+        self.loss_target = self.loss_target.min(start_bps).clamp(self.min, self.max);
+        self.starting = true;
+        self
     }
 
     /// What the far end received over the last window, bits per second; `None` until a
@@ -138,8 +166,12 @@ impl LinkEstimator {
         Some(bytes as f64 * 8.0 / span.max(RATE_WINDOW / 2).as_secs_f64())
     }
 
-    /// The most the far end's receiving rate lets us ask for (see the module docs).
+    /// The most the far end's receiving rate lets us ask for, once the link has shown
+    /// congestion (see the module docs).
     fn ceiling(&self) -> f64 {
+        if !self.seen_congestion {
+            return f64::INFINITY;
+        }
         self.received_bps()
             .map_or(f64::INFINITY, |r| r * RECEIVED_FACTOR + PROBE_HEADROOM_BPS)
     }
@@ -193,6 +225,8 @@ impl LinkEstimator {
             // smallest layer cannot be carried.
             let delivered = self.received_bps().unwrap_or(self.loss_target) * 0.9;
             self.congested_at = Some(self.loss_target.min(delivered / 0.9));
+            self.starting = false;
+            self.seen_congestion = true;
             let cut = self.loss_target * (1.0 - 0.5 * reported_loss);
             let persists = self
                 .last_heavy_cut
@@ -214,8 +248,10 @@ impl LinkEstimator {
             // resumed video (so got little through yet) from being paused again.
             let factor = (1.0 - queue / DRAIN_TIME_MS).clamp(0.5, 0.85);
             let delivered = self.received_bps().unwrap_or(f64::INFINITY);
+            self.seen_congestion = true;
             let before = self.loss_target.min(self.ceiling()).min(delivered);
             self.congested_at = Some(before);
+            self.starting = false;
             let cut = before * factor;
             self.loss_target = cut.max(VIDEO_FLOOR_BPS.min(self.loss_target));
             self.last_queue_cut = Some((now, queue));
@@ -235,6 +271,7 @@ impl LinkEstimator {
             }
             self.loss_target = match self.congested_at {
                 Some(c) if from >= c * NEAR_CONGESTION => from + CAREFUL_STEP_BPS,
+                _ if self.starting => (from + CLIMB_STEP_BPS).max(from * START_CLIMB),
                 _ => (from + CLIMB_STEP_BPS).max(from * CLIMB),
             };
         } else {
@@ -358,6 +395,8 @@ mod tests {
     #[test]
     fn the_estimate_stays_near_what_the_far_end_receives() {
         let mut e = estimator();
+        // A link that has shown congestion (it paused our video, say).
+        e.seen_congestion = true;
         let mut t = Instant::now();
         // Only audio flows: 50 packets of 160 bytes a second, all arriving.
         for _ in 0..100 {
@@ -447,6 +486,7 @@ mod tests {
     #[test]
     fn the_estimate_climbs_from_what_the_link_has_shown_not_above_it() {
         let mut e = estimator();
+        e.seen_congestion = true;
         let t0 = Instant::now();
         // Only audio flows for ten seconds: the ceiling holds the estimate near it...
         feed(&mut e, t0, 0, 10, 64_000, |_| 0);
@@ -500,6 +540,38 @@ mod tests {
             e.loss_target - before > 30_000.0,
             "{before} -> {}",
             e.loss_target
+        );
+    }
+
+    #[test]
+    fn a_cautious_start_catches_up_with_the_delay_half_within_seconds_on_a_clean_link() {
+        let mut e = estimator().with_cautious_start(CAUTIOUS_START_BPS);
+        assert!(e.target_bitrate() <= CAUTIOUS_START_BPS);
+        let t0 = Instant::now();
+        // The sender sends what the estimate allows; nothing queues, nothing is lost.
+        for half_second in 0..8 {
+            let bps = e.target_bitrate() as u64;
+            feed(&mut e, t0, half_second * 500, 1, bps, |_| 0);
+        }
+        let delay_half = e.gcc.delay_based_bitrate();
+        assert!(
+            e.target_bitrate() >= delay_half.min(e.ceiling()) * 0.95,
+            "after 4 s: {} vs delay half {delay_half}",
+            e.target_bitrate()
+        );
+        assert!(e.target_bitrate() >= 600_000.0, "{}", e.target_bitrate());
+    }
+
+    #[test]
+    fn a_link_that_never_congested_is_not_held_to_what_it_was_sent() {
+        // A peer on a layer shared with a slow peer is sent little; its own link is fine.
+        let mut e = estimator().with_cautious_start(CAUTIOUS_START_BPS);
+        let t0 = Instant::now();
+        feed(&mut e, t0, 0, 6, 150_000, |_| 0);
+        assert!(
+            e.target_bitrate() > 150_000.0 * RECEIVED_FACTOR + PROBE_HEADROOM_BPS,
+            "{}",
+            e.target_bitrate()
         );
     }
 

@@ -21,7 +21,7 @@ use webrtc::peer_connection::{
     configure_congestion_control, register_default_interceptors,
 };
 
-use super::estimator::LinkEstimator;
+use super::estimator::{CAUTIOUS_START_BPS, LinkEstimator};
 use super::keyframe_requests::{KeyframeRequests, SLOT};
 use super::link_gate::{GatedRuntime, MediaGate};
 use super::pacer::{AudioFirstPacer, LinkMeter};
@@ -91,7 +91,8 @@ fn interceptors(
     send: &SendSide,
 ) -> webrtc::error::Result<Registry> {
     let (initial, min, max) = (f64::from(b.initial), f64::from(b.min), f64::from(b.max));
-    let estimator = LinkEstimator::new(initial, min, max, Arc::clone(&send.meter));
+    let estimator = LinkEstimator::new(initial, min, max, Arc::clone(&send.meter))
+        .with_cautious_start(CAUTIOUS_START_BPS);
     configure_congestion_control(
         Registry::new(),
         Gcc::new(initial, min, max),
