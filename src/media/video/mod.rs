@@ -9,6 +9,7 @@ pub mod frame;
 pub mod layers;
 pub mod mailbox;
 pub mod pattern;
+pub mod scale;
 pub mod source;
 
 pub use camera::{Camera, CameraInfo, CameraRequest, list_cameras};
@@ -19,4 +20,5 @@ pub use error::VideoError;
 pub use frame::{FrameTime, I420Frame, unix_now_ms};
 pub use layers::{LayerSpec, ladder};
 pub use pattern::{TestPattern, read_time_band};
+pub use scale::{downscale, fit_within};
 pub use source::{CaptureConfig, VideoCapture, VideoSource};
