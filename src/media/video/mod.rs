@@ -22,5 +22,7 @@ pub use frame::{FrameTime, I420Frame, unix_now_ms};
 pub use layers::{LayerSpec, ladder};
 pub use pattern::{TestPattern, read_time_band};
 pub use scale::{downscale, fit_within};
-pub use screen::TestScreen;
+pub use screen::{
+    ScreenCapture, ScreenConfig, ScreenError, ScreenSource, ScreenTarget, TestScreen,
+};
 pub use source::{CaptureConfig, VideoCapture, VideoSource};
