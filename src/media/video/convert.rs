@@ -84,6 +84,30 @@ pub fn rgb_to_i420(
     Ok(frame)
 }
 
+/// Converts BGRA or BGRX (X11's 32-bit pixels; the fourth byte is ignored), `stride` bytes
+/// a row, to an I420 frame.
+pub fn bgra_to_i420(
+    width: u32,
+    height: u32,
+    bgra: &[u8],
+    stride: u32,
+    timestamp: FrameTime,
+) -> Result<I420Frame, VideoError> {
+    let mut frame = I420Frame::filled(width, height, (0, 128, 128), timestamp)?;
+    let (y, u, v) = frame.planes_mut();
+    let mut planar = planar_mut(width, height, y, u, v);
+    yuv::bgra_to_yuv420(
+        &mut planar,
+        bgra,
+        stride,
+        RANGE,
+        MATRIX,
+        YuvConversionMode::Balanced,
+    )
+    .map_err(conversion)?;
+    Ok(frame)
+}
+
 /// Converts packed YUYV 4:2:2 (the common raw webcam format) to an I420 frame.
 pub fn yuyv_to_i420(
     width: u32,
@@ -158,6 +182,22 @@ mod tests {
         for px in back.pixels.chunks(4) {
             assert!(px[0].abs_diff(200) <= 4 && px[1].abs_diff(30) <= 4 && px[2].abs_diff(40) <= 4);
         }
+    }
+
+    #[test]
+    fn bgra_with_padded_rows_converts_and_short_input_is_refused() {
+        // 4x2 pixels of pure red in BGRX, rows padded to 20 bytes with garbage.
+        let mut bgra = Vec::new();
+        for _ in 0..2 {
+            bgra.extend([0u8, 0, 255, 0].repeat(4));
+            bgra.extend([77u8; 4]);
+        }
+        let frame = bgra_to_i420(4, 2, &bgra, 20, FrameTime::now()).unwrap();
+        let back = i420_to_rgba(&frame).unwrap();
+        for px in back.pixels.chunks(4) {
+            assert!(px[0] >= 250 && px[1] <= 5 && px[2] <= 5, "{px:?}");
+        }
+        assert!(bgra_to_i420(4, 2, &bgra[..30], 20, FrameTime::now()).is_err());
     }
 
     #[test]

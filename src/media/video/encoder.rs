@@ -79,6 +79,8 @@ pub struct H264Encoder {
     keyframe_requested: bool,
     /// Origin of the monotonic timestamps openh264 receives.
     epoch: Instant,
+    /// Camera or screen content: openh264 tunes motion search and rate control for each.
+    usage: UsageType,
 }
 
 struct Inner {
@@ -101,11 +103,21 @@ impl std::fmt::Debug for H264Encoder {
 impl H264Encoder {
     /// Creates an encoder; the codec itself starts with the first frame, at that frame's size.
     pub fn new(settings: EncoderSettings) -> Result<Self, VideoError> {
+        Self::with_usage(settings, UsageType::CameraVideoRealTime)
+    }
+
+    /// An encoder tuned for screen content (text, flat areas, few frames a second).
+    pub fn for_screen(settings: EncoderSettings) -> Result<Self, VideoError> {
+        Self::with_usage(settings, UsageType::ScreenContentRealTime)
+    }
+
+    fn with_usage(settings: EncoderSettings, usage: UsageType) -> Result<Self, VideoError> {
         Ok(Self {
             settings: settings.validate()?,
             inner: None,
             keyframe_requested: false,
             epoch: Instant::now(),
+            usage,
         })
     }
 
@@ -126,7 +138,7 @@ impl H264Encoder {
             // change needs no separate keyframe request.
             debug!(width, height, "starting H.264 encoder");
             self.inner = Some(Inner {
-                encoder: new_encoder(self.settings)?,
+                encoder: new_encoder(self.settings, self.usage)?,
                 width,
                 height,
                 started: false,
@@ -197,9 +209,9 @@ impl H264Encoder {
     }
 }
 
-fn new_encoder(settings: EncoderSettings) -> Result<Encoder, VideoError> {
+fn new_encoder(settings: EncoderSettings, usage: UsageType) -> Result<Encoder, VideoError> {
     let config = EncoderConfig::new()
-        .usage_type(UsageType::CameraVideoRealTime)
+        .usage_type(usage)
         // openh264's baseline sets constraint_set1, i.e. constrained baseline (42e0xx),
         // which every WebRTC endpoint accepts.
         .profile(Profile::Baseline)

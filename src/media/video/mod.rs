@@ -1,4 +1,4 @@
-//! Video: synthetic and camera sources, H.264 coding and colour conversion, on plain threads.
+//! Video: synthetic, camera and screen sources, H.264 coding and colour conversion, on plain threads.
 
 pub mod camera;
 pub mod convert;
@@ -9,6 +9,8 @@ pub mod frame;
 pub mod layers;
 pub mod mailbox;
 pub mod pattern;
+pub mod scale;
+pub mod screen;
 pub mod source;
 
 pub use camera::{Camera, CameraInfo, CameraRequest, list_cameras};
@@ -19,4 +21,8 @@ pub use error::VideoError;
 pub use frame::{FrameTime, I420Frame, unix_now_ms};
 pub use layers::{LayerSpec, ladder};
 pub use pattern::{TestPattern, read_time_band};
+pub use scale::{downscale, fit_within};
+pub use screen::{
+    ScreenCapture, ScreenConfig, ScreenError, ScreenSource, ScreenTarget, TestScreen,
+};
 pub use source::{CaptureConfig, VideoCapture, VideoSource};

@@ -15,7 +15,7 @@ use super::frame::{FrameTime, I420Frame, plane_sizes};
 /// Cells per band row; fixed so the reader can derive the cell size from the width alone.
 const CELLS_PER_ROW: u32 = 40;
 /// Rows of cells in the band.
-const BAND_ROWS: u32 = 2;
+pub(crate) const BAND_ROWS: u32 = 2;
 /// Guard cells at the start of each row (1 = white): an unlikely, asymmetric marker.
 const GUARDS: [[bool; 4]; BAND_ROWS as usize] =
     [[true, false, true, true], [false, true, false, false]];
@@ -108,7 +108,7 @@ pub fn read_time_band(frame: &I420Frame) -> Option<u64> {
 }
 
 /// Cell edge in pixels, or None when the frame is too small to carry a readable band.
-fn cell_size(width: u32, height: u32) -> Option<u32> {
+pub(crate) fn cell_size(width: u32, height: u32) -> Option<u32> {
     let cell = (width / CELLS_PER_ROW) & !1;
     (cell >= MIN_CELL && BAND_ROWS * cell <= height).then_some(cell)
 }
@@ -135,7 +135,14 @@ fn read_cell(y: &[u8], w: usize, cell: usize, row: usize, col: usize) -> Option<
     }
 }
 
-fn draw_time_band(y: &mut [u8], u: &mut [u8], v: &mut [u8], w: usize, cell: usize, unix_ms: u64) {
+pub(crate) fn draw_time_band(
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+    w: usize,
+    cell: usize,
+    unix_ms: u64,
+) {
     let crc = crc8(&unix_ms.to_be_bytes());
     let mut payload = (0..64)
         .rev()
@@ -220,7 +227,7 @@ fn draw_moving_box(y: &mut [u8], u: &mut [u8], v: &mut [u8], w: usize, h: usize,
 }
 
 #[allow(clippy::too_many_arguments)] // drawing helpers take planes, geometry and colour
-fn draw_text(
+pub(crate) fn draw_text(
     y: &mut [u8],
     u: &mut [u8],
     v: &mut [u8],
@@ -265,7 +272,7 @@ fn draw_text(
 }
 
 /// Fills a rectangle; the chroma rectangle covers the same area at half resolution.
-fn fill_rect(
+pub(crate) fn fill_rect(
     y: &mut [u8],
     u: &mut [u8],
     v: &mut [u8],

@@ -1,0 +1,241 @@
+//! [`ScreenCapture`]: a share's frames on their own paced thread, shaped like
+//! [`VideoCapture`](super::super::VideoCapture): latest-wins mailbox, stop and join on drop,
+//! the reason it stopped on its own kept for the owner.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use super::super::VideoError;
+use super::super::frame::{FrameTime, I420Frame};
+use super::super::mailbox::Mailbox;
+use super::super::scale::{downscale, fit_within};
+use super::ScreenTarget;
+use super::error::ScreenError;
+use super::synthetic::TestScreen;
+use super::x11::{GrabOptions, ScreenGrabber};
+
+/// Frames kept for a consumer that falls behind; more would only add latency.
+const MAILBOX_FRAMES: usize = 2;
+/// Screen shares run at 1 to 30 frames a second; 5–15 is the intended range.
+const MAX_FPS: u32 = 30;
+
+/// Where a share's frames come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScreenSource {
+    /// The synthetic [`TestScreen`] at this size.
+    Test {
+        /// Width in pixels (even).
+        width: u32,
+        /// Height in pixels (even).
+        height: u32,
+    },
+    /// Part of an X11 display.
+    X11 {
+        /// Display name such as `:0`; None uses `DISPLAY`.
+        display: Option<String>,
+        /// Screen, monitor or window.
+        target: ScreenTarget,
+    },
+}
+
+/// What to share and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScreenConfig {
+    /// The source.
+    pub source: ScreenSource,
+    /// Frames per second, 1 to 30.
+    pub fps: u32,
+    /// Larger pictures are scaled down to fit this width, aspect kept.
+    pub max_width: u32,
+    /// Larger pictures are scaled down to fit this height, aspect kept.
+    pub max_height: u32,
+    /// Draw the mouse pointer in (X11 only; the test screen always has its own).
+    pub cursor: bool,
+}
+
+impl ScreenConfig {
+    /// `source` at 10 fps, up to 1920×1080, pointer drawn.
+    pub fn new(source: ScreenSource) -> Self {
+        Self {
+            source,
+            fps: 10,
+            max_width: 1920,
+            max_height: 1080,
+            cursor: true,
+        }
+    }
+}
+
+/// A running share; dropping it stops and joins its thread.
+#[derive(Debug)]
+pub struct ScreenCapture {
+    mailbox: Arc<Mailbox<I420Frame>>,
+    failure: Arc<Mutex<Option<ScreenError>>>,
+    /// Dropping this sender wakes and ends the thread at once.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the thread draws or reads each tick.
+enum Producer {
+    Test {
+        screen: TestScreen,
+        bound: (u32, u32),
+    },
+    X11(Box<ScreenGrabber>),
+}
+
+impl Producer {
+    fn next(&mut self, now: FrameTime) -> Result<Option<I420Frame>, ScreenError> {
+        match self {
+            Self::Test { screen, bound } => {
+                let frame = screen.render(now);
+                let (w, h) = fit_within(frame.width(), frame.height(), bound.0, bound.1);
+                if (w, h) == (frame.width(), frame.height()) {
+                    Ok(Some(frame))
+                } else {
+                    Ok(Some(downscale(&frame, w, h)?))
+                }
+            }
+            Self::X11(grabber) => grabber.grab(now),
+        }
+    }
+}
+
+impl ScreenCapture {
+    /// Starts sharing; no display, a window already gone and bad settings fail here.
+    pub fn start(config: ScreenConfig) -> Result<Self, ScreenError> {
+        if config.fps == 0 || config.fps > MAX_FPS {
+            return Err(VideoError::InvalidFrameRate(config.fps).into());
+        }
+        let bound = (config.max_width, config.max_height);
+        if bound.0 < 2 || bound.1 < 2 {
+            return Err(VideoError::InvalidDimensions {
+                width: bound.0,
+                height: bound.1,
+            }
+            .into());
+        }
+        let producer = match config.source {
+            ScreenSource::Test { width, height } => Producer::Test {
+                screen: TestScreen::new(width, height)?,
+                bound,
+            },
+            ScreenSource::X11 {
+                ref display,
+                target,
+            } => {
+                let options = GrabOptions {
+                    cursor: config.cursor,
+                    max_width: bound.0,
+                    max_height: bound.1,
+                    ..GrabOptions::default()
+                };
+                Producer::X11(Box::new(ScreenGrabber::open(
+                    display.as_deref(),
+                    target,
+                    options,
+                )?))
+            }
+        };
+        let mailbox = Arc::new(Mailbox::new(MAILBOX_FRAMES));
+        let failure = Arc::new(Mutex::new(None));
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let period = Duration::from_secs(1) / config.fps;
+        let (m, f) = (Arc::clone(&mailbox), Arc::clone(&failure));
+        let thread = std::thread::Builder::new()
+            .name("screen-capture".into())
+            .spawn(move || run(producer, period, &stop_rx, &m, &f))?;
+        Ok(Self {
+            mailbox,
+            failure,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Takes the oldest waiting frame, waiting up to `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<I420Frame> {
+        self.mailbox.pop_timeout(timeout)
+    }
+
+    /// Takes the oldest waiting frame without waiting.
+    pub fn try_recv(&self) -> Option<I420Frame> {
+        self.mailbox.try_pop()
+    }
+
+    /// Takes the newest frame and discards older ones: what an encoder wants.
+    pub fn latest(&self) -> Option<I420Frame> {
+        self.mailbox.pop_latest()
+    }
+
+    /// Frames discarded because the consumer was too slow.
+    pub fn dropped_frames(&self) -> u64 {
+        self.mailbox.dropped()
+    }
+
+    /// Why the share stopped on its own (the window was closed, the display went away);
+    /// reported once.
+    pub fn take_failure(&self) -> Option<ScreenError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// True once the capture thread has stopped producing.
+    pub fn has_ended(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+}
+
+impl Drop for ScreenCapture {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            warn!("screen capture thread panicked");
+        }
+    }
+}
+
+/// Produces a frame every `period` until told to stop or the source fails for good.
+fn run(
+    mut producer: Producer,
+    period: Duration,
+    stop: &mpsc::Receiver<()>,
+    mailbox: &Mailbox<I420Frame>,
+    failure: &Mutex<Option<ScreenError>>,
+) {
+    let mut next = Instant::now();
+    // Any message or a dropped sender ends the loop; only a timeout means "capture now".
+    while let Err(RecvTimeoutError::Timeout) =
+        stop.recv_timeout(next.saturating_duration_since(Instant::now()))
+    {
+        match producer.next(FrameTime::now()) {
+            Ok(Some(frame)) => mailbox.push(frame),
+            // Unmapped or minimised: nothing to show now, maybe again later.
+            Ok(None) => {}
+            Err(ScreenError::Video(e)) => {
+                warn!(error = %e, "dropping an unconvertible screen frame")
+            }
+            Err(e) => {
+                debug!(error = %e, "screen capture ends");
+                *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                break;
+            }
+        }
+        next += period;
+        // After a stall (suspended machine, debugger) skip ahead instead of bursting.
+        if next + period < Instant::now() {
+            next = Instant::now();
+        }
+    }
+    mailbox.close();
+    debug!("screen capture stopped");
+}
