@@ -21,12 +21,13 @@ mod common;
 // What this test holds the engine to is a little less, since it runs a dev-profile build
 // on a 2-core machine that may be busy with other tests; each floor is still far above the
 // engine before issue 11 (A↔B 0.55 × captured at 250 kbit/s; C heard 6–9 % of the audio
-// and saw 5–45 frames, 10–25 s late) and above the first increment (C saw 88–355 frames
-// from one sender and 23–428 from the other, p95 up to 2.2 s). Measured with the queue-
-// aware estimator (12 runs, dev build, debug logging, the machine busy with two builds):
-// C's video 101–457 frames from each sender (median ~250), audio 0.86–0.98 of a clean
-// member's, p95 245–947 ms; a later full-suite run gave 1,580 ms from one sender (its
-// congestion episodes still overfill the cap's 50-packet queue now and then).
+// and saw 5–45 frames, 10–25 s late). Measured with the cautious start, one resend per
+// round trip and the floor above the pause point (4 runs, dev build, the machine's load
+// 8–15 from two builds and other tests): C's video 615–710 frames from each sender, audio
+// 0.94–0.99 of a clean member's, p95 155–261 ms; A↔B 914–1091 kbit/s and 0.81–0.96 of the
+// captured frames (the low end with load 15: CPU, not the network). The floors below sit
+// at the targets where runs keep a wide margin (video), and between the target and the
+// old floor where a loaded machine comes near the target (audio, latency).
 
 /// A↔B video frames received, as a fraction of the sender's captured frames (target 0.9).
 const AB_FRAMES_OF_CAPTURED: f64 = 0.8;
@@ -34,14 +35,13 @@ const AB_FRAMES_OF_CAPTURED: f64 = 0.8;
 const AB_MIN_KBPS: f64 = 700.0;
 /// C's audio frames from a sender, as a fraction of what the member on a clean link
 /// decoded from that sender in the same call (target 0.95).
-const C_AUDIO_OF_CLEAN: f64 = 0.8;
+const C_AUDIO_OF_CLEAN: f64 = 0.9;
 /// Video frames C decodes from each of A and B in 30 s (target 250): neither sender
 /// starves behind the other on the shared link.
-const C_MIN_VIDEO_FRAMES_EACH: f64 = 75.0;
+const C_MIN_VIDEO_FRAMES_EACH: f64 = 250.0;
 /// C's glass-to-glass video latency p95 from each sender, ms (target 400). The pacer drops
-/// video older than 500 ms and the receive buffer waits at most 400 ms; the cap's own
-/// queue (50 packets at 400 kbit/s) could add 1.2 s if the senders overshot for long.
-const C_MAX_LATENCY_P95_MS: f64 = 2500.0;
+/// video older than 500 ms and the receive buffer waits at most 400 ms.
+const C_MAX_LATENCY_P95_MS: f64 = 800.0;
 
 const SCENARIO: &str = "cap400loss5";
 const DURATION_S: u64 = 30;
