@@ -25,7 +25,11 @@
 //          compositor, after decoding).
 //   join_ms = frame - start. Also: click_ms = frame - the Join button's submit event (adds
 //   getUserMedia of the fake devices), sent_ms = frame - the `join` message sent (leaves out
-//   the WebSocket handshake). Page loads are never counted.
+//   the WebSocket handshake). Page loads are never counted. `phases` gives the times from
+//   start at which B sent `join`, received `joined`, sent its offer, A received it and
+//   sent its answer (A's marks moved to B's clock through performance.timeOrigin), B
+//   received the answer, got the remote video track, saw its connection `connected`
+//   (ICE + DTLS) and showed the first frame.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,7 +43,8 @@ const log = (...a) => console.error('[join-time chromium]', ...a);
 
 /** Injected into every page before its scripts: the marks above, in window.__joinTime. */
 function marks() {
-  const t = { click: null, start: null, sent: null, frame: null, frameCallback: null };
+  const t = { click: null, start: null, sent: null, frame: null, frameCallback: null, joined: null, connected: null, track: null,
+    offerOut: null, offerIn: null, answerOut: null, answerIn: null };
   window.__joinTime = t;
   document.addEventListener('submit', () => { if (t.click === null) t.click = performance.now(); }, true);
 
@@ -48,10 +53,20 @@ function marks() {
     constructor(...args) {
       if (t.start === null) t.start = performance.now();
       super(...args);
+      this.addEventListener('message', (e) => {
+        const text = String(e.data);
+        if (t.joined === null && text.includes('"type":"joined"')) t.joined = performance.now();
+        if (t.offerIn === null && text.includes('"type":"offer"')) t.offerIn = performance.now();
+        if (t.answerIn === null && text.includes('"type":"answer"')) t.answerIn = performance.now();
+      });
     }
 
     send(data) {
-      if (t.sent === null && typeof data === 'string' && data.includes('"type":"join"')) t.sent = performance.now();
+      if (typeof data === 'string') {
+        if (t.sent === null && data.includes('"type":"join"')) t.sent = performance.now();
+        if (t.offerOut === null && data.includes('"type":"offer"')) t.offerOut = performance.now();
+        if (t.answerOut === null && data.includes('"type":"answer"')) t.answerOut = performance.now();
+      }
       return super.send(data);
     }
   };
@@ -62,7 +77,13 @@ function marks() {
   window.RTCPeerConnection = class extends PC {
     constructor(...args) {
       super(...args);
-      this.addEventListener('track', (e) => remote.add(e.track));
+      this.addEventListener('track', (e) => {
+        remote.add(e.track);
+        if (t.track === null && e.track.kind === 'video') t.track = performance.now();
+      });
+      this.addEventListener('connectionstatechange', () => {
+        if (t.connected === null && this.connectionState === 'connected') t.connected = performance.now();
+      });
     }
   };
 
@@ -137,7 +158,18 @@ async function oneTry(browser, n) {
       return mime;
     });
     const fps = await a.page.evaluate(() => window.meshcall.state.media.track('video').getSettings().frameRate);
-    return { try: n, join_ms: ms(t.start), click_ms: ms(t.click), sent_ms: ms(t.sent), codec, fps };
+    // Where B's time went, from its start: `joined` received, remote video track,
+    // connection (ICE + DTLS) up, first frame.
+    const ta = await a.page.evaluate(() => ({ ...window.__joinTime, origin: performance.timeOrigin }));
+    const originB = await b.page.evaluate(() => performance.timeOrigin);
+    const at = (mark) => (t[mark] === null || t.start === null ? null : Math.round(t[mark] - t.start));
+    // Tab A's marks on B's clock (both tabs' timeOrigin are on the machine's wall clock).
+    const atA = (mark) => (ta[mark] === null || t.start === null ? null
+      : Math.round(ta.origin + ta[mark] - originB - t.start));
+    const phases = { sent: at('sent'), joined: at('joined'), offer_sent: at('offerOut'),
+      a_offer_in: atA('offerIn'), a_answer_sent: atA('answerOut'), answer_in: at('answerIn'),
+      track: at('track'), connected: at('connected'), frame: at('frame') };
+    return { try: n, join_ms: ms(t.start), click_ms: ms(t.click), sent_ms: ms(t.sent), codec, fps, phases };
   } catch (e) {
     return { try: n, error: String(e.message || e).split('\n')[0] };
   } finally {
