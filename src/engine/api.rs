@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::client::ConnectionState;
+pub use crate::media::DeviceKind;
 use crate::proto::ChatMessage;
 
 /// How the engine joins and behaves.
@@ -97,24 +98,6 @@ pub enum Command {
     Chat(String),
     /// Leave the room; the engine then reports [`Event::Left`].
     Leave,
-}
-
-/// One of our own capture devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// The camera (or the test pattern standing in for one).
-    Camera,
-    /// The microphone (or the test tone standing in for one).
-    Microphone,
-}
-
-impl std::fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Camera => "camera",
-            Self::Microphone => "microphone",
-        })
-    }
 }
 
 /// A room member as the engine knows it.

@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::sinks::{RemoteMediaSink, SinkFactory};
-use super::video_receive::AccessUnit;
 use crate::media::audio::jitter::JitterConfig;
 use crate::media::audio::playback::Playback;
 use crate::media::audio::remote::RemoteAudio;
 use crate::media::audio::{AudioFrame, FRAME_SAMPLES};
-use crate::media::video::{H264Decoder, I420Frame, read_time_band, unix_now_ms};
+use crate::media::pipeline::{RemoteMediaSink, SinkFactory};
+use crate::media::video::{AccessUnit, H264Decoder, I420Frame, read_time_band, unix_now_ms};
 
 /// Access units waiting for one member's decoder. H.264 frames depend on each other, so
 /// none may be skipped; if the decoder falls this far behind, drop and ask for a keyframe.

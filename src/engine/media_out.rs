@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::api::DeviceKind;
-use super::local_media::MediaInput;
 use super::media_in::{EchoReference, lock};
-use super::video_fanout::LayerOrder;
+use crate::media::DeviceKind;
 use crate::media::audio::AudioFrame;
 use crate::media::audio::capture::Capture;
 use crate::media::audio::codec::{DEFAULT_BITRATE, OpusEncoder};
@@ -20,10 +18,11 @@ use crate::media::audio::denoise::NoiseSuppressor;
 use crate::media::audio::echo::EchoCanceller;
 use crate::media::audio::level::rms;
 use crate::media::audio::tone::{ToneConfig, TonePattern, ToneSource};
+use crate::media::pipeline::MediaOutlet;
 use crate::media::video::layers::half;
 use crate::media::video::{
-    CaptureConfig, EncoderSettings, H264Encoder, I420Frame, LayerSpec, VideoCapture, VideoSource,
-    ladder,
+    CaptureConfig, EncoderSettings, H264Encoder, I420Frame, LayerOrder, LayerSpec, VideoCapture,
+    VideoSource, ladder,
 };
 
 /// What to send as video.
@@ -125,7 +124,7 @@ impl LocalPipelines {
     /// `echo_reference` is what the speaker plays (see `RemoteMedia::echo_reference`);
     /// with it, a microphone's echo of the call is cancelled.
     pub fn start(
-        input: &MediaInput,
+        input: &impl MediaOutlet,
         name: &str,
         video: &VideoChoice,
         format: &VideoFormat,
@@ -225,7 +224,7 @@ impl LocalPipelines {
     }
 
     /// Whether a source started; for a pipeline of one source, whether it runs (until it
-    /// fails, which [`MediaInput::device_failed`] reports).
+    /// fails, which [`MediaOutlet::device_failed`] reports).
     pub fn is_running(&self) -> bool {
         !self.threads.is_empty()
     }
@@ -240,7 +239,7 @@ struct LayerEncoder {
 fn video_loop(
     capture: &VideoCapture,
     fps: u32,
-    input: &MediaInput,
+    input: &impl MediaOutlet,
     stop: &AtomicBool,
     stats: &OutgoingStats,
 ) {
@@ -303,7 +302,7 @@ fn encode_layers(
     orders: &[LayerOrder],
     fps: u32,
     encoders: &mut [Option<LayerEncoder>],
-    input: &MediaInput,
+    input: &impl MediaOutlet,
     stats: &OutgoingStats,
 ) -> bool {
     let Some(smallest) = orders.iter().position(|o| o.active) else {
@@ -445,7 +444,7 @@ fn audio_loop(
     source: AudioSourceHandle,
     frames: &std::sync::mpsc::Receiver<AudioFrame>,
     mut cleanup: Option<MicCleanup>,
-    input: &MediaInput,
+    input: &impl MediaOutlet,
     stop: &AtomicBool,
     stats: &OutgoingStats,
 ) {
