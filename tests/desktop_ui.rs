@@ -10,10 +10,9 @@ use egui::{Key, Modifiers, vec2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use meshcall::client::ConnectionState;
-use meshcall::engine::{
-    AudioChoice, Command, DeviceKind, Event, LinkState, Member, MemberStats, VideoChoice,
-};
+use meshcall::engine::{Command, DeviceKind, Event, LinkState, Member, MemberStats};
 use meshcall::media::audio::devices::AudioDevices;
+use meshcall::media::pipeline::{AudioChoice, VideoChoice};
 use meshcall::media::video::{FrameTime, I420Frame};
 use meshcall::proto::{ChatMessage, ErrorCode};
 use meshcall::session::{CallBackend, DeviceLists, Notice, Request};

@@ -2,7 +2,7 @@
 //!
 //! The call reaches the pipelines only through the contracts in [`pipeline`]: encoded
 //! media goes out through a [`pipeline::MediaOutlet`], received media comes in through a
-//! [`pipeline::RemoteMediaSink`]; the engine implements the one and calls the other.
+//! `pipeline::RemoteMediaSink`; the engine implements the one and calls the other.
 
 pub mod audio;
 pub mod pipeline;

@@ -1,6 +1,7 @@
-//! Our outgoing media: a capture thread per source feeding ONE encoder each, whose output
-//! the fan-out sends to every peer. Encoder runs equal captured frames at any number of
-//! peers; that is the point of the design, and the counters here let tests prove it.
+//! Our outgoing media: a capture thread per source feeding ONE encoder each (per layer in
+//! use), whose output the call's fan-out ([`MediaOutlet`]) sends to every peer. Encoder
+//! runs equal captured frames at any number of peers; that is the point of the design, and
+//! the counters here let tests prove it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::media_in::{EchoReference, lock};
+use super::incoming::{EchoReference, lock};
 use crate::media::DeviceKind;
 use crate::media::audio::AudioFrame;
 use crate::media::audio::capture::Capture;
