@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::client::ConnectionState;
 pub use crate::media::DeviceKind;
+use crate::media::pipeline::VideoQuality;
 use crate::proto::ChatMessage;
 
 /// How the engine joins and behaves.
@@ -175,6 +176,12 @@ pub struct MemberStats {
     pub audio_loss_reported_by_them: f64,
     /// The video layer we send them (`640x360`, or `paused`).
     pub layer: Option<String>,
+    /// Their video as decoded here: frames per second over the last 10 s, size, freezes
+    /// (as the participant report counts them). None when the engine only counts what
+    /// arrives (`Engine::spawn` with `CountingSinks`).
+    pub decoded: Option<VideoQuality>,
+    /// Their audio frames made up by concealment because nothing came in time.
+    pub audio_concealed: u64,
 }
 
 /// What the engine tells its consumers.

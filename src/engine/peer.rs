@@ -385,7 +385,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                 }
             }
             _ = tick.tick() => {
-                let mut report = stats.sample(&pc, setup.sink.counts()).await;
+                let mut report = stats.sample(&pc, setup.sink.as_ref()).await;
                 if let Some(rtt) = report.rtt_ms {
                     tally.rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);
                     meter.rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);

@@ -621,6 +621,14 @@ impl RemoteMediaSink for DecodingSink {
             self.member.audio_packets.load(Ordering::Relaxed),
         )
     }
+
+    fn video_quality(&self) -> Option<VideoQuality> {
+        Some(self.member.video_quality())
+    }
+
+    fn audio_concealed(&self) -> u64 {
+        self.member.audio_concealed()
+    }
 }
 
 impl Drop for DecodingSink {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::VideoQuality;
 use crate::media::video::AccessUnit;
 
 /// Where one member's incoming media goes (decoders, or counters in tests).
@@ -21,6 +22,15 @@ pub(crate) trait RemoteMediaSink: Send + Sync + 'static {
     }
     /// Video frames and audio packets delivered so far.
     fn counts(&self) -> (u64, u64);
+    /// How their video looks once decoded: frame rate over the last 10 s, size, freezes.
+    /// None from a sink that does not decode.
+    fn video_quality(&self) -> Option<VideoQuality> {
+        None
+    }
+    /// Their audio frames made up by concealment because nothing came in time.
+    fn audio_concealed(&self) -> u64 {
+        0
+    }
 }
 
 /// Makes the sink for a new member's media.
