@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::incoming::{EchoReference, lock};
+use super::{EchoReference, lock};
 use crate::media::DeviceKind;
 use crate::media::audio::AudioFrame;
 use crate::media::audio::capture::Capture;
