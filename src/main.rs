@@ -287,9 +287,8 @@ fn secs(s: f64) -> anyhow::Result<Duration> {
 }
 
 fn run_join(args: JoinArgs) -> anyhow::Result<()> {
-    use meshcall::engine::{
-        AudioChoice, Command as EngineCommand, EngineConfig, Speaker, VideoChoice, parse_ips,
-    };
+    use meshcall::engine::{Command as EngineCommand, EngineConfig, parse_ips};
+    use meshcall::media::pipeline::{AudioChoice, Speaker, VideoChoice};
     use meshcall::participant::{ParticipantConfig, run};
     let mut engine = EngineConfig::default();
     if let Some(ips) = &args.ice_ip {

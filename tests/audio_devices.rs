@@ -348,7 +348,7 @@ fn speaker_echo_picked_up_by_the_microphone_is_cancelled() {
 /// Frames the speaker hands to `reference` from now: counted until `enough` came or
 /// `within` passed (a device takes a moment to start pulling).
 fn played_frames(
-    reference: &meshcall::engine::EchoReference,
+    reference: &meshcall::media::pipeline::EchoReference,
     enough: usize,
     within: Duration,
 ) -> usize {
@@ -364,7 +364,7 @@ fn played_frames(
 
 #[test]
 fn a_call_moves_between_speakers_and_the_echo_reference_follows() {
-    use meshcall::engine::{RemoteMedia, Speaker};
+    use meshcall::media::pipeline::{RemoteMedia, Speaker};
     require_pulse!();
     let remote = RemoteMedia::new(&Speaker::Named("speaker".into()));
     assert_eq!(remote.problem(), None);

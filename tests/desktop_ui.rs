@@ -10,10 +10,9 @@ use egui::{Key, Modifiers, vec2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use meshcall::client::ConnectionState;
-use meshcall::engine::{
-    AudioChoice, Command, DeviceKind, Event, LinkState, Member, MemberStats, VideoChoice,
-};
+use meshcall::engine::{Command, DeviceKind, Event, LinkState, Member, MemberStats};
 use meshcall::media::audio::devices::AudioDevices;
+use meshcall::media::pipeline::{AudioChoice, VideoChoice, VideoQuality};
 use meshcall::media::video::{FrameTime, I420Frame};
 use meshcall::proto::{ChatMessage, ErrorCode};
 use meshcall::session::{CallBackend, DeviceLists, Notice, Request};
@@ -560,10 +559,26 @@ fn banners_for_reconnecting_and_device_problems() {
 #[test]
 fn quality_tooltip_and_stats_reach_the_tile() {
     let mut h = in_call();
+    // Every per-peer number of the participant report: video_kbps, fps, resolution,
+    // freezes and freeze_ms, audio_concealed, nack_sent, rtx_received, loss_pct, layer.
     let stats = MemberStats {
         rtt_ms: Some(23.0),
         bitrate_in: 850_000.0,
         bitrate_out: 900_000.0,
+        video_bitrate_in: 612_000.0,
+        packets_lost: 30,
+        packets_received: 970,
+        nacks_sent: 41,
+        retransmissions_received: 37,
+        layer: Some("320x180".into()),
+        decoded: Some(VideoQuality {
+            fps: 24.4,
+            width: 640,
+            height: 360,
+            freezes: 3,
+            freeze_time: std::time::Duration::from_millis(750),
+        }),
+        audio_concealed: 17,
         ..Default::default()
     };
     h.state_mut()
@@ -577,8 +592,13 @@ fn quality_tooltip_and_stats_reach_the_tile() {
     h.get_by_label("Connection quality: Grace Hopper").hover();
     h.run();
     h.get_by_label_contains("RTT 23 ms");
-    h.get_by_label_contains("Loss 0.0 %");
+    // The first sample has no interval to measure; the call's total is the report's.
+    h.get_by_label_contains("Loss 0.0 % (3.0 % over the call)");
     h.get_by_label_contains("In 850 kbit/s · Out 900 kbit/s");
+    h.get_by_label_contains("Their video 612 kbit/s, 24 fps, 640x360");
+    h.get_by_label_contains("Freezes 3 (750 ms) · audio concealed 17");
+    h.get_by_label_contains("Asked again 41 · resent 37");
+    h.get_by_label_contains("We send 320x180");
 }
 
 #[test]

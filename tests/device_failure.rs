@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 use common::pulse::{load_null_sink, skip_reason, suspend_sink};
 use meshcall::engine::{
-    AudioChoice, Command, CountingSinks, DeviceKind, Engine, EngineConfig, Event, JoinParams,
-    LocalPipelines, Member, VideoChoice, VideoFormat,
+    Command, CountingSinks, DeviceKind, Engine, EngineConfig, Event, JoinParams, Member,
 };
 use meshcall::media::audio::capture::Capture;
+use meshcall::media::pipeline::{AudioChoice, LocalPipelines, VideoChoice, VideoFormat};
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -268,7 +268,7 @@ fn an_unloaded_microphone_source_is_moved_by_pulseaudio_and_cpal_reports_nothing
 /// reported; unmuting when it is back opens it again, and its level shows once more.
 #[test]
 fn the_desktop_session_closes_a_silent_microphone_and_unmuting_reopens_it() {
-    use meshcall::engine::Speaker;
+    use meshcall::media::pipeline::Speaker;
     use meshcall::session::{CallBackend, DeviceChoice, Notice, Request, Session};
     if let Some(reason) = skip_reason() {
         common::skip::skip_or_fail(&reason);

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use meshcall::engine::{
-    AudioChoice, Command, DeviceKind, EngineConfig, Event, JoinParams, Speaker, VideoChoice,
-};
+use meshcall::engine::{Command, DeviceKind, EngineConfig, Event, JoinParams};
+use meshcall::media::pipeline::{AudioChoice, Speaker, VideoChoice};
 use meshcall::session::{CallBackend, DeviceChoice, Notice, Request, Session};
 
 fn config() -> EngineConfig {

@@ -17,10 +17,10 @@ use super::local_media::{DeviceFailure, LocalMedia};
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
 use super::peer_factory::{BitrateRange, PeerFactory};
 use super::policy::{VideoPolicy, expected_audio_loss};
-use super::sinks::SinkFactory;
 use crate::client::{
     ClientConfig, ClientError, ClientEvent, ConnectionState, SignalClient, SignalSender,
 };
+use crate::media::pipeline::SinkFactory;
 use crate::proto::{
     ClientMessage, IceServer, JoinRequest, Peer, PeerPayload, ServerMessage, StateUpdate,
 };

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::client::ConnectionState;
+pub use crate::media::DeviceKind;
+use crate::media::pipeline::VideoQuality;
 use crate::proto::ChatMessage;
 
 /// How the engine joins and behaves.
@@ -99,24 +101,6 @@ pub enum Command {
     Leave,
 }
 
-/// One of our own capture devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// The camera (or the test pattern standing in for one).
-    Camera,
-    /// The microphone (or the test tone standing in for one).
-    Microphone,
-}
-
-impl std::fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Camera => "camera",
-            Self::Microphone => "microphone",
-        })
-    }
-}
-
 /// A room member as the engine knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -192,6 +176,12 @@ pub struct MemberStats {
     pub audio_loss_reported_by_them: f64,
     /// The video layer we send them (`640x360`, or `paused`).
     pub layer: Option<String>,
+    /// Their video as decoded here: frames per second over the last 10 s, size, freezes
+    /// (as the participant report counts them). None when the engine only counts what
+    /// arrives (`Engine::spawn` with `CountingSinks`).
+    pub decoded: Option<VideoQuality>,
+    /// Their audio frames made up by concealment because nothing came in time.
+    pub audio_concealed: u64,
 }
 
 /// What the engine tells its consumers.

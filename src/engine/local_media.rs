@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 
 use super::api::DeviceKind;
 use super::fanout::AudioFanout;
-use super::video_fanout::{LayerOrder, VideoFanout};
-use super::video_receive::has_idr;
+use super::video_fanout::VideoFanout;
 use crate::media::audio::codec::DEFAULT_EXPECTED_LOSS_PERCENT;
-use crate::media::video::LayerSpec;
+use crate::media::pipeline::MediaOutlet;
+use crate::media::video::{LayerOrder, LayerSpec, has_idr};
 
 /// Opus frames are 20 ms: 960 ticks of the 48 kHz RTP clock.
 pub const OPUS_FRAME_TICKS: u32 = 960;
@@ -183,5 +183,45 @@ impl MediaInput {
     /// Peers currently fed (video legs).
     pub fn video_peers(&self) -> usize {
         self.0.video.legs()
+    }
+}
+
+/// The capture/encode pipelines (`media::pipeline`) reach the call through this.
+impl MediaOutlet for MediaInput {
+    fn video_on(&self) -> bool {
+        MediaInput::video_on(self)
+    }
+    fn audio_on(&self) -> bool {
+        MediaInput::audio_on(self)
+    }
+    fn video_peers(&self) -> usize {
+        MediaInput::video_peers(self)
+    }
+    fn set_video_layers(&self, layers: &[LayerSpec]) {
+        MediaInput::set_video_layers(self, layers);
+    }
+    fn video_orders(&self) -> Vec<LayerOrder> {
+        MediaInput::video_orders(self)
+    }
+    fn send_video_layer(&self, layer: usize, access_unit: &Bytes, keyframe: bool) {
+        MediaInput::send_video_layer(self, layer, access_unit, keyframe);
+    }
+    fn end_video_frame(&self, ticks: u32, sent: bool) {
+        MediaInput::end_video_frame(self, ticks, sent);
+    }
+    fn skip_video(&self, ticks: u32) {
+        MediaInput::skip_video(self, ticks);
+    }
+    fn send_audio(&self, packet: &Bytes) {
+        MediaInput::send_audio(self, packet);
+    }
+    fn skip_audio(&self) {
+        MediaInput::skip_audio(self);
+    }
+    fn expected_audio_loss(&self) -> u32 {
+        MediaInput::expected_audio_loss(self)
+    }
+    fn device_failed(&self, kind: DeviceKind, message: String) {
+        MediaInput::device_failed(self, kind, message);
     }
 }

@@ -12,8 +12,6 @@ mod keyframe_requests;
 mod link_gate;
 mod link_recovery;
 mod local_media;
-mod media_in;
-mod media_out;
 mod negotiation;
 mod pacer;
 mod peer;
@@ -39,16 +37,13 @@ pub use api::{
     MemberStats, parse_ips,
 };
 pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
-pub use media_in::{EchoReference, RemoteMedia, RemoteMember, Speaker};
-pub use media_out::{AudioChoice, LocalPipelines, OutgoingStats, VideoChoice, VideoFormat};
 pub use sinks::CountingSinks;
-pub use video_fanout::LayerOrder;
 
+use crate::media::pipeline::{RemoteMedia, SinkFactory};
 use actor::Actor;
 use census::Census;
 use link_gate::MediaGate;
 use local_media::{FAILURES_QUEUED, LocalMedia};
-use sinks::SinkFactory;
 
 /// A running engine. Dropping it (or [`Engine::shutdown`]) leaves any call cleanly.
 pub struct Engine {

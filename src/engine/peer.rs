@@ -32,11 +32,11 @@ use super::local_media::LocalMedia;
 use super::negotiation::Negotiation;
 use super::pacer::LinkMeter;
 use super::peer_factory::{H264_PT, OPUS_PT, PeerFactory, SendSide, negotiated_payload_type};
-use super::sinks::RemoteMediaSink;
 use super::stats::StatsTracker;
 use super::video_fanout::LayerFrame;
 use super::video_receive::{Assembled, FrameBuffer};
 use crate::client::SignalSender;
+use crate::media::pipeline::RemoteMediaSink;
 use crate::proto::{ClientMessage, IceServer, PeerPayload};
 
 /// Messages from the engine actor to a peer task.
@@ -385,7 +385,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                 }
             }
             _ = tick.tick() => {
-                let mut report = stats.sample(&pc, setup.sink.counts()).await;
+                let mut report = stats.sample(&pc, setup.sink.as_ref()).await;
                 if let Some(rtt) = report.rtt_ms {
                     tally.rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);
                     meter.rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);

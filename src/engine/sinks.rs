@@ -1,7 +1,6 @@
-//! Where a member's incoming media goes: the sink a peer task hands it to, the factory the
-//! actor makes one per member with, and a sink that counts what arrives (the headless
-//! participant's measure, and what tests check). Decoding sinks come with the media
-//! pipeline (`media_in.rs`).
+//! A sink that counts what arrives from each member (the headless participant's measure,
+//! and what tests check). The sink contract itself, and the decoding sinks, are media's
+//! (`media/pipeline/sink.rs`, `media/pipeline/incoming.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,24 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::video_receive::AccessUnit;
-
-/// Where one member's incoming media goes (decoders, or counters in tests).
-pub(crate) trait RemoteMediaSink: Send + Sync + 'static {
-    /// A complete, decodable H.264 access unit.
-    fn video(&self, au: AccessUnit);
-    /// One Opus packet with its RTP sequence number and timestamp.
-    fn audio(&self, seq: u16, timestamp: u32, payload: Bytes);
-    /// Whether the decoder failed since the last call and needs a keyframe.
-    fn take_decoder_failure(&self) -> bool {
-        false
-    }
-    /// Video frames and audio packets delivered so far.
-    fn counts(&self) -> (u64, u64);
-}
-
-/// Makes the sink for a new member's media.
-pub(crate) type SinkFactory = Arc<dyn Fn(&str) -> Arc<dyn RemoteMediaSink> + Send + Sync>;
+use crate::media::pipeline::{RemoteMediaSink, SinkFactory};
+use crate::media::video::AccessUnit;
 
 /// Per-member counters.
 #[derive(Default)]

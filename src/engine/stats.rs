@@ -7,6 +7,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::peer_connection::{PeerConnection, StatsSelector};
 
 use super::api::MemberStats;
+use crate::media::pipeline::RemoteMediaSink;
 
 /// The counters of one sample that the next turns into rates.
 #[derive(Debug, Clone, Copy)]
@@ -27,17 +28,20 @@ pub(crate) struct StatsTracker {
 }
 
 impl StatsTracker {
-    /// Reads the connection's stats; `counts` are the sink's (video frames, audio packets).
+    /// Reads the connection's stats, and from `sink` what arrived and how it decoded.
     pub(crate) async fn sample(
         &mut self,
         pc: &Arc<dyn PeerConnection>,
-        counts: (u64, u64),
+        sink: &dyn RemoteMediaSink,
     ) -> MemberStats {
         let now = Instant::now();
         let report = pc.get_stats(now, StatsSelector::None).await;
+        let counts = sink.counts();
         let mut s = MemberStats {
             video_frames: counts.0,
             audio_packets: counts.1,
+            decoded: sink.video_quality(),
+            audio_concealed: sink.audio_concealed(),
             ..Default::default()
         };
         // The nominated pair's RTT is the only working RTT source in webrtc-rs 0.21.

@@ -22,7 +22,7 @@ use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
 use tokio::sync::mpsc;
 
-use crate::media::video::LayerSpec;
+use crate::media::video::{LayerOrder, LayerSpec};
 
 /// Frames one peer's queue holds (about half a second at 30 fps).
 const LEG_QUEUE: usize = 16;
@@ -45,17 +45,6 @@ pub(crate) struct LayerFrame {
     pub(crate) keyframe: bool,
     /// RTP payloads (FU-A / STAP-A / single NAL); the last one carries the marker.
     pub(crate) payloads: Vec<Bytes>,
-}
-
-/// What the encoder should do for one layer on the next frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayerOrder {
-    /// Someone receives (or is about to receive) this layer: encode it.
-    pub active: bool,
-    /// Target bitrate, bits per second.
-    pub bitrate_bps: u32,
-    /// Make this layer's next frame a keyframe.
-    pub keyframe: bool,
 }
 
 struct Layer {

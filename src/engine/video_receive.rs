@@ -21,6 +21,8 @@ use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
+use crate::media::video::{AccessUnit, has_idr};
+
 /// How long a unit with a hole waits for retransmissions when the round trip is negligible:
 /// several NACK rounds (every 20 ms) and their answers.
 pub(crate) const BASE_WAIT: Duration = Duration::from_millis(150);
@@ -29,19 +31,6 @@ pub(crate) const BASE_WAIT: Duration = Duration::from_millis(150);
 pub(crate) const MAX_WAIT: Duration = Duration::from_millis(400);
 /// Packets held at most (about 1.5 s of 720p): a bound on memory if a sender goes mad.
 const MAX_PACKETS: usize = 1500;
-
-/// A finished access unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AccessUnit {
-    /// Annex-B bytes (4-byte start codes).
-    pub(crate) data: Bytes,
-    /// RTP timestamp (90 kHz).
-    pub(crate) timestamp: u32,
-    /// Whether it holds an IDR slice.
-    pub(crate) keyframe: bool,
-    /// Whether units were given up just before it (so a delta unit may not be decodable).
-    pub(crate) follows_loss: bool,
-}
 
 /// What the buffer has for the caller.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,16 +101,6 @@ fn starts_nal(payload: &[u8]) -> bool {
         Some(FU_A) => payload.get(1).is_some_and(|fu| fu & 0x80 != 0),
         _ => false,
     }
-}
-
-const NAL_IDR: u8 = 5;
-
-/// Whether an Annex-B access unit holds an IDR slice.
-pub(crate) fn has_idr(annex_b: &[u8]) -> bool {
-    // Every NAL the depacketizer emits follows a 00 00 00 01 start code.
-    annex_b
-        .windows(5)
-        .any(|w| w[..4] == [0, 0, 0, 1] && w[4] & 0x1f == NAL_IDR)
 }
 
 /// Where the head unit stands.

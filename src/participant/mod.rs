@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 
 pub use report::{DeviceFailureReport, Latency, MediaState, PeerReport, Report, StateChange};
 
-use crate::engine::{
-    AudioChoice, Command, DeviceKind, Engine, EngineConfig, Event, JoinParams, RemoteMedia,
-    Speaker, VideoChoice,
-};
+use crate::engine::{Command, DeviceKind, Engine, EngineConfig, Event, JoinParams};
+use crate::media::pipeline::{AudioChoice, RemoteMedia, Speaker, VideoChoice};
 use sources::{SourceConfig, Sources};
 
 /// Everything `meshcall join` is told.

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::engine::{
-    AudioChoice, DeviceKind, EchoReference, LocalPipelines, MediaInput, OutgoingStats, VideoChoice,
-    VideoFormat,
+use crate::engine::{DeviceKind, MediaInput};
+use crate::media::pipeline::{
+    AudioChoice, EchoReference, LocalPipelines, OutgoingStats, VideoChoice, VideoFormat,
 };
 
 /// What to capture, kept to start a source again.

@@ -12,11 +12,9 @@ use tokio::sync::mpsc;
 
 pub use embedded_server::{ServerPlan, invite_link, plan_server};
 
-use crate::engine::{
-    AudioChoice, Command, EngineConfig, Event, JoinParams, OutgoingStats, RemoteMedia, Speaker,
-    VideoChoice,
-};
+use crate::engine::{Command, EngineConfig, Event, JoinParams};
 use crate::media::audio::devices::AudioDevices;
+use crate::media::pipeline::{AudioChoice, OutgoingStats, RemoteMedia, Speaker, VideoChoice};
 use crate::media::video::{CameraInfo, I420Frame};
 
 /// Which devices to use.

@@ -10,10 +10,8 @@ use tokio::sync::mpsc;
 
 use super::embedded_server::{EmbeddedServer, ServerPlan, plan_server};
 use super::{DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, Shared, lock};
-use crate::engine::{
-    AudioChoice, Command, DeviceKind, Engine, EngineConfig, Event, LocalPipelines, RemoteMedia,
-    VideoChoice, VideoFormat,
-};
+use crate::engine::{Command, DeviceKind, Engine, EngineConfig, Event};
+use crate::media::pipeline::{AudioChoice, LocalPipelines, RemoteMedia, VideoChoice, VideoFormat};
 
 type Wake = Arc<dyn Fn() + Send + Sync>;
 

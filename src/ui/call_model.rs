@@ -1,12 +1,18 @@
 //! What the call screen shows, folded from the engine's events: who is here, their
 //! numbers, the chat. Plain data, so tests can drive it without a window.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use crate::client::ConnectionState;
 use crate::engine::{LinkState, Member, MemberStats};
 use crate::proto::ChatMessage;
 
 /// Messages kept in the chat panel (the server replays 50 on join).
 const CHAT_KEPT: usize = 500;
+/// Stats samples (about one a second) their video bitrate is averaged over, as the
+/// participant report does.
+const KBPS_SAMPLES: usize = 10;
 
 /// Connection quality toward one member, for the tile's mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,21 +27,35 @@ pub enum Quality {
     Unknown,
 }
 
-/// Numbers behind a quality mark, as the tooltip shows them.
+/// Numbers behind a quality mark, as the tooltip shows them: the participant report's
+/// per-peer numbers, live.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LinkNumbers {
     /// Round-trip time, ms.
     pub rtt_ms: Option<f64>,
     /// Packets lost in the last interval, as a fraction of those expected.
     pub loss: f64,
+    /// Their packets lost since the connection began, as a fraction (the report's
+    /// `loss_pct`).
+    pub loss_total: f64,
     /// Received bits per second.
     pub bitrate_in: f64,
     /// Sent bits per second.
     pub bitrate_out: f64,
-    /// Their video: bits and frames per second received.
+    /// Their video bits per second, the mean of the last 10 samples (the report's
+    /// `video_kbps`).
     pub video_bitrate_in: f64,
-    /// See `video_bitrate_in`.
+    /// Their video frames decoded per second over the last 10 s (the report's `fps`), or
+    /// assembled in the last interval where nothing decodes.
     pub fps_in: f64,
+    /// Size of their last decoded frame.
+    pub resolution: Option<(u32, u32)>,
+    /// Their video's freezes (gaps longer than max(3 x the mean interval, 150 ms)).
+    pub freezes: u64,
+    /// The freezes' total length.
+    pub freeze_time: Duration,
+    /// Their audio frames made up by concealment.
+    pub audio_concealed: u64,
     /// Their video packets we asked for again, and the retransmissions that came.
     pub nacks_sent: u64,
     /// See `nacks_sent`.
@@ -52,6 +72,8 @@ pub struct MemberView {
     /// The latest numbers.
     pub numbers: Option<LinkNumbers>,
     last_counts: Option<(i64, u64)>,
+    /// Their video bitrate in the last samples, newest last.
+    video_bps: VecDeque<f64>,
 }
 
 impl MemberView {
@@ -132,6 +154,7 @@ impl CallModel {
                 member,
                 numbers: None,
                 last_counts: None,
+                video_bps: VecDeque::new(),
             }),
         }
     }
@@ -179,13 +202,28 @@ impl CallModel {
             None => 0.0,
         };
         v.last_counts = Some(counts);
+        let expected = counts.0 as f64 + counts.1 as f64;
+        v.video_bps.push_back(stats.video_bitrate_in);
+        if v.video_bps.len() > KBPS_SAMPLES {
+            v.video_bps.pop_front();
+        }
+        let decoded = stats.decoded.unwrap_or_default();
         v.numbers = Some(LinkNumbers {
             rtt_ms: stats.rtt_ms,
             loss,
+            loss_total: if expected > 0.0 {
+                counts.0 as f64 / expected
+            } else {
+                0.0
+            },
             bitrate_in: stats.bitrate_in,
             bitrate_out: stats.bitrate_out,
-            video_bitrate_in: stats.video_bitrate_in,
-            fps_in: stats.fps,
+            video_bitrate_in: v.video_bps.iter().sum::<f64>() / v.video_bps.len() as f64,
+            fps_in: stats.decoded.map_or(stats.fps, |d| d.fps),
+            resolution: (decoded.width > 0).then_some((decoded.width, decoded.height)),
+            freezes: decoded.freezes,
+            freeze_time: decoded.freeze_time,
+            audio_concealed: stats.audio_concealed,
             nacks_sent: stats.nacks_sent,
             retransmissions: stats.retransmissions_received,
             layer_out: stats.layer.clone(),
@@ -288,6 +326,27 @@ mod tests {
         down.link = LinkState::Reconnecting;
         m.upsert(down);
         assert_eq!(m.member("a").unwrap().quality(), Quality::Poor);
+    }
+
+    #[test]
+    fn numbers_match_the_participant_report() {
+        let mut m = CallModel::new("r".into(), "me".into(), vec![member("a", "A")], vec![]);
+        for kbps in [100.0, 200.0, 300.0] {
+            let s = MemberStats {
+                video_bitrate_in: kbps * 1000.0,
+                packets_lost: 10,
+                packets_received: 190,
+                fps: 12.0,
+                ..Default::default()
+            };
+            m.add_stats("a", &s);
+        }
+        let n = m.member("a").unwrap().numbers.clone().unwrap();
+        assert!((n.video_bitrate_in - 200_000.0).abs() < 1e-6);
+        assert!((n.loss_total - 0.05).abs() < 1e-9);
+        // Nothing decodes here (a counting sink): the interval's rate stands in.
+        assert!((n.fps_in - 12.0).abs() < 1e-9);
+        assert_eq!(n.resolution, None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{AudioChoice, Speaker, VideoChoice};
+use crate::media::pipeline::{AudioChoice, Speaker, VideoChoice};
 
 /// The default signaling server: this machine, where the app serves rooms itself if
 /// nothing else does.

@@ -142,20 +142,30 @@ fn quality_mark(
     response.on_hover_text(text);
 }
 
-/// The quality tooltip: RTT, loss and bitrate in words.
+/// The quality tooltip: the participant report's numbers for this member, in words.
 pub fn describe(quality: Quality, n: &LinkNumbers) -> String {
     let rtt = n
         .rtt_ms
         .map_or_else(|| "RTT —".to_owned(), |r| format!("RTT {r:.0} ms"));
     let layer = n.layer_out.as_deref().unwrap_or("—");
+    let size = n
+        .resolution
+        .map_or_else(|| "—".to_owned(), |(w, h)| format!("{w}x{h}"));
     format!(
-        "Connection: {quality:?}\n{rtt}\nLoss {:.1} %\nIn {:.0} kbit/s · Out {:.0} kbit/s\n\
-         Their video {:.0} kbit/s, {:.0} fps\nAsked again {} · resent {}\nWe send {layer}",
+        "Connection: {quality:?}\n{rtt}\nLoss {:.1} % ({:.1} % over the call)\n\
+         In {:.0} kbit/s · Out {:.0} kbit/s\n\
+         Their video {:.0} kbit/s, {:.0} fps, {size}\n\
+         Freezes {} ({} ms) · audio concealed {}\n\
+         Asked again {} · resent {}\nWe send {layer}",
         n.loss * 100.0,
+        n.loss_total * 100.0,
         n.bitrate_in / 1000.0,
         n.bitrate_out / 1000.0,
         n.video_bitrate_in / 1000.0,
         n.fps_in,
+        n.freezes,
+        n.freeze_time.as_millis(),
+        n.audio_concealed,
         n.nacks_sent,
         n.retransmissions,
     )

@@ -28,6 +28,17 @@ pub struct LayerSpec {
     pub max_bps: u32,
 }
 
+/// What the encoder should do for one layer on the next frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerOrder {
+    /// Someone receives (or is about to receive) this layer: encode it.
+    pub active: bool,
+    /// Target bitrate, bits per second.
+    pub bitrate_bps: u32,
+    /// Make this layer's next frame a keyframe.
+    pub keyframe: bool,
+}
+
 impl LayerSpec {
     /// A layer of this size, with bitrates scaled from its pixel count: 0.87 bit per pixel
     /// per second at the least (50 kbit/s at 320x180, 200 at 640x360, 800 at 1280x720) and

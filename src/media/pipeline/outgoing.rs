@@ -1,6 +1,7 @@
-//! Our outgoing media: a capture thread per source feeding ONE encoder each, whose output
-//! the fan-out sends to every peer. Encoder runs equal captured frames at any number of
-//! peers; that is the point of the design, and the counters here let tests prove it.
+//! Our outgoing media: a capture thread per source feeding ONE encoder each (per layer in
+//! use), whose output the call's fan-out ([`MediaOutlet`]) sends to every peer. Encoder
+//! runs equal captured frames at any number of peers; that is the point of the design, and
+//! the counters here let tests prove it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::api::DeviceKind;
-use super::local_media::MediaInput;
-use super::media_in::{EchoReference, lock};
-use super::video_fanout::LayerOrder;
+use super::{EchoReference, lock};
+use crate::media::DeviceKind;
 use crate::media::audio::AudioFrame;
 use crate::media::audio::capture::Capture;
 use crate::media::audio::codec::{DEFAULT_BITRATE, OpusEncoder};
@@ -20,10 +19,11 @@ use crate::media::audio::denoise::NoiseSuppressor;
 use crate::media::audio::echo::EchoCanceller;
 use crate::media::audio::level::rms;
 use crate::media::audio::tone::{ToneConfig, TonePattern, ToneSource};
+use crate::media::pipeline::MediaOutlet;
 use crate::media::video::layers::half;
 use crate::media::video::{
-    CaptureConfig, EncoderSettings, H264Encoder, I420Frame, LayerSpec, VideoCapture, VideoSource,
-    ladder,
+    CaptureConfig, EncoderSettings, H264Encoder, I420Frame, LayerOrder, LayerSpec, VideoCapture,
+    VideoSource, ladder,
 };
 
 /// What to send as video.
@@ -125,7 +125,7 @@ impl LocalPipelines {
     /// `echo_reference` is what the speaker plays (see `RemoteMedia::echo_reference`);
     /// with it, a microphone's echo of the call is cancelled.
     pub fn start(
-        input: &MediaInput,
+        input: &impl MediaOutlet,
         name: &str,
         video: &VideoChoice,
         format: &VideoFormat,
@@ -225,7 +225,7 @@ impl LocalPipelines {
     }
 
     /// Whether a source started; for a pipeline of one source, whether it runs (until it
-    /// fails, which [`MediaInput::device_failed`] reports).
+    /// fails, which [`MediaOutlet::device_failed`] reports).
     pub fn is_running(&self) -> bool {
         !self.threads.is_empty()
     }
@@ -240,7 +240,7 @@ struct LayerEncoder {
 fn video_loop(
     capture: &VideoCapture,
     fps: u32,
-    input: &MediaInput,
+    input: &impl MediaOutlet,
     stop: &AtomicBool,
     stats: &OutgoingStats,
 ) {
@@ -303,7 +303,7 @@ fn encode_layers(
     orders: &[LayerOrder],
     fps: u32,
     encoders: &mut [Option<LayerEncoder>],
-    input: &MediaInput,
+    input: &impl MediaOutlet,
     stats: &OutgoingStats,
 ) -> bool {
     let Some(smallest) = orders.iter().position(|o| o.active) else {
@@ -445,7 +445,7 @@ fn audio_loop(
     source: AudioSourceHandle,
     frames: &std::sync::mpsc::Receiver<AudioFrame>,
     mut cleanup: Option<MicCleanup>,
-    input: &MediaInput,
+    input: &impl MediaOutlet,
     stop: &AtomicBool,
     stats: &OutgoingStats,
 ) {

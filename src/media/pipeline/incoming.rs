@@ -3,277 +3,25 @@
 //! played on a speaker or, headless, on a 20 ms clock of our own.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::sinks::{RemoteMediaSink, SinkFactory};
-use super::video_receive::AccessUnit;
+use super::remote_member::{RemoteMember, VideoQuality};
+use super::{RemoteMediaSink, SinkFactory, lock};
 use crate::media::audio::jitter::JitterConfig;
 use crate::media::audio::playback::Playback;
 use crate::media::audio::remote::RemoteAudio;
 use crate::media::audio::{AudioFrame, FRAME_SAMPLES};
-use crate::media::video::{H264Decoder, I420Frame, read_time_band, unix_now_ms};
+use crate::media::video::{AccessUnit, H264Decoder, read_time_band, unix_now_ms};
 
 /// Access units waiting for one member's decoder. H.264 frames depend on each other, so
 /// none may be skipped; if the decoder falls this far behind, drop and ask for a keyframe.
 const DECODE_QUEUE: usize = 30;
-/// Latency samples kept per member.
-const MAX_LATENCY_SAMPLES: usize = 20_000;
-
-/// Locks `m`, taking over a poisoned lock: these hold counters and the latest frame, which
-/// stay usable after a panic elsewhere.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// When frames were shown, for frame rate and freezes as people see them.
-#[derive(Default)]
-struct VideoTimeline {
-    /// Decode instants within the last [`FPS_WINDOW`].
-    recent: std::collections::VecDeque<Instant>,
-    last: Option<Instant>,
-    /// Mean inter-frame interval (exponential, over roughly the last 30 frames), seconds.
-    mean_interval: Option<f64>,
-    freezes: u64,
-    freeze_time: Duration,
-    width: u32,
-    height: u32,
-    /// The frame rate when their video ended ([`Self::close`]), reported from then on.
-    fps_at_close: Option<f64>,
-}
-
-/// The window `fps` is measured over.
-const FPS_WINDOW: Duration = Duration::from_secs(10);
-
-impl VideoTimeline {
-    /// A frame was decoded at `now`. A gap longer than max(3 x the mean interval, 150 ms)
-    /// is a freeze, as WebRTC's `freezeCount` defines it.
-    fn frame(&mut self, now: Instant, width: u32, height: u32) {
-        (self.width, self.height) = (width, height);
-        if let Some(last) = self.last {
-            let gap = now.saturating_duration_since(last).as_secs_f64();
-            if let Some(mean) = self.mean_interval
-                && gap > (3.0 * mean).max(0.150)
-            {
-                self.freezes += 1;
-                self.freeze_time += Duration::from_secs_f64(gap);
-            }
-            // A freeze is not a frame rate: keep it out of the mean, or one long pause
-            // would hide the next.
-            if self
-                .mean_interval
-                .is_none_or(|m| gap <= (3.0 * m).max(0.150))
-            {
-                self.mean_interval = Some(match self.mean_interval {
-                    None => gap,
-                    Some(m) => m + (gap - m) / 30.0,
-                });
-            }
-        }
-        self.last = Some(now);
-        self.fps_at_close = None;
-        self.recent.push_back(now);
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > FPS_WINDOW)
-        {
-            self.recent.pop_front();
-        }
-    }
-
-    /// Their video ended: the frame rate is kept as it was then, and the window of decode
-    /// instants (up to 10 s of them) is freed.
-    fn close(&mut self, now: Instant) {
-        if !self.recent.is_empty() {
-            self.fps_at_close = Some(self.fps(now));
-        }
-        self.recent = std::collections::VecDeque::new();
-    }
-
-    fn fps(&self, now: Instant) -> f64 {
-        if let Some(fps) = self.fps_at_close {
-            return fps;
-        }
-        let n = self
-            .recent
-            .iter()
-            .filter(|t| now.saturating_duration_since(**t) <= FPS_WINDOW)
-            .count();
-        n as f64 / FPS_WINDOW.as_secs_f64()
-    }
-}
-
-/// Glass-to-glass latency samples while their video comes; once it has ended, only their
-/// percentiles.
-#[derive(Default)]
-struct Latencies {
-    samples: Vec<u32>,
-    /// (p50, p95) of the samples when their video ended ([`RemoteMember::close`]).
-    at_close: Option<(u32, u32)>,
-}
-
-impl Latencies {
-    fn push(&mut self, ms: u32) {
-        if self.samples.len() < MAX_LATENCY_SAMPLES {
-            self.samples.push(ms);
-        }
-    }
-
-    /// (p50, p95) in ms; after [`Self::close`], those of the samples it freed.
-    fn percentiles(&self) -> Option<(u32, u32)> {
-        if self.samples.is_empty() {
-            return self.at_close;
-        }
-        let mut v = self.samples.clone();
-        v.sort_unstable();
-        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-        Some((at(0.50), at(0.95)))
-    }
-
-    fn close(&mut self) {
-        self.at_close = self.percentiles();
-        self.samples = Vec::new();
-    }
-}
-
-/// How their video looked to us: frame rate, size and freezes.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct VideoQuality {
-    /// Frames decoded per second over the last 10 s.
-    pub fps: f64,
-    /// Size of the last decoded frame (0 x 0 before any).
-    pub width: u32,
-    /// See `width`.
-    pub height: u32,
-    /// Inter-frame gaps longer than max(3 x the mean interval, 150 ms).
-    pub freezes: u64,
-    /// Their total length.
-    pub freeze_time: Duration,
-}
-
-#[derive(Default)]
-struct AudioTally {
-    frames: u64,
-    /// Frames that had to be made up (packet-loss concealment) instead of decoded.
-    concealed: u64,
-    last_concealed: u64,
-    rms_sum: f64,
-    last: Option<Instant>,
-    last_played: u64,
-    /// Level of what was played in the last clock tick, decaying while nothing plays.
-    level: f64,
-}
-
-/// One member's received media as consumers see it.
-#[derive(Default)]
-pub struct RemoteMember {
-    latest: Mutex<Option<Arc<I420Frame>>>,
-    latest_at: Mutex<Option<Instant>>,
-    fresh: AtomicBool,
-    video_frames: AtomicU64,
-    decode_failures: AtomicU64,
-    latencies_ms: Mutex<Latencies>,
-    timeline: Mutex<VideoTimeline>,
-    audio_packets: AtomicU64,
-    audio: Mutex<AudioTally>,
-}
-
-impl RemoteMember {
-    /// The newest decoded frame if it arrived since the last call (for texture updates).
-    pub fn take_new_frame(&self) -> Option<Arc<I420Frame>> {
-        if self.fresh.swap(false, Ordering::Relaxed) {
-            lock(&self.latest).clone()
-        } else {
-            None
-        }
-    }
-
-    /// The newest decoded frame.
-    pub fn latest_frame(&self) -> Option<Arc<I420Frame>> {
-        lock(&self.latest).clone()
-    }
-
-    /// Time since their last decoded video frame.
-    pub fn since_last_video(&self) -> Option<Duration> {
-        lock(&self.latest_at).map(|t| t.elapsed())
-    }
-
-    /// Frames decoded.
-    pub fn video_frames(&self) -> u64 {
-        self.video_frames.load(Ordering::Relaxed)
-    }
-
-    /// Frame rate, size and freezes of their video so far.
-    pub fn video_quality(&self) -> VideoQuality {
-        let t = lock(&self.timeline);
-        VideoQuality {
-            fps: t.fps(Instant::now()),
-            width: t.width,
-            height: t.height,
-            freezes: t.freezes,
-            freeze_time: t.freeze_time,
-        }
-    }
-
-    /// Audio frames of theirs that were concealed (made up) because nothing came in time.
-    pub fn audio_concealed(&self) -> u64 {
-        lock(&self.audio).concealed
-    }
-
-    /// Access units the decoder refused.
-    pub fn decode_failures(&self) -> u64 {
-        self.decode_failures.load(Ordering::Relaxed)
-    }
-
-    /// Glass-to-glass latency read from the sender's time band: (p50, p95) in ms.
-    pub fn latency_ms(&self) -> Option<(u32, u32)> {
-        lock(&self.latencies_ms).percentiles()
-    }
-
-    /// Audio frames decoded from their packets (FEC-recovered ones included).
-    pub fn audio_frames(&self) -> u64 {
-        lock(&self.audio).frames
-    }
-
-    /// Mean RMS of their decoded audio (linear, 0 when nothing was heard).
-    pub fn audio_rms(&self) -> f64 {
-        let a = lock(&self.audio);
-        if a.frames == 0 {
-            0.0
-        } else {
-            a.rms_sum / a.frames as f64
-        }
-    }
-
-    /// How loud they are right now (linear RMS of the last 20 ms played, 0..1), for
-    /// showing who is speaking.
-    pub fn audio_level(&self) -> f32 {
-        lock(&self.audio).level as f32
-    }
-
-    /// Time since their last decoded audio frame.
-    pub fn since_last_audio(&self) -> Option<Duration> {
-        lock(&self.audio).last.map(|t| t.elapsed())
-    }
-
-    /// Their media ended (the connection is gone, its decoder thread too). Frees what only
-    /// live media needs: the last decoded frame (337 KiB at 640x360, which every departed
-    /// member used to keep for the rest of the call), the latency samples, the frame-rate
-    /// window. The counters stay, a few hundred bytes, for the final report and for a
-    /// member who comes back under the same id (a fresh rejoin).
-    fn close(&self) {
-        *lock(&self.latest) = None;
-        self.fresh.store(false, Ordering::Relaxed);
-        lock(&self.latencies_ms).close();
-        lock(&self.timeline).close(Instant::now());
-    }
-}
 
 /// Where decoded audio is played.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -622,6 +370,14 @@ impl RemoteMediaSink for DecodingSink {
             self.member.audio_packets.load(Ordering::Relaxed),
         )
     }
+
+    fn video_quality(&self) -> Option<VideoQuality> {
+        Some(self.member.video_quality())
+    }
+
+    fn audio_concealed(&self) -> u64 {
+        self.member.audio_concealed()
+    }
 }
 
 impl Drop for DecodingSink {
@@ -639,7 +395,7 @@ impl Drop for DecodingSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::video::FrameTime;
+    use crate::media::video::{FrameTime, I420Frame};
 
     /// A member whose connection ended keeps its counters for the report, but not the
     /// buffers of live media: with the last frame kept, every visitor cost 337 KiB for the
