@@ -10,12 +10,16 @@
 //! steered out by dropping one frame when the queue stays above target and stretching by one
 //! concealed frame when it stays below.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::frame::{FRAME_DURATION, SAMPLE_RATE};
 
 const FRAME_MS: f64 = 20.0;
+/// How far back the least packet delay is looked for: the delay with no queue on the path.
+const DELAY_BASE_WINDOW: Duration = Duration::from_secs(10);
+/// How fast the delay peak the target covers is forgotten, ms per second of arrivals.
+const PEAK_DECAY_MS_PER_S: f64 = 20.0;
 
 /// Limits of one jitter buffer.
 #[derive(Debug, Clone)]
@@ -34,7 +38,10 @@ impl Default for JitterConfig {
     fn default() -> Self {
         Self {
             min_delay: Duration::from_millis(40),
-            max_delay: Duration::from_millis(120),
+            // A queue on a slow link (a few hundred ms that builds and drains every few
+            // seconds) starved a 120 ms buffer and then overfilled it: 3-6 % of the audio
+            // was played as silence or dropped. 200 ms one way is still a conversation.
+            max_delay: Duration::from_millis(200),
             // One second: enough for any burst we would still want to play.
             capacity: 50,
             max_starved_frames: 5,
@@ -102,6 +109,14 @@ pub struct JitterBuffer {
     last_arrival: Option<(Instant, u32)>,
     /// Exponential average of the queue length in frames, observed at each tick.
     smoothed_level: f64,
+    /// The first arrival, as the origin of packet delays.
+    anchor: Option<(Instant, i64)>,
+    /// Candidates for the least packet delay over [`DELAY_BASE_WINDOW`] (a monotonic
+    /// queue: arrival, delay in ms), so a packet's delay above it is what the path queued.
+    delay_base: VecDeque<(Instant, f64)>,
+    /// The largest delay above the base seen lately, decaying: what the target covers.
+    peak_ms: f64,
+    last_peak_at: Option<Instant>,
     last_buffer_delay: Option<Duration>,
     stats: JitterStats,
 }
@@ -119,6 +134,10 @@ impl JitterBuffer {
             jitter_ms: 0.0,
             last_arrival: None,
             smoothed_level: 0.0,
+            anchor: None,
+            delay_base: VecDeque::new(),
+            peak_ms: 0.0,
+            last_peak_at: None,
             last_buffer_delay: None,
             stats: JitterStats::default(),
         }
@@ -147,6 +166,7 @@ impl JitterBuffer {
             return;
         }
         self.update_jitter(timestamp, arrival);
+        self.update_delay_peak(ext, arrival);
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         self.packets.insert(ext, Buffered { payload, arrival });
         self.stats.received += 1;
@@ -306,11 +326,16 @@ impl JitterBuffer {
     }
 
     fn target_frames(&self) -> usize {
-        // One frame of packetisation plus three times the mean deviation covers most arrivals.
-        let ms = (FRAME_MS + 3.0 * self.jitter_ms).clamp(
-            self.config.min_delay.as_secs_f64() * 1000.0,
-            self.config.max_delay.as_secs_f64() * 1000.0,
-        );
+        // One frame of packetisation plus three times the mean deviation covers most arrivals;
+        // a queue that builds slowly shows little deviation from packet to packet, so the
+        // recent peak of delay above the base is covered too (as NetEq's delay histogram
+        // does).
+        let ms = (FRAME_MS + 3.0 * self.jitter_ms)
+            .max(FRAME_MS + self.peak_ms)
+            .clamp(
+                self.config.min_delay.as_secs_f64() * 1000.0,
+                self.config.max_delay.as_secs_f64() * 1000.0,
+            );
         (ms / FRAME_MS).ceil() as usize
     }
 
@@ -343,7 +368,38 @@ impl JitterBuffer {
         self.last_arrival = Some((arrival, timestamp));
     }
 
+    /// Tracks each packet's delay above the least lately (sequence numbers are 20 ms apart,
+    /// so `ext` is the media clock) and the decaying peak of it.
+    fn update_delay_peak(&mut self, ext: i64, arrival: Instant) {
+        let (t0, seq0) = *self.anchor.get_or_insert((arrival, ext));
+        let delay = signed_ms(arrival, t0) - (ext - seq0) as f64 * FRAME_MS;
+        while self.delay_base.back().is_some_and(|(_, d)| *d >= delay) {
+            self.delay_base.pop_back();
+        }
+        self.delay_base.push_back((arrival, delay));
+        while self
+            .delay_base
+            .front()
+            .is_some_and(|(t, _)| arrival.saturating_duration_since(*t) > DELAY_BASE_WINDOW)
+        {
+            self.delay_base.pop_front();
+        }
+        let base = self.delay_base.front().map_or(delay, |(_, d)| *d);
+        // Beyond the largest target a peak only makes it last longer: cap it there.
+        let cap = self.config.max_delay.as_secs_f64() * 1000.0;
+        let above = (delay - base).clamp(0.0, cap);
+        let elapsed = self
+            .last_peak_at
+            .map_or(0.0, |t| arrival.saturating_duration_since(t).as_secs_f64());
+        self.last_peak_at = Some(arrival);
+        self.peak_ms = (self.peak_ms - PEAK_DECAY_MS_PER_S * elapsed).max(above);
+    }
+
     fn reset(&mut self) {
+        self.anchor = None;
+        self.delay_base.clear();
+        self.peak_ms = 0.0;
+        self.last_peak_at = None;
         self.packets.clear();
         self.highest = None;
         self.next = None;

@@ -184,10 +184,10 @@ fn a_burst_after_a_stall_is_played_and_the_delay_comes_back_down() {
     let tail = plays(&ticks[120..]);
     assert_eq!(tail.len(), 35);
     // Without steering the 400 ms of burst would still be queued; the stall raised the target
-    // to its maximum, so the delay is back within the 120 ms bound, not above it.
+    // to its maximum, so the delay is back within the 200 ms bound, not above it.
     let delay = jb.last_buffer_delay().unwrap();
-    assert!(delay <= Duration::from_millis(140), "delay {delay:?}");
-    assert!(jb.len() <= 7, "{} packets held", jb.len());
+    assert!(delay <= Duration::from_millis(220), "delay {delay:?}");
+    assert!(jb.len() <= 11, "{} packets held", jb.len());
     assert!(
         jb.stats().overflow + jb.stats().drift_drops >= 5,
         "{:?}",
@@ -240,7 +240,47 @@ fn target_delay_follows_measured_jitter_within_bounds() {
         "{:?}",
         rough.target_delay()
     );
-    assert_eq!(awful.target_delay(), Duration::from_millis(120));
+    assert_eq!(awful.target_delay(), Duration::from_millis(200));
+}
+
+#[test]
+fn a_queue_that_builds_slowly_is_covered_and_then_forgotten() {
+    // A path queue that grows 100 ms over a second and drains at once (a slow link's
+    // congestion episode), every five seconds: packet to packet the delay moves ~2 ms,
+    // which the interarrival jitter barely sees.
+    let episode = |s: u16| {
+        let phase = f64::from(s % 250) * 20.0;
+        if phase < 1000.0 { phase / 10.0 } else { 0.0 }
+    };
+    let ramps: Vec<_> = (0..1000u16)
+        .map(|s| (s, f64::from(s) * 20.0 + 5.0 + episode(s)))
+        .collect();
+    let (jb, ticks) = run(&ramps, 1000);
+    // After the first episode taught the buffer, later ones play out: no silence, nothing
+    // late, and few frames dropped to pull the delay down when the queue drains (the
+    // steering drops one frame at a time; without time stretching that is the price of
+    // not keeping the peak's delay for good).
+    let later = &ticks[300..];
+    assert!(!later.contains(&Tick::Silence), "{:?}", jb.stats());
+    assert_eq!(jb.stats().late, 0);
+    assert!(
+        plays(later).len() as f64 >= later.len() as f64 * 0.96,
+        "{} of {}: {:?}",
+        plays(later).len(),
+        later.len(),
+        jb.stats()
+    );
+    // Calm again for twenty seconds: the target comes back down.
+    let calm: Vec<_> = (0..1000u16)
+        .map(|s| {
+            (
+                s,
+                f64::from(s) * 20.0 + 5.0 + if s < 250 { episode(s) } else { 0.0 },
+            )
+        })
+        .collect();
+    let (jb, _) = run(&calm, 1000);
+    assert_eq!(jb.target_delay(), Duration::from_millis(40));
 }
 
 /// A sender whose clock runs `ratio` times as fast as ours, 0–20 ms of random network
