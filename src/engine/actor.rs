@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::api::{Command, DeviceKind, EngineConfig, Event, JoinParams, LinkState, Member};
 use super::census::Census;
 use super::estimator::CAUTIOUS_START_BPS;
-use super::link_gate::MediaGate;
+use super::link_shaper::LinkShaper;
 use super::local_media::{DeviceFailure, LocalMedia};
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
 use super::peer_factory::{BitrateRange, PeerFactory};
@@ -88,7 +88,7 @@ pub(crate) struct Actor {
     pub(crate) sinks: SinkFactory,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) census: Arc<Census>,
-    pub(crate) gate: MediaGate,
+    pub(crate) link: LinkShaper,
     pub(crate) peer_events_tx: mpsc::Sender<PeerEvent>,
     pub(crate) peer_events: mpsc::Receiver<PeerEvent>,
     /// Local sources that stopped by themselves (see `MediaInput::device_failed`).
@@ -120,7 +120,7 @@ impl Actor {
         sinks: SinkFactory,
         events: mpsc::Sender<Event>,
         census: Arc<Census>,
-        gate: MediaGate,
+        link: LinkShaper,
         device_failures: mpsc::Receiver<DeviceFailure>,
     ) -> Self {
         let (peer_events_tx, peer_events) = mpsc::channel(1024);
@@ -130,7 +130,7 @@ impl Actor {
             sinks,
             events,
             census,
-            gate,
+            link,
             peer_events_tx,
             peer_events,
             device_failures,
@@ -175,7 +175,7 @@ impl Actor {
             },
             ice_disconnected: self.config.ice_disconnected_timeout,
             ice_failed: self.config.ice_failed_timeout,
-            gate: self.gate.clone(),
+            link: self.link.clone(),
         }
     }
 

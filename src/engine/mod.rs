@@ -9,8 +9,8 @@ mod census;
 mod estimator;
 mod fanout;
 mod keyframe_requests;
-mod link_gate;
 mod link_recovery;
+mod link_shaper;
 mod local_media;
 mod negotiation;
 mod pacer;
@@ -36,13 +36,15 @@ pub use api::{
     Command, DeviceKind, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState, Member,
     MemberStats, parse_ips,
 };
+#[cfg(test)]
+pub(crate) use link_shaper::LinkConditions;
 pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
 pub use sinks::CountingSinks;
 
 use crate::media::pipeline::{RemoteMedia, SinkFactory};
 use actor::Actor;
 use census::Census;
-use link_gate::MediaGate;
+use link_shaper::LinkShaper;
 use local_media::{FAILURES_QUEUED, LocalMedia};
 
 /// A running engine. Dropping it (or [`Engine::shutdown`]) leaves any call cleanly.
@@ -51,7 +53,7 @@ pub struct Engine {
     events: mpsc::Receiver<Event>,
     input: MediaInput,
     census: Arc<Census>,
-    gate: MediaGate,
+    link: LinkShaper,
     task: JoinHandle<()>,
 }
 
@@ -73,14 +75,14 @@ impl Engine {
         let (failures_tx, failures) = mpsc::channel(FAILURES_QUEUED);
         let media = Arc::new(LocalMedia::new(failures_tx));
         let census = Arc::new(Census::default());
-        let gate = MediaGate::default();
+        let link = LinkShaper::default();
         let actor = Actor::new(
             config,
             Arc::clone(&media),
             sinks,
             event_tx,
             Arc::clone(&census),
-            gate.clone(),
+            link.clone(),
             failures,
         );
         let task = tokio::spawn(actor.run(command_rx));
@@ -89,7 +91,7 @@ impl Engine {
             events,
             input: MediaInput(media),
             census,
-            gate,
+            link,
             task,
         }
     }
@@ -134,7 +136,13 @@ impl Engine {
     /// or receive is dropped, as on a dead network; signaling is untouched.
     #[doc(hidden)]
     pub fn set_media_blocked(&self, blocked: bool) {
-        self.gate.set_blocked(blocked);
+        self.link.set_blocked(blocked);
+    }
+
+    /// Test hook: what the network does to the datagrams this engine sends from now on.
+    #[cfg(test)]
+    pub(crate) fn set_link_conditions(&self, conditions: LinkConditions) {
+        self.link.set_conditions(conditions);
     }
 
     /// Leaves any call and waits until every task has ended.

@@ -23,7 +23,7 @@ use webrtc::peer_connection::{
 
 use super::estimator::{CAUTIOUS_START_BPS, LinkEstimator};
 use super::keyframe_requests::{KeyframeRequests, SLOT};
-use super::link_gate::{GatedRuntime, MediaGate};
+use super::link_shaper::{LinkShaper, ShapedRuntime};
 use super::pacer::{AudioFirstPacer, LinkMeter};
 use crate::proto::IceServer;
 
@@ -135,8 +135,8 @@ pub(crate) struct PeerFactory {
     pub(crate) ice_disconnected: Duration,
     /// See `ice_disconnected`.
     pub(crate) ice_failed: Duration,
-    /// The engine's switch for cutting the media path in tests.
-    pub(crate) gate: MediaGate,
+    /// The network the engine's datagrams go through (a perfect one but in tests).
+    pub(crate) link: LinkShaper,
 }
 
 fn media_engine() -> webrtc::error::Result<MediaEngine> {
@@ -297,7 +297,7 @@ impl PeerFactory {
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_runtime(Arc::new(GatedRuntime::new(self.gate.clone())))
+            .with_runtime(Arc::new(ShapedRuntime::new(self.link.clone())))
             .with_udp_addrs(addrs)
             .build()
             .await?;

@@ -15,7 +15,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use super::link_gate::MediaGate;
+use super::link_shaper::LinkShaper;
 use super::peer::{Forward, PcEvent, local_track};
 use super::peer_factory::{BitrateRange, H264_PT, PeerFactory, SendSide};
 
@@ -25,7 +25,7 @@ fn factory() -> PeerFactory {
         bitrate: BitrateRange::default(),
         ice_disconnected: Duration::from_secs(5),
         ice_failed: Duration::from_secs(25),
-        gate: MediaGate::default(),
+        link: LinkShaper::default(),
     }
 }
 
@@ -229,11 +229,11 @@ async fn the_first_offerer_keeps_its_dtls_role_when_it_answers_a_later_offer() {
     b.close().await.unwrap();
 }
 
-fn quick_factory(gate: MediaGate) -> PeerFactory {
+fn quick_factory(link: LinkShaper) -> PeerFactory {
     PeerFactory {
         ice_disconnected: Duration::from_millis(1000),
         ice_failed: Duration::from_millis(2000),
-        gate,
+        link,
         ..factory()
     }
 }
@@ -273,14 +273,14 @@ async fn pump_until(
 /// one side only, as a dead network would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_restart_recovers_a_failed_connection() {
-    let gate = MediaGate::default();
+    let gate = LinkShaper::default();
     let (a_tx, mut a_rx) = mpsc::unbounded_channel();
     let (b_tx, mut b_rx) = mpsc::unbounded_channel();
     let a = quick_factory(gate.clone())
         .build(&[], true, &send_side(), Arc::new(Forward(a_tx)))
         .await
         .unwrap();
-    let b = quick_factory(MediaGate::default())
+    let b = quick_factory(LinkShaper::default())
         .build(&[], false, &send_side(), Arc::new(Forward(b_tx)))
         .await
         .unwrap();
