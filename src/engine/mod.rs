@@ -38,13 +38,13 @@ pub use api::{
 };
 #[cfg(test)]
 pub(crate) use link_shaper::LinkConditions;
+pub(crate) use link_shaper::LinkShaper;
 pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
 pub use sinks::CountingSinks;
 
 use crate::media::pipeline::{RemoteMedia, SinkFactory};
 use actor::Actor;
 use census::Census;
-use link_shaper::LinkShaper;
 use local_media::{FAILURES_QUEUED, LocalMedia};
 
 /// A running engine. Dropping it (or [`Engine::shutdown`]) leaves any call cleanly.
@@ -139,10 +139,10 @@ impl Engine {
         self.link.set_blocked(blocked);
     }
 
-    /// Test hook: what the network does to the datagrams this engine sends from now on.
+    /// Test hook: the network this engine's datagrams go through (see `LinkShaper`).
     #[cfg(test)]
-    pub(crate) fn set_link_conditions(&self, conditions: LinkConditions) {
-        self.link.set_conditions(conditions);
+    pub(crate) fn link(&self) -> LinkShaper {
+        self.link.clone()
     }
 
     /// Leaves any call and waits until every task has ended.

@@ -3,6 +3,8 @@
 //! schedule of mutes, and at the end leaves and reports what it received.
 
 mod report;
+#[cfg(test)]
+mod shaped_call;
 mod sources;
 
 use std::collections::{BTreeMap, HashMap};
@@ -92,9 +94,20 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
     on_joined: impl FnOnce(&str),
 ) -> Result<Report, ParticipantError> {
+    run_with(config, |_| {}, stop, on_joined).await
+}
+
+/// [`run`], with `prepare` given the engine before it joins (tests shape its link there).
+async fn run_with(
+    config: ParticipantConfig,
+    prepare: impl FnOnce(&Engine),
+    stop: impl std::future::Future<Output = ()>,
+    on_joined: impl FnOnce(&str),
+) -> Result<Report, ParticipantError> {
     let remote = RemoteMedia::new(&config.speaker);
     let mut problems: Vec<String> = remote.problem().into_iter().collect();
     let mut engine = Engine::spawn_decoding(config.engine.clone(), &remote);
+    prepare(&engine);
     let sent_join = Instant::now();
     engine
         .send(Command::Join(JoinParams {
