@@ -8,5 +8,6 @@ pub mod participant;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod sfu;
 pub mod tls;
 pub mod ui;
