@@ -8,6 +8,7 @@ mod api;
 mod census;
 mod estimator;
 mod fanout;
+mod janus_member;
 mod keyframe_requests;
 mod link_recovery;
 mod link_shaper;
@@ -39,6 +40,9 @@ pub use api::{
 #[cfg(test)]
 pub(crate) use link_shaper::LinkConditions;
 pub(crate) use link_shaper::LinkShaper;
+pub use janus_member::{
+    FeedCounts, JanusMember, JanusMemberConfig, JanusMemberError, SentCounts, create_janus_room,
+};
 pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
 pub use sinks::CountingSinks;
 

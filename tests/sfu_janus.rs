@@ -1,0 +1,300 @@
+//! Issue 14, first increment: three members in one Janus VideoRoom, each publishing the
+//! test pattern (H.264 42e01f) and a tone (Opus) through a webrtc-rs connection built like
+//! the mesh's, and each receiving both others through one subscriber connection
+//! (multistream), every video frame decoded.
+//!
+//! Runs in a private network namespace with only `lo`: the outer test re-runs this binary
+//! under `unshare -n` (root), where the inner test starts `scripts/janus` and the members.
+//! Needs root, `unshare`, `ip` and Janus (`scripts/setup --test`); without them it fails
+//! under CI and prints SKIPPED otherwise (`common::skip`).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meshcall::engine::{FeedCounts, JanusMember, JanusMemberConfig, create_janus_room};
+use meshcall::sfu::janus::RoomConfig;
+
+mod common;
+
+/// Set in the environment of the copy of this binary that runs inside the namespace.
+const INSIDE: &str = "MESHCALL_SFU_JANUS_NETNS";
+/// Janus' WebSocket port inside the namespace (nothing else listens there).
+const PORT: u16 = 8188;
+/// How long media is counted.
+const WINDOW: Duration = Duration::from_secs(10);
+/// Video frames each member must receive, and decode, from each other publisher in
+/// `WINDOW` (the sender makes 300 at 30 fps).
+const MIN_FRAMES: u64 = 100;
+/// Opus packets each member must receive from each other publisher in `WINDOW` (500 sent).
+const MIN_AUDIO: u64 = 400;
+/// The whole inner run, generously: Janus' start, three joins, ten seconds of media.
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Why this machine cannot run the test, if it cannot.
+fn missing() -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return Some("needs Linux network namespaces".to_owned());
+    }
+    for tool in ["unshare", "ip", "janus"] {
+        if which(tool).is_none() {
+            return Some(format!(
+                "`{tool}` is not installed (scripts/setup --test installs janus)"
+            ));
+        }
+    }
+    let ns = Command::new("unshare")
+        .args(["-n", "ip", "link", "set", "lo", "up"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !ns.is_ok_and(|s| s.success()) {
+        return Some("cannot make a network namespace (unshare -n needs root)".to_owned());
+    }
+    None
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn three_members_receive_each_other_through_janus() {
+    if let Some(reason) = missing() {
+        common::skip::skip_or_fail(&reason);
+        return;
+    }
+    let started = Instant::now();
+    let exe = std::env::current_exe().unwrap();
+    // Its own process group, so a run over the limit is killed with Janus and all.
+    let mut child = Command::new("unshare")
+        .args([
+            "-n",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" --exact inside_namespace_three_members \
+             --ignored --nocapture --test-threads=1",
+        ])
+        .arg(&exe)
+        .env(INSIDE, "1")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+            panic!("the run inside the namespace took over {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!(
+        "sfu_janus: whole test {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.success(),
+        "the run inside the namespace failed: {status}"
+    );
+}
+
+/// Janus run by `scripts/janus`, killed (and waited for) on drop.
+struct JanusProcess(Child);
+
+impl Drop for JanusProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_janus(log: &Path) -> JanusProcess {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    let child = Command::new(repo().join("scripts/janus"))
+        .args(["--port", &PORT.to_string()])
+        .env("TMPDIR", env!("CARGO_TARGET_TMPDIR"))
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    JanusProcess(child)
+}
+
+async fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "Janus did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Per member, what it received from each feed.
+fn snapshot(members: &[JanusMember]) -> Vec<Vec<FeedCounts>> {
+    members.iter().map(JanusMember::counts).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by three_members_receive_each_other_through_janus inside a network namespace"]
+async fn inside_namespace_three_members() {
+    if std::env::var_os(INSIDE).is_none() {
+        println!("only meaningful inside the namespace the outer test makes; nothing to do");
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "meshcall=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sfu_janus-janus.log");
+    let janus = start_janus(&log);
+    let url = format!("ws://127.0.0.1:{PORT}");
+    let t0 = Instant::now();
+    wait_for_port(PORT).await;
+    println!(
+        "Janus listening after {:.2} s (log: {})",
+        t0.elapsed().as_secs_f64(),
+        log.display()
+    );
+
+    let room = create_janus_room(&url, &RoomConfig::default())
+        .await
+        .unwrap();
+    let mut members = Vec::new();
+    for name in ["ann", "bob", "cyd"] {
+        let config = JanusMemberConfig {
+            url: url.clone(),
+            room,
+            name: name.to_owned(),
+            ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            width: 640,
+            height: 360,
+            fps: 30,
+            decode: true,
+        };
+        members.push(JanusMember::publish(config).await.unwrap());
+    }
+    for m in &members {
+        m.wait_published().await.unwrap();
+    }
+    println!("3 publishers up after {:.2} s", t0.elapsed().as_secs_f64());
+    let feeds: Vec<u64> = members.iter().map(JanusMember::feed_id).collect();
+    for m in &mut members {
+        let others: Vec<u64> = feeds
+            .iter()
+            .copied()
+            .filter(|f| *f != m.feed_id())
+            .collect();
+        m.subscribe(&others).await.unwrap();
+    }
+    println!(
+        "3 subscriptions started after {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Count from the first decoded frame of every stream on, so the window measures flow,
+    // not set-up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all_flowing = snapshot(&members)
+            .iter()
+            .all(|feeds| feeds.len() == 2 && feeds.iter().all(|f| f.decoded_frames > 0));
+        if all_flowing {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every stream decoded a frame within 10 s: {:#?}",
+            snapshot(&members)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "first frames everywhere after {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let before = snapshot(&members);
+    let sent_before: Vec<u64> = members
+        .iter()
+        .map(|m| {
+            m.sent()
+                .video_frames
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .collect();
+    tokio::time::sleep(WINDOW).await;
+    let after = snapshot(&members);
+
+    let names = ["ann", "bob", "cyd"];
+    let name_of = |feed: u64| {
+        feeds
+            .iter()
+            .position(|f| *f == feed)
+            .map_or("?", |i| names[i])
+    };
+    let mut failures = Vec::new();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        for (fb, fa) in b.iter().zip(a) {
+            let units = fa.video_units - fb.video_units;
+            let decoded = fa.decoded_frames - fb.decoded_frames;
+            let audio = fa.audio_packets - fb.audio_packets;
+            println!(
+                "{} <- {} ({}): {units} access units ({} keyframes), {decoded} decoded, \
+                 {} decode errors, {audio} Opus packets, {} losses in {WINDOW:?}",
+                names[i],
+                name_of(fa.feed),
+                fa.display,
+                fa.keyframes - fb.keyframes,
+                fa.decode_errors - fb.decode_errors,
+                fa.losses - fb.losses,
+            );
+            if units < MIN_FRAMES || decoded < MIN_FRAMES || audio < MIN_AUDIO {
+                failures.push(format!("{} <- {}", names[i], name_of(fa.feed)));
+            }
+        }
+    }
+    for (i, m) in members.iter().enumerate() {
+        let sent = m
+            .sent()
+            .video_frames
+            .load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "{} sent {} video frames in the window, {} keyframe requests in all",
+            names[i],
+            sent - sent_before[i],
+            m.sent()
+                .keyframe_requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    let leave = Instant::now();
+    for m in members {
+        m.leave().await;
+    }
+    println!("all left in {:.2} s", leave.elapsed().as_secs_f64());
+    drop(janus);
+    assert!(
+        failures.is_empty(),
+        "below {MIN_FRAMES} frames or {MIN_AUDIO} Opus packets: {failures:?}"
+    );
+}
