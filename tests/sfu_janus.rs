@@ -180,35 +180,45 @@ async fn inside_namespace_three_members() {
     let room = create_janus_room(&url, &RoomConfig::default())
         .await
         .unwrap();
+    let config = |name: &str| JanusMemberConfig {
+        url: url.clone(),
+        room,
+        name: name.to_owned(),
+        ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        width: 640,
+        height: 360,
+        fps: 30,
+        decode: true,
+    };
+    // Ann and Bob first, each subscribing to the other; then Cyd, whom they add to their
+    // running subscriptions (Janus re-offers, they answer again) while Cyd subscribes to
+    // both: both ways a member meets a room.
     let mut members = Vec::new();
-    for name in ["ann", "bob", "cyd"] {
-        let config = JanusMemberConfig {
-            url: url.clone(),
-            room,
-            name: name.to_owned(),
-            ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            width: 640,
-            height: 360,
-            fps: 30,
-            decode: true,
-        };
-        members.push(JanusMember::publish(config).await.unwrap());
-    }
-    for m in &members {
+    for name in ["ann", "bob"] {
+        let m = JanusMember::publish(config(name)).await.unwrap();
         m.wait_published().await.unwrap();
+        members.push(m);
     }
-    println!("3 publishers up after {:.2} s", t0.elapsed().as_secs_f64());
-    let feeds: Vec<u64> = members.iter().map(JanusMember::feed_id).collect();
+    let (ann, bob) = (members[0].feed_id(), members[1].feed_id());
+    members[0].subscribe(&[bob]).await.unwrap();
+    members[1].subscribe(&[ann]).await.unwrap();
+    println!("ann and bob up after {:.2} s", t0.elapsed().as_secs_f64());
+    let mut cyd = JanusMember::publish(config("cyd")).await.unwrap();
+    cyd.wait_published().await.unwrap();
+    let present: Vec<u64> = cyd.publishers_at_join().iter().map(|p| p.id).collect();
+    assert_eq!(
+        present.len(),
+        2,
+        "Janus lists ann and bob to cyd: {present:?}"
+    );
+    cyd.subscribe(&present).await.unwrap();
     for m in &mut members {
-        let others: Vec<u64> = feeds
-            .iter()
-            .copied()
-            .filter(|f| *f != m.feed_id())
-            .collect();
-        m.subscribe(&others).await.unwrap();
+        m.subscribe(&[cyd.feed_id()]).await.unwrap();
     }
+    members.push(cyd);
+    let feeds: Vec<u64> = members.iter().map(JanusMember::feed_id).collect();
     println!(
-        "3 subscriptions started after {:.2} s",
+        "cyd up and everyone subscribed after {:.2} s",
         t0.elapsed().as_secs_f64()
     );
 

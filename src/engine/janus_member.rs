@@ -45,7 +45,8 @@ use crate::media::audio::codec::{DEFAULT_BITRATE, OpusEncoder};
 use crate::media::audio::tone::{ToneConfig, ToneGenerator};
 use crate::media::video::{EncoderSettings, FrameTime, H264Decoder, H264Encoder, TestPattern};
 use crate::sfu::janus::{
-    Janus, JanusError, PublisherJoined, RoomConfig, Session, StreamInfo, Trickler, VideoRoom,
+    Janus, JanusError, PublisherInfo, PublisherJoined, RoomConfig, Session, StreamInfo,
+    SubscriberOffer, Trickler, VideoRoom, VideoRoomEvent,
 };
 
 /// RTP payload size for video: webrtc-rs' outbound MTU (1200) less header and extensions.
@@ -132,6 +133,8 @@ pub struct SentCounts {
 }
 
 type Counts = Arc<Mutex<HashMap<u64, FeedCounts>>>;
+/// Which publisher (feed id, media kind) each SSRC Janus sends us belongs to.
+type SsrcMap = Arc<Mutex<HashMap<u32, (u64, String)>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while holding these locks; survive a poisoned one anyway.
@@ -187,6 +190,7 @@ pub struct JanusMember {
     _janus: Janus,
     factory: PeerFactory,
     counts: Counts,
+    by_ssrc: SsrcMap,
     decoders: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     sent: Arc<SentCounts>,
     publisher_up: Arc<AtomicBool>,
@@ -313,6 +317,7 @@ impl JanusMember {
             _janus: janus,
             factory,
             counts: Arc::default(),
+            by_ssrc: Arc::default(),
             decoders: Arc::default(),
             sent,
             publisher_up,
@@ -343,34 +348,23 @@ impl JanusMember {
         Ok(())
     }
 
-    /// Subscribes to every stream of `feeds` through one new connection: Janus offers,
-    /// we answer. Returns once Janus has our answer.
+    /// Subscribes to every stream of `feeds`. The first call makes the subscriber
+    /// connection (Janus offers, we answer); later calls add the feeds to it (Janus offers
+    /// the grown session, we answer again). Returns once Janus has our answer.
     pub async fn subscribe(&mut self, feeds: &[u64]) -> Result<(), JanusMemberError> {
+        if let (Some(subscriber), Some(pc)) = (&self.subscriber, &self.subscriber_pc) {
+            let offer = subscriber.subscribe(feeds).await?;
+            self.learn_streams(&offer);
+            return answer(pc, subscriber, offer.sdp).await;
+        }
         let Some(session) = &self.session else {
             return Err(JanusMemberError::Janus(JanusError::Closed));
         };
-        if self.subscriber.is_some() {
-            return Err(JanusMemberError::Connection(
-                "already subscribed (adding feeds later is the next increment)".to_owned(),
-            ));
-        }
         let subscriber = VideoRoom::attach(session).await?;
         let offer = subscriber
             .join_as_subscriber(self.config.room, self.joined.private_id, feeds)
             .await?;
-        let by_ssrc = feeds_by_ssrc(&offer.sdp, &offer.streams);
-        {
-            let mut counts = lock(&self.counts);
-            for s in &offer.streams {
-                if let Some(feed) = s.feed_id {
-                    counts.entry(feed).or_insert_with(|| FeedCounts {
-                        feed,
-                        display: s.feed_display.clone().unwrap_or_default(),
-                        ..FeedCounts::default()
-                    });
-                }
-            }
-        }
+        self.learn_streams(&offer);
         let send = SendSide {
             // We send nothing on this connection; the pacer only needs two numbers.
             audio_ssrc: rand::random(),
@@ -383,19 +377,12 @@ impl JanusMember {
             .build(&[], false, &send, Arc::new(Forward(pc_tx)))
             .await
             .map_err(conn_err)?;
-        pc.set_remote_description(RTCSessionDescription::offer(offer.sdp).map_err(conn_err)?)
-            .await
-            .map_err(conn_err)?;
-        let answer = pc.create_answer(None).await.map_err(conn_err)?;
-        pc.set_local_description(answer.clone())
-            .await
-            .map_err(conn_err)?;
-        subscriber.start(&answer.sdp).await?;
+        answer(&pc, &subscriber, offer.sdp).await?;
         self.tasks.push(tokio::spawn(signal_subscriber(
             pc_rx,
             subscriber.handle().trickler(),
             Receiving {
-                by_ssrc,
+                by_ssrc: Arc::clone(&self.by_ssrc),
                 counts: Arc::clone(&self.counts),
                 decoders: Arc::clone(&self.decoders),
                 decode: self.config.decode,
@@ -404,6 +391,32 @@ impl JanusMember {
         self.subscriber = Some(subscriber);
         self.subscriber_pc = Some(pc);
         Ok(())
+    }
+
+    /// Notes which SSRC is which publisher's, and names the publishers.
+    fn learn_streams(&self, offer: &SubscriberOffer) {
+        lock(&self.by_ssrc).extend(feeds_by_ssrc(&offer.sdp, &offer.streams));
+        let mut counts = lock(&self.counts);
+        for s in &offer.streams {
+            if let Some(feed) = s.feed_id {
+                counts.entry(feed).or_insert_with(|| FeedCounts {
+                    feed,
+                    display: s.feed_display.clone().unwrap_or_default(),
+                    ..FeedCounts::default()
+                });
+            }
+        }
+    }
+
+    /// The publishers in the room when we joined (not us).
+    pub fn publishers_at_join(&self) -> &[PublisherInfo] {
+        &self.joined.publishers
+    }
+
+    /// The next thing VideoRoom says about the room to our publisher handle (publishers
+    /// arriving and leaving); `None` once the connection to Janus is gone.
+    pub async fn next_room_event(&mut self) -> Option<VideoRoomEvent> {
+        self.publisher.next_event().await
     }
 
     /// What arrived so far, per publisher, in feed order.
@@ -447,6 +460,23 @@ impl JanusMember {
         })
         .await;
     }
+}
+
+/// Answers Janus' subscription offer on `pc` and starts (or updates) the subscription.
+async fn answer(
+    pc: &Arc<dyn PeerConnection>,
+    subscriber: &VideoRoom,
+    offer: String,
+) -> Result<(), JanusMemberError> {
+    pc.set_remote_description(RTCSessionDescription::offer(offer).map_err(conn_err)?)
+        .await
+        .map_err(conn_err)?;
+    let answer = pc.create_answer(None).await.map_err(conn_err)?;
+    pc.set_local_description(answer.clone())
+        .await
+        .map_err(conn_err)?;
+    subscriber.start(&answer.sdp).await?;
+    Ok(())
 }
 
 /// The payload type the connection negotiated for `mime`, or ours when it cannot tell.
@@ -535,7 +565,7 @@ async fn send_candidate(trickle: &Trickler, c: &RTCIceCandidateInit) {
 
 /// What the subscriber's readers need.
 struct Receiving {
-    by_ssrc: HashMap<u32, (u64, String)>,
+    by_ssrc: SsrcMap,
     counts: Counts,
     decoders: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     decode: bool,
@@ -590,8 +620,11 @@ async fn read_track(track: Arc<dyn TrackRemote>, receiving: Arc<Receiving>) {
         if let Some(TrackRemoteEvent::OnRtpPacket(p)) = event {
             if feed.is_none() {
                 media_ssrc = Some(p.header.ssrc);
-                feed = Some(match receiving.by_ssrc.get(&p.header.ssrc) {
-                    Some((f, _)) => *f,
+                let known = lock(&receiving.by_ssrc)
+                    .get(&p.header.ssrc)
+                    .map(|(f, _)| *f);
+                feed = Some(match known {
+                    Some(f) => f,
                     None => {
                         tracing::warn!(ssrc = p.header.ssrc, "a stream from no known publisher");
                         0
