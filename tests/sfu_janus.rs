@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use meshcall::engine::{FeedCounts, JanusMember, JanusMemberConfig, create_janus_room};
@@ -195,7 +196,7 @@ async fn inside_namespace_three_members() {
     // both: both ways a member meets a room.
     let mut members = Vec::new();
     for name in ["ann", "bob"] {
-        let m = JanusMember::publish(config(name)).await.unwrap();
+        let mut m = JanusMember::publish(config(name)).await.unwrap();
         m.wait_published().await.unwrap();
         members.push(m);
     }
@@ -234,8 +235,16 @@ async fn inside_namespace_three_members() {
         }
         assert!(
             Instant::now() < deadline,
-            "not every stream decoded a frame within 10 s: {:#?}",
-            snapshot(&members)
+            "not every stream decoded a frame within 10 s: {:#?}; sent (video, keyframe \
+             requests): {:?}",
+            snapshot(&members),
+            members
+                .iter()
+                .map(|m| (
+                    m.sent().video_frames.load(Ordering::Relaxed),
+                    m.sent().keyframe_requests.load(Ordering::Relaxed)
+                ))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -246,11 +255,7 @@ async fn inside_namespace_three_members() {
     let before = snapshot(&members);
     let sent_before: Vec<u64> = members
         .iter()
-        .map(|m| {
-            m.sent()
-                .video_frames
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        .map(|m| m.sent().video_frames.load(Ordering::Relaxed))
         .collect();
     tokio::time::sleep(WINDOW).await;
     let after = snapshot(&members);
@@ -284,17 +289,12 @@ async fn inside_namespace_three_members() {
         }
     }
     for (i, m) in members.iter().enumerate() {
-        let sent = m
-            .sent()
-            .video_frames
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let sent = m.sent().video_frames.load(Ordering::Relaxed);
         println!(
             "{} sent {} video frames in the window, {} keyframe requests in all",
             names[i],
             sent - sent_before[i],
-            m.sent()
-                .keyframe_requests
-                .load(std::sync::atomic::Ordering::Relaxed)
+            m.sent().keyframe_requests.load(Ordering::Relaxed)
         );
     }
     let leave = Instant::now();

@@ -10,13 +10,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtp;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
@@ -58,6 +60,17 @@ const PLI_INTERVAL: Duration = Duration::from_millis(300);
 const SEND_QUEUE: usize = 8;
 /// Access units queued for one stream's decoder thread.
 const DECODE_QUEUE: usize = 8;
+/// Our video bitrate before the congestion controller has an estimate (its initial
+/// estimate is 600 kbit/s, `BitrateRange`), bits per second.
+const START_VIDEO_BPS: u32 = 500_000;
+/// The encoder's range while following the estimate, bits per second.
+const MIN_VIDEO_BPS: u64 = 100_000;
+/// See `MIN_VIDEO_BPS`: one 360p30 stream needs no more.
+const MAX_VIDEO_BPS: u64 = 1_200_000;
+/// What Opus and packet headers take, bits per second, kept out of the video's share.
+const AUDIO_BPS: u64 = 40_000;
+/// How often the estimate is looked at (as the mesh's peer task does).
+const LINK_CHECK: Duration = Duration::from_millis(100);
 /// How long a connection may take to come up (ICE + DTLS) before we call it failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -193,7 +206,10 @@ pub struct JanusMember {
     by_ssrc: SsrcMap,
     decoders: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     sent: Arc<SentCounts>,
-    publisher_up: Arc<AtomicBool>,
+    /// Janus said our publisher connection is up.
+    publisher_up: bool,
+    /// Room events read while waiting for something else, not yet handed out.
+    room_events: std::collections::VecDeque<VideoRoomEvent>,
 }
 
 impl Drop for JanusMember {
@@ -236,10 +252,11 @@ impl JanusMember {
             link: LinkShaper::default(),
         };
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
+        let meter = Arc::new(LinkMeter::default());
         let send = SendSide {
             audio_ssrc,
             video_ssrc,
-            meter: Arc::new(LinkMeter::default()),
+            meter: Arc::clone(&meter),
         };
         let (pc_tx, pc_rx) = mpsc::unbounded_channel();
         let pc = factory
@@ -273,12 +290,13 @@ impl JanusMember {
 
         let sent = Arc::new(SentCounts::default());
         let keyframe_wanted = Arc::new(AtomicBool::new(true));
-        let publisher_up = Arc::new(AtomicBool::new(false));
         let (video_tx, video_rx) = mpsc::channel(SEND_QUEUE);
         let (audio_tx, audio_rx) = mpsc::channel(SEND_QUEUE);
+        let video_bps = Arc::new(AtomicU32::new(START_VIDEO_BPS));
         let source = SourceThread::start(
             &config,
             Arc::clone(&keyframe_wanted),
+            Arc::clone(&video_bps),
             video_tx,
             audio_tx,
             Arc::clone(&sent),
@@ -288,7 +306,6 @@ impl JanusMember {
                 pc_rx,
                 publisher.handle().trickler(),
                 Arc::clone(&keyframe_wanted),
-                Arc::clone(&publisher_up),
             )),
             tokio::spawn(write_media(
                 video_rx,
@@ -298,6 +315,7 @@ impl JanusMember {
                 (video_ssrc, Arc::new(AtomicU8::new(video_pt))),
                 (audio_ssrc, Arc::new(AtomicU8::new(audio_pt))),
             )),
+            tokio::spawn(follow_link(meter, video_bps, Arc::clone(&keyframe_wanted))),
             tokio::spawn(watch_keyframe_requests(
                 video,
                 keyframe_wanted,
@@ -320,7 +338,8 @@ impl JanusMember {
             by_ssrc: Arc::default(),
             decoders: Arc::default(),
             sent,
-            publisher_up,
+            publisher_up: false,
+            room_events: std::collections::VecDeque::new(),
         })
     }
 
@@ -334,16 +353,27 @@ impl JanusMember {
         &self.sent
     }
 
-    /// Waits until our publisher connection is up (ICE and DTLS), at most `CONNECT_TIMEOUT`.
-    pub async fn wait_published(&self) -> Result<(), JanusMemberError> {
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        while !self.publisher_up.load(Ordering::Relaxed) {
-            if Instant::now() >= deadline {
-                return Err(JanusMemberError::Connection(format!(
-                    "publisher connection not up within {CONNECT_TIMEOUT:?}"
-                )));
+    /// Waits until Janus reports our publisher connection up (`webrtcup`), at most
+    /// `CONNECT_TIMEOUT`. Only then may others subscribe to us: VideoRoom refuses a feed
+    /// whose media is not set up yet (428 "No such feed"), even when our side of the
+    /// connection already says Connected.
+    pub async fn wait_published(&mut self) -> Result<(), JanusMemberError> {
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        while !self.publisher_up {
+            let event = tokio::time::timeout_at(deadline, self.publisher.next_event()).await;
+            match event {
+                Err(_) => {
+                    return Err(JanusMemberError::Connection(format!(
+                        "Janus did not report our publisher up within {CONNECT_TIMEOUT:?}"
+                    )));
+                }
+                Ok(None) => return Err(JanusMemberError::Janus(JanusError::Closed)),
+                Ok(Some(VideoRoomEvent::WebrtcUp)) => {
+                    self.publisher_up = true;
+                }
+                // Kept for `next_room_event`, in order.
+                Ok(Some(other)) => self.room_events.push_back(other),
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
@@ -416,6 +446,9 @@ impl JanusMember {
     /// The next thing VideoRoom says about the room to our publisher handle (publishers
     /// arriving and leaving); `None` once the connection to Janus is gone.
     pub async fn next_room_event(&mut self) -> Option<VideoRoomEvent> {
+        if let Some(event) = self.room_events.pop_front() {
+            return Some(event);
+        }
         self.publisher.next_event().await
     }
 
@@ -531,7 +564,6 @@ async fn signal_publisher(
     mut events: mpsc::UnboundedReceiver<PcEvent>,
     trickle: Trickler,
     keyframe_wanted: Arc<AtomicBool>,
-    up: Arc<AtomicBool>,
 ) {
     while let Some(ev) = events.recv().await {
         match ev {
@@ -546,7 +578,6 @@ async fn signal_publisher(
                 if s == RTCPeerConnectionState::Connected {
                     // Whatever was sent before DTLS was up is lost; start from a keyframe.
                     keyframe_wanted.store(true, Ordering::Relaxed);
-                    up.store(true, Ordering::Relaxed);
                 }
             }
             PcEvent::Track(_) => {}
@@ -607,6 +638,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, receiving: Arc<Receiving>) {
     let mut need_keyframe = true;
     let mut last_pli: Option<Instant> = None;
     let mut media_ssrc = None;
+    let mut last_seq: u16 = 0;
     let mut decoder: Option<Decoder> = None;
     let kind = track.kind().await;
     loop {
@@ -618,6 +650,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, receiving: Arc<Receiving>) {
             () = sleep_until(buffer.poll_timeout()) => None,
         };
         if let Some(TrackRemoteEvent::OnRtpPacket(p)) = event {
+            last_seq = p.header.sequence_number;
             if feed.is_none() {
                 media_ssrc = Some(p.header.ssrc);
                 let known = lock(&receiving.by_ssrc)
@@ -682,11 +715,28 @@ async fn read_track(track: Arc<dyn TrackRemote>, receiving: Arc<Receiving>) {
             && let Some(media_ssrc) = media_ssrc
         {
             last_pli = Some(Instant::now());
+            // Janus finds the stream an RTCP packet is about by the sender's SSRC (which it
+            // does not know for a receive-only connection) or, failing that, by the first
+            // report block or transport-feedback target; a lone PLI has neither, so Janus
+            // 1.1 drops it ("Unknown SSRC", ice.c) and the publisher never hears it. A
+            // reception report about the same stream in front (the compound packet RFC
+            // 4585 asks for anyway) lets it through.
+            let report = ReceiverReport {
+                ssrc: 0,
+                reports: vec![ReceptionReport {
+                    ssrc: media_ssrc,
+                    last_sequence_number: u32::from(last_seq),
+                    ..ReceptionReport::default()
+                }],
+                profile_extensions: Bytes::new(),
+            };
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc,
             };
-            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+            let _ = track
+                .write_rtcp(vec![Box::new(report), Box::new(pli)])
+                .await;
         }
     }
 }
@@ -752,6 +802,33 @@ async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Follows what the congestion controller says about the path to Janus, as the mesh's peer
+/// task does: the encoder's bitrate tracks the estimate (our pacer drops video that waits
+/// over 500 ms, so an encoder above the estimate loses frames, and every subscriber with
+/// them), and video the pacer dropped is repaired by a keyframe at once.
+async fn follow_link(meter: Arc<LinkMeter>, video_bps: Arc<AtomicU32>, keyframe: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(LINK_CHECK);
+    loop {
+        tick.tick().await;
+        if meter.video_gap.swap(false, Ordering::Relaxed) {
+            keyframe.store(true, Ordering::Relaxed);
+        }
+        let estimate = meter.estimate_bps.load(Ordering::Relaxed);
+        if estimate == 0 {
+            continue;
+        }
+        // Leave room for audio and packet overhead.
+        let target = (estimate as f64 * 0.85) as u64;
+        let target = target
+            .saturating_sub(AUDIO_BPS)
+            .clamp(MIN_VIDEO_BPS, MAX_VIDEO_BPS) as u32;
+        let now = video_bps.load(Ordering::Relaxed);
+        if f64::from(target.abs_diff(now)) > f64::from(now) * 0.1 {
+            video_bps.store(target, Ordering::Relaxed);
+        }
     }
 }
 
@@ -861,6 +938,7 @@ impl SourceThread {
     fn start(
         config: &JanusMemberConfig,
         keyframe_wanted: Arc<AtomicBool>,
+        video_bps: Arc<AtomicU32>,
         video_tx: mpsc::Sender<VideoOut>,
         audio_tx: mpsc::Sender<Bytes>,
         sent: Arc<SentCounts>,
@@ -870,7 +948,7 @@ impl SourceThread {
         let mut pattern =
             TestPattern::new(&config.name, config.width, config.height).map_err(|e| media(&e))?;
         let mut encoder = H264Encoder::new(EncoderSettings {
-            bitrate_bps: 600_000,
+            bitrate_bps: START_VIDEO_BPS,
             frame_rate: fps as f32,
         })
         .map_err(|e| media(&e))?;
@@ -902,6 +980,12 @@ impl SourceThread {
                     }
                     if now >= next_video {
                         next_video += frame_every;
+                        let want = video_bps.load(Ordering::Relaxed);
+                        if want != encoder.settings().bitrate_bps
+                            && let Err(e) = encoder.set_bitrate(want)
+                        {
+                            tracing::debug!("h264 bitrate {want}: {e}");
+                        }
                         if keyframe_wanted.swap(false, Ordering::Relaxed) {
                             encoder.request_keyframe();
                         }
