@@ -37,12 +37,12 @@ pub use api::{
     Command, DeviceKind, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState, Member,
     MemberStats, parse_ips,
 };
-#[cfg(test)]
-pub(crate) use link_shaper::LinkConditions;
-pub(crate) use link_shaper::LinkShaper;
 pub use janus_member::{
     FeedCounts, JanusMember, JanusMemberConfig, JanusMemberError, SentCounts, create_janus_room,
 };
+#[cfg(test)]
+pub(crate) use link_shaper::LinkConditions;
+pub(crate) use link_shaper::LinkShaper;
 pub use local_media::{MediaInput, OPUS_FRAME_TICKS};
 pub use sinks::CountingSinks;
 
