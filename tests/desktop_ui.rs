@@ -716,3 +716,19 @@ fn lobby_without_devices_fits_800x600() {
 fn lobby_without_devices_fits_1100x720() {
     lobby_without_devices_fits(1100.0, 720.0, "lobby_no_devices_1100x720");
 }
+
+#[test]
+fn a_long_banner_wraps_within_the_window() {
+    let mut h = lobby_without_devices(800.0, 600.0);
+    let long = "The server at ws://meshcall.example.org:8787 could not be reached: the connection \
+                was refused; check the address under Advanced, or leave it empty and meshcall \
+                hosts the room on this computer.";
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::ServerProblem(long.into()));
+    h.run();
+    let banner = h.get_by_label(long).rect();
+    assert!(banner.height() > 25.0, "one line, not wrapped: {banner:?}");
+    assert_fits_width(&h, 800.0);
+}
