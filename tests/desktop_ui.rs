@@ -8,11 +8,13 @@ use std::sync::Arc;
 use egui::accesskit::Role;
 use egui::{Key, Modifiers, vec2};
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{Queryable, by};
 use meshcall::client::ConnectionState;
 use meshcall::engine::{Command, DeviceKind, Event, LinkState, Member, MemberStats};
 use meshcall::media::audio::devices::AudioDevices;
+use meshcall::media::audio::error::AudioError;
 use meshcall::media::pipeline::{AudioChoice, VideoChoice, VideoQuality};
+use meshcall::media::video::error::VideoError;
 use meshcall::media::video::{FrameTime, I420Frame};
 use meshcall::proto::{ChatMessage, ErrorCode};
 use meshcall::session::{CallBackend, DeviceLists, Notice, Request};
@@ -542,7 +544,7 @@ fn banners_for_reconnecting_and_device_problems() {
         .push_back(Notice::DeviceProblem("microphone: no sound server".into()));
     h.run();
     h.get_by_label_contains("reconnecting");
-    h.get_by_label("microphone: no sound server");
+    h.get_by_label("Microphone: no sound server.");
     h.state_mut()
         .backend_mut()
         .notices
@@ -552,7 +554,7 @@ fn banners_for_reconnecting_and_device_problems() {
     // The device banner stays until dismissed.
     h.get_by_role_and_label(Role::Button, "Dismiss").click();
     h.run();
-    assert!(h.query_by_label("microphone: no sound server").is_none());
+    assert!(h.query_by_label("Microphone: no sound server.").is_none());
     assert!(h.state().banners().is_empty());
 }
 
@@ -631,4 +633,102 @@ fn lobby_snapshot() {
         ..Settings::default()
     });
     h.snapshot("lobby");
+}
+
+/// A machine with no sound server and no camera, as the session reports it: the device
+/// lists are empty with the audio problem, and the speaker, microphone and camera each fail.
+fn lobby_without_devices(width: f32, height: f32) -> Harness<'static, App> {
+    let no_sound = AudioError::NoSoundSystem {
+        detail: "PulseAudio: Connection refused; fallback: ALSA: no default output device".into(),
+    }
+    .to_string();
+    let mut backend = FakeBackend::default();
+    backend.notices.extend([
+        Notice::Devices(DeviceLists {
+            cameras: Vec::new(),
+            audio: AudioDevices::default(),
+            audio_problem: Some(no_sound.clone()),
+        }),
+        Notice::DeviceProblem(format!("speaker: {no_sound}")),
+        Notice::DeviceProblem(format!("microphone: {no_sound}")),
+        Notice::DeviceProblem(format!("video: {}", VideoError::CameraNotFound)),
+    ]);
+    let app = MeshcallUi::new(backend, Settings::default(), false);
+    let mut h = Harness::builder()
+        .with_size(vec2(width, height))
+        .build_ui_state(|ui, app: &mut App| app.ui(ui), app);
+    h.run();
+    h
+}
+
+/// Every widget AccessKit knows lies within the window's width: nothing runs off the
+/// right edge (the lobby scrolls vertically, so height is not checked).
+fn assert_fits_width(h: &Harness<'static, App>, width: f32) {
+    let outside: Vec<String> = h
+        .query_all(by().predicate(|n| n.bounding_box().is_some()))
+        .filter(|n| {
+            let r = n.rect();
+            r.min.x < -0.5 || r.max.x > width + 0.5
+        })
+        .map(|n| format!("{n:?}: {:?}", n.rect()))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "past the window's {width} px: {outside:#?}"
+    );
+}
+
+fn lobby_without_devices_fits(width: f32, height: f32, snapshot: &str) {
+    let mut h = lobby_without_devices(width, height);
+    // Three banners, each one sentence: what happened and what to do; the backend's own
+    // words are on hover, not in the sentence.
+    let sound = "no sound server or sound card was found; start PulseAudio or PipeWire, \
+                 or connect an audio device.";
+    h.get_by_label(&format!("Speaker: {sound}"));
+    h.get_by_label(&format!("Microphone: {sound}"));
+    h.get_by_label("Video: No camera found; connect one and press Look for devices again.");
+    assert_eq!(h.state().banners().items().len(), 3);
+    for b in h.state().banners().items() {
+        assert!(!b.text.contains("Connection refused"), "{b:?}");
+    }
+    assert_eq!(
+        h.state().banners().items()[0].detail.as_deref(),
+        Some("PulseAudio: Connection refused; fallback: ALSA: no default output device")
+    );
+    assert_fits_width(&h, width);
+    let name = h.get_by_role_and_label(Role::TextInput, "Your name").rect();
+    let room = h
+        .get_by_role_and_label(Role::TextInput, "Room code or link")
+        .rect();
+    assert!(
+        name.width() > 150.0 && room.width() > 150.0,
+        "{name:?} {room:?}"
+    );
+    h.snapshot(snapshot);
+}
+
+#[test]
+fn lobby_without_devices_fits_800x600() {
+    lobby_without_devices_fits(800.0, 600.0, "lobby_no_devices_800x600");
+}
+
+#[test]
+fn lobby_without_devices_fits_1100x720() {
+    lobby_without_devices_fits(1100.0, 720.0, "lobby_no_devices_1100x720");
+}
+
+#[test]
+fn a_long_banner_wraps_within_the_window() {
+    let mut h = lobby_without_devices(800.0, 600.0);
+    let long = "The server at ws://meshcall.example.org:8787 could not be reached: the connection \
+                was refused; check the address under Advanced, or leave it empty and meshcall \
+                hosts the room on this computer.";
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::ServerProblem(long.into()));
+    h.run();
+    let banner = h.get_by_label(long).rect();
+    assert!(banner.height() > 25.0, "one line, not wrapped: {banner:?}");
+    assert_fits_width(&h, 800.0);
 }

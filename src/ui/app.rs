@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use egui::{Key, KeyboardShortcut, Modifiers, Ui};
 
-use super::banners::{BannerKind, Banners, device_failed_text};
+use super::banners::{BannerKind, Banners, device_failed_text, device_problem_text};
 use super::call_model::CallModel;
 use super::call_view::{self, CallAction, CallView};
 use super::control_bar::BarAction;
@@ -145,7 +145,10 @@ impl<B: CallBackend> MeshcallUi<B> {
         match notice {
             Notice::Engine(event) => self.on_event(event),
             Notice::Devices(lists) => self.on_devices(lists),
-            Notice::DeviceProblem(p) => self.banners.push(BannerKind::Error, p),
+            Notice::DeviceProblem(p) => {
+                let (text, detail) = device_problem_text(&p);
+                self.banners.push_detailed(BannerKind::Error, text, detail);
+            }
             Notice::ServerStarted { url, lan } => {
                 let whom = if lan {
                     "others on your network can join too"

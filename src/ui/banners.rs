@@ -1,8 +1,10 @@
-//! Plain one-line banners across the top for what went wrong (or what we did for you).
+//! Plain banners across the top for what went wrong (or what we did for you): one sentence
+//! saying what happened and what to do, wrapped to the window's width.
 
 use egui::{Color32, RichText, Ui};
 
 use crate::engine::DeviceKind;
+use crate::media::video::error::VideoError;
 
 /// How a banner looks and whether it goes away by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,13 +29,61 @@ pub fn device_failed_text(kind: DeviceKind, message: &str) -> String {
     format!("Your {kind} stopped: {message}. Others see {others}; press {button} to try again.")
 }
 
+/// What a device problem from the session says as a banner, and the backend's own words.
+///
+/// The session reports `"<device>: <what happened> (<backend's words>); <what to do>"`, e.g.
+/// "microphone: no sound server or sound card was found (PulseAudio: Connection refused;
+/// fallback: …); start PulseAudio or PipeWire, or connect an audio device". The
+/// parenthesised part before a `;` is for whoever debugs it: it goes to the banner's tooltip,
+/// so the banner reads as one sentence. A camera that is not there gets what to do.
+pub fn device_problem_text(problem: &str) -> (String, Option<String>) {
+    let (mut text, detail) = match backend_words(problem) {
+        Some((start, end)) => (
+            format!("{}{}", &problem[..start], &problem[end..]),
+            Some(problem[start + 2..end - 1].to_owned()),
+        ),
+        None => (problem.to_owned(), None),
+    };
+    if text.ends_with(&VideoError::CameraNotFound.to_string()) {
+        text.push_str("; connect one and press Look for devices again");
+    }
+    let mut chars = text.chars();
+    let text = match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => text,
+    };
+    (text, detail)
+}
+
+/// The byte range of `" (…)"` when a `;` follows it (parentheses nest).
+fn backend_words(problem: &str) -> Option<(usize, usize)> {
+    let start = problem.find(" (")?;
+    let mut depth = 0usize;
+    for (i, c) in problem[start + 1..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    let end = start + 1 + i + 1;
+                    return problem[end..].starts_with(';').then_some((start, end));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// One banner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Banner {
     /// Kind.
     pub kind: BannerKind,
-    /// For people.
+    /// For people: what happened and what to do.
     pub text: String,
+    /// What the system said, shown on hover.
+    pub detail: Option<String>,
 }
 
 /// The banners showing now, oldest first.
@@ -45,9 +95,20 @@ pub struct Banners {
 impl Banners {
     /// Shows `text` unless the same banner is already up.
     pub fn push(&mut self, kind: BannerKind, text: impl Into<String>) {
+        self.push_detailed(kind, text, None);
+    }
+
+    /// Shows `text` with `detail` on hover, unless the same banner is already up.
+    pub fn push_detailed(
+        &mut self,
+        kind: BannerKind,
+        text: impl Into<String>,
+        detail: Option<String>,
+    ) {
         let banner = Banner {
             kind,
             text: text.into(),
+            detail,
         };
         if !self.items.contains(&banner) {
             self.items.push(banner);
@@ -86,19 +147,26 @@ impl Banners {
                 .corner_radius(4.0)
                 .show(ui, |ui| {
                     ui.set_width(ui.available_width());
-                    ui.horizontal(|ui| {
-                        ui.label(RichText::new(&b.text).color(text));
-                        if b.kind != BannerKind::Reconnecting {
-                            ui.with_layout(
-                                egui::Layout::right_to_left(egui::Align::Center),
-                                |ui| {
-                                    if ui.button("Dismiss").clicked() {
-                                        dismissed = Some(i);
-                                    }
-                                },
-                            );
+                    let label = |ui: &mut Ui| {
+                        let label =
+                            ui.add(egui::Label::new(RichText::new(&b.text).color(text)).wrap());
+                        if let Some(detail) = &b.detail {
+                            label.on_hover_text(detail);
                         }
-                    });
+                    };
+                    if b.kind == BannerKind::Reconnecting {
+                        label(ui);
+                    } else {
+                        // The button keeps its place at the right; the text wraps in the rest.
+                        egui::Sides::new()
+                            .shrink_left()
+                            .wrap()
+                            .show(ui, label, |ui| {
+                                if ui.button("Dismiss").clicked() {
+                                    dismissed = Some(i);
+                                }
+                            });
+                    }
                 });
         }
         dismissed
@@ -109,5 +177,30 @@ impl Banners {
         if index < self.items.len() {
             self.items.remove(index);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_problem_reads_as_one_sentence_with_the_backends_words_aside() {
+        let (text, detail) = device_problem_text(
+            "microphone: no sound server (PulseAudio: refused (111); fallback: none); start one",
+        );
+        assert_eq!(text, "Microphone: no sound server; start one.");
+        assert_eq!(
+            detail.as_deref(),
+            Some("PulseAudio: refused (111); fallback: none")
+        );
+        // Parentheses that end the sentence are part of it.
+        let busy = format!("video: {}", VideoError::CameraBusy);
+        assert_eq!(
+            device_problem_text(&busy),
+            (format!("V{}.", &busy[1..]), None)
+        );
+        let (text, _) = device_problem_text(&format!("video: {}", VideoError::CameraNotFound));
+        assert!(text.ends_with("; connect one and press Look for devices again."));
     }
 }

@@ -65,7 +65,12 @@ pub fn show(ui: &mut Ui, s: &mut Settings, devices: Option<&DeviceLists>) -> boo
             }
         });
     if let Some(problem) = &devices.audio_problem {
-        ui.label(RichText::new(format!("Sound: {problem}")).color(Color32::from_rgb(230, 90, 90)));
+        // As in the banners: one sentence here, the backend's words on hover.
+        let (text, detail) = super::banners::device_problem_text(&format!("sound: {problem}"));
+        let label = ui.label(RichText::new(text).color(Color32::from_rgb(230, 90, 90)));
+        if let Some(detail) = detail {
+            label.on_hover_text(detail);
+        }
     }
     before != (s.camera.clone(), s.mic.clone(), s.speaker.clone())
 }
