@@ -161,6 +161,15 @@ struct ServeArgs {
     /// Seconds a member whose connection dropped keeps its place.
     #[arg(long, default_value_t = 20)]
     grace: u64,
+    /// Open WebSocket connections in all; more are refused with HTTP 503.
+    #[arg(long, default_value_t = meshcall::server::DEFAULT_MAX_SOCKETS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sockets: u32,
+    /// Open WebSocket connections from one address (IPv6: one /64); more are refused with
+    /// HTTP 429. Behind a reverse proxy every client has the proxy's address: raise it.
+    #[arg(long, default_value_t = meshcall::server::DEFAULT_MAX_SOCKETS_PER_IP as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sockets_per_ip: u32,
     /// A STUN/TURN URL handed to clients (repeatable).
     #[arg(long = "ice-server", value_name = "URL")]
     ice_servers: Vec<String>,
@@ -210,6 +219,8 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         max_room_size: usize::from(args.max_room_size),
         grace: Duration::from_secs(args.grace),
+        max_sockets: args.max_sockets as usize,
+        max_sockets_per_ip: args.max_sockets_per_ip as usize,
         ice_servers: args
             .ice_servers
             .into_iter()

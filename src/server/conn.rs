@@ -4,6 +4,7 @@
 //! side, so a client that stops reading cannot stop the server from reading it (and from
 //! seeing a flood), and its full write queue cannot hold back the close.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::closing::{CLOSE_FLUSH, End, Ending, LINGER, code};
 use super::hub::{Hub, Membership, Outbox, Refusal};
+use super::limits::{Admission, address_key};
 use super::rate::{RateLimiter, Verdict};
 use crate::proto::{
     ClientMessage, ErrorCode, MAX_FRAME_BYTES, ServerMessage, parse_client_message,
@@ -39,10 +41,13 @@ struct Session {
     out: Outbox,
     joined: Option<Membership>,
     rate: RateLimiter,
+    /// The client's address as limits key it.
+    addr: IpAddr,
 }
 
 /// Serves one upgraded socket until it closes, the client leaves, or the server stops.
-pub(crate) async fn run(hub: Arc<Hub>, socket: WebSocket) {
+/// `_admission` holds the socket's place under the socket caps until it ends.
+pub(crate) async fn run(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr, _admission: Admission) {
     hub.metrics.sockets.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
     let ending = Arc::new(Ending::default());
@@ -54,6 +59,7 @@ pub(crate) async fn run(hub: Arc<Hub>, socket: WebSocket) {
         },
         joined: None,
         rate: RateLimiter::new(hub.config.rate, Instant::now()),
+        addr: address_key(peer.ip()),
         hub: Arc::clone(&hub),
     };
     let (sink, stream) = socket.split();
@@ -287,7 +293,7 @@ impl Session {
         let result: Result<(), Refusal> = match (&self.joined, msg) {
             (None, ClientMessage::Join(req)) => self
                 .hub
-                .join(self.conn, &self.out, req)
+                .join(self.conn, self.addr, &self.out, req)
                 .map(|m| self.joined = Some(m)),
             (Some(_), ClientMessage::Join(_)) => Err((
                 ErrorCode::AlreadyJoined,

@@ -2,10 +2,12 @@
 //! and relaying. Sockets reach it through [`Outbox`]es; it never awaits while holding its
 //! lock, so one std `Mutex` serves (critical sections are short, allocation-light).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use rand::Rng;
@@ -15,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::ServerConfig;
 use super::closing::{End, Ending, code};
+use super::limits::{AddressFailures, Failures, SocketCaps};
 use super::metrics::Metrics;
 use super::turn::turn_credentials;
 use crate::proto::{
@@ -90,6 +93,8 @@ struct Room {
     members: Vec<Member>,
     next_peer: u64,
     chat: VecDeque<ChatMessage>,
+    /// Wrong passcodes against this room, from any address.
+    failures: Failures,
 }
 
 impl Room {
@@ -127,6 +132,10 @@ pub(crate) struct Hub {
     rooms: Mutex<HashMap<String, Room>>,
     pub(crate) config: ServerConfig,
     pub(crate) metrics: Metrics,
+    /// Caps on open sockets.
+    pub(crate) sockets: Arc<SocketCaps>,
+    /// Wrong passcodes per client address.
+    address_failures: AddressFailures,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
     /// Socket tasks and grace timers, so shutdown can wait for them.
@@ -137,10 +146,16 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn new(config: ServerConfig, shutdown: CancellationToken) -> Self {
+        let sockets = Arc::new(SocketCaps::new(
+            config.max_sockets,
+            config.max_sockets_per_ip,
+        ));
         Self {
             rooms: Mutex::new(HashMap::new()),
             config,
             metrics: Metrics::default(),
+            sockets,
+            address_failures: AddressFailures::default(),
             shutdown,
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
@@ -164,11 +179,12 @@ impl Hub {
         (rooms.len(), rooms.values().map(|r| r.members.len()).sum())
     }
 
-    /// Handles a `join` from socket `conn`. On success `joined` (and for a resume, the
+    /// Handles a `join` from socket `conn`, whose client has address (key) `addr`. On success `joined` (and for a resume, the
     /// queued signals) are already in `out`.
     pub(crate) fn join(
         &self,
         conn: u64,
+        addr: IpAddr,
         out: &Outbox,
         req: JoinRequest,
     ) -> Result<Membership, Refusal> {
@@ -209,20 +225,22 @@ impl Hub {
                 }
             },
         };
-        let room = rooms.entry(code.clone()).or_insert_with(|| Room {
-            passcode: req.passcode.clone().filter(|p| !p.is_empty()),
-            members: Vec::new(),
-            next_peer: 1,
-            chat: VecDeque::new(),
-        });
-        if let Some(passcode) = &room.passcode
-            && req.passcode.as_ref() != Some(passcode)
-        {
-            return Err((
-                ErrorCode::WrongPasscode,
-                "This room needs a passcode, and that one is not it.".to_owned(),
-            ));
-        }
+        let room = match rooms.entry(code.clone()) {
+            Entry::Occupied(entry) => {
+                let room = entry.into_mut();
+                if room.passcode.is_some() {
+                    self.check_passcode(room, addr, req.passcode.as_deref())?;
+                }
+                room
+            }
+            Entry::Vacant(entry) => entry.insert(Room {
+                passcode: req.passcode.clone().filter(|p| !p.is_empty()),
+                members: Vec::new(),
+                next_peer: 1,
+                chat: VecDeque::new(),
+                failures: Failures::default(),
+            }),
+        };
         if room.members.len() >= self.config.max_room_size {
             return Err((
                 ErrorCode::RoomFull,
@@ -258,6 +276,42 @@ impl Hub {
             },
         });
         Ok(Membership { room: code, id })
+    }
+
+    /// Compares `given` with the room's passcode, unless the room or the address is backing
+    /// off after wrong ones: then the answer is `rate-limited` and nothing is compared.
+    fn check_passcode(
+        &self,
+        room: &mut Room,
+        addr: IpAddr,
+        given: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let limits = &self.config.passcode;
+        let now = Instant::now();
+        let wait = room
+            .failures
+            .wait(now, &limits.per_room)
+            .max(self.address_failures.wait(addr, now, &limits.per_address));
+        if let Some(wait) = wait {
+            self.metrics
+                .passcode_backoffs
+                .fetch_add(1, Ordering::Relaxed);
+            let secs = (wait + Duration::from_millis(999)).as_secs();
+            return Err((
+                ErrorCode::RateLimited,
+                format!("Too many wrong passcodes; try again in {secs} s."),
+            ));
+        }
+        self.metrics.passcode_checks.fetch_add(1, Ordering::Relaxed);
+        if given == room.passcode.as_deref() {
+            return Ok(());
+        }
+        room.failures.fail(now, &limits.per_room);
+        self.address_failures.fail(addr, now, &limits.per_address);
+        Err((
+            ErrorCode::WrongPasscode,
+            "This room needs a passcode, and that one is not it.".to_owned(),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::limits::SocketRefusal;
 use crate::proto::ErrorCode;
 
 /// Server-wide counters; gauges that the room registry knows are passed in when rendering.
@@ -12,11 +13,25 @@ pub(crate) struct Metrics {
     pub(crate) relayed: AtomicU64,
     pub(crate) frames_received: AtomicU64,
     refused: [AtomicU64; ErrorCode::ALL.len()],
+    /// Passcodes compared with a room's (wrong or right).
+    pub(crate) passcode_checks: AtomicU64,
+    /// Joins answered `rate-limited` because of a passcode back-off, unchecked.
+    pub(crate) passcode_backoffs: AtomicU64,
+    sockets_refused_per_address: AtomicU64,
+    sockets_refused_total: AtomicU64,
 }
 
 impl Metrics {
     pub(crate) fn refused(&self, code: ErrorCode) {
         self.refused[code.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn socket_refused(&self, why: SocketRefusal) {
+        match why {
+            SocketRefusal::PerAddress => &self.sockets_refused_per_address,
+            SocketRefusal::Total => &self.sockets_refused_total,
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn relayed(&self) {
@@ -68,6 +83,30 @@ impl Metrics {
                 self.refused[code.index()].load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP meshcall_sockets_refused_total WebSocket upgrades refused by a socket cap.\n\
+             # TYPE meshcall_sockets_refused_total counter\n\
+             meshcall_sockets_refused_total{{cap=\"per-address\"}} {}\n\
+             meshcall_sockets_refused_total{{cap=\"total\"}} {}",
+            self.sockets_refused_per_address.load(Ordering::Relaxed),
+            self.sockets_refused_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP meshcall_passcode_checks_total Passcodes compared with a room's.\n\
+             # TYPE meshcall_passcode_checks_total counter\n\
+             meshcall_passcode_checks_total {}",
+            self.passcode_checks.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP meshcall_passcode_backoffs_total Joins answered rate-limited, unchecked, \
+             during a wrong-passcode back-off.\n\
+             # TYPE meshcall_passcode_backoffs_total counter\n\
+             meshcall_passcode_backoffs_total {}",
+            self.passcode_backoffs.load(Ordering::Relaxed)
+        );
         out
     }
 }

@@ -5,6 +5,7 @@
 mod closing;
 mod conn;
 mod hub;
+mod limits;
 mod metrics;
 mod pages;
 mod rate;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -27,11 +28,13 @@ use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use limits::{Backoff, PasscodeLimits};
 pub use rate::RateLimits;
 pub use turn::{TurnConfig, turn_credentials};
 
 use crate::proto::{IceServer, MAX_FRAME_BYTES, WS_PATH, normalize_room_code};
 use hub::Hub;
+use limits::SocketRefusal;
 
 /// Everything a server can be told; `Default` gives protocol.md's values.
 #[derive(Debug, Clone)]
@@ -52,7 +55,19 @@ pub struct ServerConfig {
     pub rate: RateLimits,
     /// Signals kept for a member inside its grace period.
     pub signal_queue: usize,
+    /// Back-off on wrong passcodes, per address and per room.
+    pub passcode: PasscodeLimits,
+    /// Open WebSocket connections in total (at least 1); more are refused with HTTP 503.
+    pub max_sockets: usize,
+    /// Open WebSocket connections from one address (IPv6: one /64; at least 1); more are
+    /// refused with HTTP 429.
+    pub max_sockets_per_ip: usize,
 }
+
+/// Default for [`ServerConfig::max_sockets`].
+pub const DEFAULT_MAX_SOCKETS: usize = 1000;
+/// Default for [`ServerConfig::max_sockets_per_ip`].
+pub const DEFAULT_MAX_SOCKETS_PER_IP: usize = 50;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -65,6 +80,9 @@ impl Default for ServerConfig {
             ping_timeout: Duration::from_secs(30),
             rate: RateLimits::default(),
             signal_queue: 256,
+            passcode: PasscodeLimits::default(),
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            max_sockets_per_ip: DEFAULT_MAX_SOCKETS_PER_IP,
         }
     }
 }
@@ -104,6 +122,9 @@ pub async fn serve(
         return Err(ServeError::Config(
             "max room size must be at least 1".into(),
         ));
+    }
+    if config.max_sockets == 0 || config.max_sockets_per_ip == 0 {
+        return Err(ServeError::Config("socket caps must be at least 1".into()));
     }
     if config.ping_timeout.is_zero() || config.ping_interval.is_zero() {
         return Err(ServeError::Config(
@@ -174,10 +195,42 @@ fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
-async fn ws_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+async fn ws_upgrade(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
     if hub.shutdown.is_cancelled() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    // Refused before the upgrade, with a plain HTTP status a client can show.
+    let admission = match hub.sockets.admit(peer.ip()) {
+        Ok(admission) => admission,
+        Err(why) => {
+            hub.metrics.socket_refused(why);
+            let (status, text) = match why {
+                SocketRefusal::PerAddress => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "Too many connections from your address (at most {}).",
+                        hub.config.max_sockets_per_ip
+                    ),
+                ),
+                SocketRefusal::Total => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "The server is at its connection limit ({}); try again later.",
+                        hub.config.max_sockets
+                    ),
+                ),
+            };
+            let mut response = (status, text).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            return response;
+        }
+    };
     // Frames between 64 KiB and this cap are read whole so the client can be told
     // `too-large` before the close. Beyond it tungstenite refuses the frame from its header
     // without buffering it, and the close that follows may reach the client as a reset,
@@ -189,7 +242,7 @@ async fn ws_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Respon
         // tungstenite reserves 128 KiB per socket for reading by default; signaling
         // messages are small, and larger ones still assemble in their own buffer.
         .read_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| tasks.track_future(conn::run(hub, socket)))
+        .on_upgrade(move |socket| tasks.track_future(conn::run(hub, socket, peer, admission)))
 }
 
 async fn room_page(Path(code): Path<String>) -> Response {
@@ -220,6 +273,8 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(10));
         assert_eq!(c.ping_timeout, Duration::from_secs(30));
         assert_eq!(c.signal_queue, 256);
+        assert_eq!(c.max_sockets, 1000);
+        assert_eq!(c.max_sockets_per_ip, 50);
         assert_eq!(c.rate.per_second, 50.0);
         assert_eq!(c.rate.burst, 100.0);
         assert_eq!(c.rate.flood_close_after, Duration::from_secs(10));
