@@ -393,7 +393,12 @@ impl<B: CallBackend> MeshcallUi<B> {
                 }
             }
         };
-        let passcode = Some(self.lobby.passcode.trim().to_owned()).filter(|p| !p.is_empty());
+        let typed = if new_room {
+            &self.lobby.new_room_passcode
+        } else {
+            &self.lobby.passcode
+        };
+        let passcode = Some(typed.trim().to_owned()).filter(|p| !p.is_empty());
         self.lobby.joining = true;
         self.banners.clear_kind(BannerKind::Error);
         self.milestones.join_sent();

@@ -12,6 +12,8 @@ pub struct LobbyState {
     pub passcode: String,
     /// The room asked for a passcode: show the field.
     pub need_passcode: bool,
+    /// Passcode for the next new room (optional, under Advanced).
+    pub new_room_passcode: String,
     /// Why the last attempt failed, for people.
     pub error: Option<String>,
     /// Something we decided for the person ("No camera found…").
@@ -177,6 +179,15 @@ fn join_form(ui: &mut Ui, v: LobbyView<'_>, action: &mut Option<LobbyAction>) {
                 &mut settings.server,
                 super::settings::DEFAULT_SERVER,
             );
+            labelled_field(
+                ui,
+                "Passcode for a new room (optional)",
+                &mut state.new_room_passcode,
+                "",
+            );
+            if let Some(hint) = passcode_hint(&state.new_room_passcode) {
+                ui.label(RichText::new(hint).color(Color32::from_rgb(230, 170, 60)));
+            }
             ui.checkbox(
                 &mut settings.lan,
                 "Let other computers on my network join (when meshcall hosts the room)",
@@ -188,6 +199,17 @@ fn join_form(ui: &mut Ui, v: LobbyView<'_>, action: &mut Option<LobbyAction>) {
     });
 }
 
+/// Passcodes shorter than this are easy to guess; the lobby says so.
+pub const SUGGESTED_PASSCODE_CHARS: usize = 8;
+
+/// The lobby's hint for a new room's passcode, when it is set but short.
+pub fn passcode_hint(passcode: &str) -> Option<&'static str> {
+    let chars = passcode.trim().chars().count();
+    (1..SUGGESTED_PASSCODE_CHARS)
+        .contains(&chars)
+        .then_some("Use at least 8 characters: a short passcode can be guessed.")
+}
+
 fn labelled_field(ui: &mut Ui, label: &str, value: &mut String, hint: &str) -> egui::Response {
     let label = ui.label(label);
     ui.add(
@@ -196,4 +218,19 @@ fn labelled_field(ui: &mut Ui, label: &str, value: &mut String, hint: &str) -> e
             .desired_width(f32::INFINITY),
     )
     .labelled_by(label.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_passcodes_get_a_hint() {
+        assert_eq!(passcode_hint(""), None);
+        assert_eq!(passcode_hint("   "), None);
+        assert!(passcode_hint("4821").is_some());
+        assert!(passcode_hint("seven77").is_some());
+        assert_eq!(passcode_hint("eight888"), None);
+        assert_eq!(passcode_hint("pässwörd"), None);
+    }
 }
