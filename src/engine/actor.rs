@@ -176,6 +176,7 @@ impl Actor {
             ice_disconnected: self.config.ice_disconnected_timeout,
             ice_failed: self.config.ice_failed_timeout,
             link: self.link.clone(),
+            relay_only: self.config.relay_only,
         }
     }
 
@@ -289,6 +290,13 @@ impl Actor {
         else {
             unreachable!("connect returns joined");
         };
+        if self.config.relay_only && !has_turn(&ice_servers) {
+            self.emit(Event::Warning(
+                "relay-only is on but the server hands out no TURN server: no media link can form"
+                    .into(),
+            ))
+            .await;
+        }
         let sender = client.sender();
         self.call = Some(Call {
             client,
@@ -596,4 +604,12 @@ impl Actor {
             }
         }
     }
+}
+
+/// Whether any of `servers` is a TURN server (relay-only needs one).
+fn has_turn(servers: &[IceServer]) -> bool {
+    servers
+        .iter()
+        .flat_map(|s| &s.urls)
+        .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
 }

@@ -42,6 +42,10 @@ pub struct EngineConfig {
     pub ice_disconnected_timeout: Duration,
     /// Consent lost this much longer: the connection has failed and is rebuilt.
     pub ice_failed_timeout: Duration,
+    /// Use only relay (TURN) candidates (`iceTransportPolicy: relay`): no host or
+    /// server-reflexive candidates are gathered, so every connection goes through the
+    /// TURN server the signaling server hands out, and none forms without one.
+    pub relay_only: bool,
 }
 
 /// The environment variable that pins ICE host candidates (comma-separated IPs).
@@ -59,6 +63,7 @@ impl Default for EngineConfig {
             // webrtc-rs's own defaults.
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
+            relay_only: false,
         }
     }
 }
@@ -182,6 +187,11 @@ pub struct MemberStats {
     pub decoded: Option<VideoQuality>,
     /// Their audio frames made up by concealment because nothing came in time.
     pub audio_concealed: u64,
+    /// The type of our candidate in the selected (nominated) ICE pair: `host`, `srflx`,
+    /// `prflx` or `relay`; None before a pair is selected.
+    pub candidate: Option<String>,
+    /// The type of their candidate in that pair, as we learnt it.
+    pub remote_candidate: Option<String>,
 }
 
 /// What the engine tells its consumers.

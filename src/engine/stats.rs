@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::statistics::report::RTCStatsReportEntry;
 use webrtc::peer_connection::{PeerConnection, StatsSelector};
 
 use super::api::MemberStats;
@@ -50,6 +51,25 @@ impl StatsTracker {
             .filter(|p| p.nominated)
             .map(|p| p.current_round_trip_time * 1000.0)
             .next();
+        if let Some(pair) = report.candidate_pairs().find(|p| p.nominated) {
+            // The pair names its candidates by their bare ids; the candidates' own entries
+            // are prefixed (webrtc-rs 0.21). A peer-reflexive remote candidate, learnt from
+            // a check rather than signaled, has no entry at all.
+            let kind = |prefix: &str, id: &str| {
+                [id.to_owned(), format!("{prefix}{id}")]
+                    .iter()
+                    .find_map(|id| match report.get(id) {
+                        Some(
+                            RTCStatsReportEntry::LocalCandidate(c)
+                            | RTCStatsReportEntry::RemoteCandidate(c),
+                        ) => Some(c.candidate_type.to_string()),
+                        _ => None,
+                    })
+            };
+            s.candidate = kind("RTCLocalIceCandidate_", &pair.local_candidate_id);
+            s.remote_candidate = kind("RTCRemoteIceCandidate_", &pair.remote_candidate_id)
+                .or_else(|| Some("prflx".to_owned()));
+        }
         let (bytes_in, bytes_out) = report
             .transport()
             .map_or((0, 0), |t| (t.bytes_received, t.bytes_sent));

@@ -189,6 +189,13 @@ async fn run_with(
                     if stats.rtt_ms.is_some() {
                         s.rtt_ms = stats.rtt_ms;
                     }
+                    // Kept from the last sample that had a selected pair (a closing
+                    // connection's last one may not).
+                    let candidates = (s.stats.candidate.take(), s.stats.remote_candidate.take());
+                    let mut stats = stats;
+                    if stats.candidate.is_none() {
+                        (stats.candidate, stats.remote_candidate) = candidates;
+                    }
                     s.video_bps.push_back(stats.video_bitrate_in);
                     if s.video_bps.len() > KBPS_SAMPLES {
                         s.video_bps.pop_front();
@@ -294,6 +301,8 @@ async fn run_with(
                 },
                 state_changes: s.state_changes,
                 left: s.left,
+                candidate: s.stats.candidate.clone(),
+                remote_candidate: s.stats.remote_candidate.clone(),
             },
         );
     }
