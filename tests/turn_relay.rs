@@ -284,5 +284,8 @@ async fn turn_over_tcp_is_skipped_by_webrtc_rs_0_21_so_relay_only_over_tcp_does_
         "coturn allocated over TCP after all: webrtc-rs has TURN/TCP now; test it\n{}",
         turn.log()
     );
-    println!("A logged:\n{log_a}");
+    assert!(
+        log_a.contains("Skipping unsupported non-UDP TURN url"),
+        "A did not say why it has no relay:\n{log_a}"
+    );
 }
