@@ -56,6 +56,8 @@ fn apply_plan(media: &LocalMedia, call: &Call) {
 }
 
 struct Call {
+    /// Relay candidates only (the engine's setting or this join's).
+    relay_only: bool,
     client: SignalClient,
     sender: SignalSender,
     self_id: String,
@@ -290,7 +292,8 @@ impl Actor {
         else {
             unreachable!("connect returns joined");
         };
-        if self.config.relay_only && !has_turn(&ice_servers) {
+        let relay_only = self.config.relay_only || params.relay_only;
+        if relay_only && !has_turn(&ice_servers) {
             self.emit(Event::Warning(
                 "relay-only is on but the server hands out no TURN server: no media link can form"
                     .into(),
@@ -299,6 +302,7 @@ impl Actor {
         }
         let sender = client.sender();
         self.call = Some(Call {
+            relay_only,
             client,
             sender,
             self_id: self_id.clone(),
@@ -331,8 +335,9 @@ impl Actor {
     }
 
     fn start_peer(&mut self, id: &str, initiator: bool) {
-        let factory = self.factory();
+        let mut factory = self.factory();
         let Some(call) = &mut self.call else { return };
+        factory.relay_only |= call.relay_only;
         if call.peers.contains_key(id) {
             return;
         }

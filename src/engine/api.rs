@@ -24,6 +24,9 @@ pub struct JoinParams {
     pub audio: bool,
     /// Whether the camera starts on.
     pub video: bool,
+    /// Relay only for this call (the app's Advanced setting), as
+    /// [`EngineConfig::relay_only`] is for every call.
+    pub relay_only: bool,
 }
 
 /// Settings that hold for every call the engine makes.
@@ -187,11 +190,36 @@ pub struct MemberStats {
     pub decoded: Option<VideoQuality>,
     /// Their audio frames made up by concealment because nothing came in time.
     pub audio_concealed: u64,
-    /// The type of our candidate in the selected (nominated) ICE pair: `host`, `srflx`,
-    /// `prflx` or `relay`; None before a pair is selected.
-    pub candidate: Option<String>,
+    /// The type of our candidate in the selected (nominated) ICE pair; None before a pair
+    /// is selected.
+    pub candidate: Option<CandidateKind>,
     /// The type of their candidate in that pair, as we learnt it.
-    pub remote_candidate: Option<String>,
+    pub remote_candidate: Option<CandidateKind>,
+}
+
+/// An ICE candidate's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateKind {
+    /// A local interface's address.
+    Host,
+    /// Our address as a STUN server saw it.
+    Srflx,
+    /// An address learnt from a connectivity check.
+    Prflx,
+    /// An address on a TURN server, which relays everything.
+    Relay,
+}
+
+impl CandidateKind {
+    /// As WebRTC's stats name it: `host`, `srflx`, `prflx`, `relay`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Srflx => "srflx",
+            Self::Prflx => "prflx",
+            Self::Relay => "relay",
+        }
+    }
 }
 
 /// What the engine tells its consumers.

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::statistics::report::RTCStatsReportEntry;
 use webrtc::peer_connection::{PeerConnection, StatsSelector};
 
-use super::api::MemberStats;
+use super::api::{CandidateKind, MemberStats};
 use crate::media::pipeline::RemoteMediaSink;
 
 /// The counters of one sample that the next turns into rates.
@@ -62,13 +63,13 @@ impl StatsTracker {
                         Some(
                             RTCStatsReportEntry::LocalCandidate(c)
                             | RTCStatsReportEntry::RemoteCandidate(c),
-                        ) => Some(c.candidate_type.to_string()),
+                        ) => candidate_kind(c.candidate_type),
                         _ => None,
                     })
             };
             s.candidate = kind("RTCLocalIceCandidate_", &pair.local_candidate_id);
             s.remote_candidate = kind("RTCRemoteIceCandidate_", &pair.remote_candidate_id)
-                .or_else(|| Some("prflx".to_owned()));
+                .or(Some(CandidateKind::Prflx));
         }
         let (bytes_in, bytes_out) = report
             .transport()
@@ -110,5 +111,15 @@ impl StatsTracker {
         }
         self.last = Some(sample);
         s
+    }
+}
+
+fn candidate_kind(t: RTCIceCandidateType) -> Option<CandidateKind> {
+    match t {
+        RTCIceCandidateType::Host => Some(CandidateKind::Host),
+        RTCIceCandidateType::Srflx => Some(CandidateKind::Srflx),
+        RTCIceCandidateType::Prflx => Some(CandidateKind::Prflx),
+        RTCIceCandidateType::Relay => Some(CandidateKind::Relay),
+        _ => None,
     }
 }

@@ -117,6 +117,8 @@ async fn run_with(
             passcode: config.passcode.clone(),
             audio: config.audio != AudioChoice::None,
             video: config.video != VideoChoice::None,
+            // `config.engine.relay_only` holds for every call already.
+            relay_only: false,
         }))
         .await;
     let mut seen: HashMap<String, Seen> = HashMap::new();
@@ -301,8 +303,8 @@ async fn run_with(
                 },
                 state_changes: s.state_changes,
                 left: s.left,
-                candidate: s.stats.candidate.clone(),
-                remote_candidate: s.stats.remote_candidate.clone(),
+                candidate: s.stats.candidate.map(|c| c.as_str().to_owned()),
+                remote_candidate: s.stats.remote_candidate.map(|c| c.as_str().to_owned()),
             },
         );
     }
