@@ -43,6 +43,10 @@ struct WindowArgs {
     /// Local IP address(es) for ICE host candidates (comma-separated); also MESHCALL_ICE_IP.
     #[arg(long, env = meshcall::engine::ICE_IP_ENV)]
     ice_ip: Option<String>,
+    /// Use only relay (TURN) candidates, as a browser's `iceTransportPolicy: relay`: every
+    /// media link goes through the TURN server the signaling server hands out.
+    #[arg(long)]
+    relay_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +100,10 @@ struct JoinArgs {
     /// Local IP address(es) for ICE host candidates (comma-separated); also MESHCALL_ICE_IP.
     #[arg(long, env = meshcall::engine::ICE_IP_ENV)]
     ice_ip: Option<String>,
+    /// Use only relay (TURN) candidates, as a browser's `iceTransportPolicy: relay`: every
+    /// media link goes through the TURN server the signaling server hands out.
+    #[arg(long)]
+    relay_only: bool,
     /// Where to write the JSON report at the end; `-` for standard output.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -267,6 +275,7 @@ fn run_window(args: WindowArgs) -> anyhow::Result<()> {
         engine.ice_ips =
             meshcall::engine::parse_ips(ips).map_err(|e| anyhow::anyhow!("--ice-ip: {e}"))?;
     }
+    engine.relay_only = args.relay_only;
     let launch = meshcall::ui::Launch {
         server: args.server,
         room: args.room,
@@ -305,6 +314,7 @@ fn run_join(args: JoinArgs) -> anyhow::Result<()> {
     if let Some(ips) = &args.ice_ip {
         engine.ice_ips = parse_ips(ips).map_err(|e| anyhow::anyhow!("--ice-ip: {e}"))?;
     }
+    engine.relay_only = args.relay_only;
     let mut schedule = Vec::new();
     for (at, cmd) in [
         (args.mute_audio_at, EngineCommand::SetMic(false)),

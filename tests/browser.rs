@@ -164,6 +164,23 @@ fn a_browser_that_makes_the_offer_gets_media_in_its_own_payload_types() {
 }
 
 #[test]
+fn a_relay_only_page_and_a_relay_only_headless_member_talk_through_coturn() {
+    if !succeeds(Command::new("sh").args(["-c", "command -v turnserver"])) {
+        common::skip::skip_or_fail("coturn is not installed (scripts/setup --test installs it)");
+        return;
+    }
+    let Some(r) = run("relay-only") else {
+        return;
+    };
+    assert_browser_received(&r, "Web", "Headless");
+    let got = assert_headless_received(&r, "Headless", "Web");
+    // Both sides' selected pairs are relay ones: every packet both ways went through coturn.
+    assert_eq!(got["candidate"], "relay", "{got}");
+    let page = &r["browser"]["Web"]["Headless"];
+    assert_eq!(page["localCandidate"], "relay", "{page}");
+}
+
+#[test]
 fn two_browsers_and_a_headless_member_all_receive_each_other() {
     let Some(r) = run("two-browsers") else {
         return;

@@ -175,6 +175,25 @@ fn new_room_creates_one() {
     let joins = joins(&h);
     assert_eq!(joins.len(), 1);
     assert_eq!(joins[0].room, None);
+    assert!(!joins[0].relay_only, "relay-only is off unless chosen");
+}
+
+#[test]
+fn the_advanced_relay_only_toggle_reaches_the_join_and_is_remembered() {
+    let mut h = harness(Settings {
+        name: "Ada".into(),
+        ..Settings::default()
+    });
+    h.get_by_label("Advanced").click();
+    h.run();
+    h.get_by_label_contains("Relay only").click();
+    h.run();
+    assert!(h.state().settings.relay_only);
+    h.get_by_role_and_label(Role::Button, "New room").click();
+    h.run_steps(2);
+    let joins = joins(&h);
+    assert_eq!(joins.len(), 1);
+    assert!(joins[0].relay_only, "{:?}", joins[0]);
 }
 
 #[test]

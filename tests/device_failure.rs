@@ -53,6 +53,7 @@ async fn join_counting(
             passcode: None,
             audio: true,
             video: true,
+            relay_only: false,
         }))
         .await;
     loop {

@@ -109,6 +109,7 @@ impl Participant {
                 passcode: None,
                 audio: true,
                 video: true,
+                relay_only: false,
             }))
             .await;
         let (room, id, members) = loop {

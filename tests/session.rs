@@ -62,6 +62,7 @@ fn join(url: &str, room: Option<String>, name: &str) -> Request {
             passcode: None,
             audio: true,
             video: true,
+            relay_only: false,
         },
         lan: false,
     }

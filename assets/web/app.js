@@ -14,7 +14,12 @@ const ERRORS = {
   'bad-name': 'Please enter a name (at most 64 characters).',
 };
 
+// `?relay` in the page's address (the room link): use only relay (TURN) candidates, as
+// `meshcall join --relay-only` does, so every connection goes through the TURN server.
+const RELAY_ONLY = new URLSearchParams(location.search).has('relay');
+
 const state = {
+  relayOnly: RELAY_ONLY,
   signaling: null,
   media: new LocalMedia(),
   tiles: null,
@@ -63,6 +68,7 @@ function link(peerId, initiator) {
     peerId,
     initiator,
     iceServers: state.iceServers,
+    relayOnly: state.relayOnly,
     media: state.media,
     hooks: {
       signal: (payload) => send({ type: 'signal', to: peerId, payload }),
@@ -105,7 +111,7 @@ function onJoined(msg) {
   $('lobby').hidden = true;
   $('call').hidden = false;
   $('room-label').textContent = `Room ${msg.room}`;
-  history.replaceState(null, '', `/r/${msg.room}`);
+  history.replaceState(null, '', `/r/${msg.room}${RELAY_ONLY ? '?relay' : ''}`);
   status('');
   // Once: a later fresh join (after a lost resume) must not bring back a stale warning.
   notice(state.mediaWarning);

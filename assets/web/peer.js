@@ -7,7 +7,7 @@ export class PeerLink {
    * selfId/peerId: ids from the server; initiator: we just joined and offer first.
    * hooks: { signal(payload), track(track), closed() }
    */
-  constructor({ selfId, peerId, initiator, iceServers, media, hooks }) {
+  constructor({ selfId, peerId, initiator, iceServers, relayOnly, media, hooks }) {
     this.peerId = peerId;
     this.hooks = hooks;
     this.polite = selfId > peerId;   // the smaller id is impolite
@@ -15,7 +15,7 @@ export class PeerLink {
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.queue = Promise.resolve(); // signals are applied one at a time, in order
-    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? 'relay' : 'all' });
     this.senders = {};
     this.wire(media, initiator);
   }

@@ -56,6 +56,8 @@ fn apply_plan(media: &LocalMedia, call: &Call) {
 }
 
 struct Call {
+    /// Relay candidates only (the engine's setting or this join's).
+    relay_only: bool,
     client: SignalClient,
     sender: SignalSender,
     self_id: String,
@@ -176,6 +178,7 @@ impl Actor {
             ice_disconnected: self.config.ice_disconnected_timeout,
             ice_failed: self.config.ice_failed_timeout,
             link: self.link.clone(),
+            relay_only: self.config.relay_only,
         }
     }
 
@@ -289,8 +292,17 @@ impl Actor {
         else {
             unreachable!("connect returns joined");
         };
+        let relay_only = self.config.relay_only || params.relay_only;
+        if relay_only && !has_turn(&ice_servers) {
+            self.emit(Event::Warning(
+                "relay-only is on but the server hands out no TURN server: no media link can form"
+                    .into(),
+            ))
+            .await;
+        }
         let sender = client.sender();
         self.call = Some(Call {
+            relay_only,
             client,
             sender,
             self_id: self_id.clone(),
@@ -323,8 +335,9 @@ impl Actor {
     }
 
     fn start_peer(&mut self, id: &str, initiator: bool) {
-        let factory = self.factory();
+        let mut factory = self.factory();
         let Some(call) = &mut self.call else { return };
+        factory.relay_only |= call.relay_only;
         if call.peers.contains_key(id) {
             return;
         }
@@ -596,4 +609,12 @@ impl Actor {
             }
         }
     }
+}
+
+/// Whether any of `servers` is a TURN server (relay-only needs one).
+fn has_turn(servers: &[IceServer]) -> bool {
+    servers
+        .iter()
+        .flat_map(|s| &s.urls)
+        .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
 }

@@ -24,6 +24,9 @@ pub struct JoinParams {
     pub audio: bool,
     /// Whether the camera starts on.
     pub video: bool,
+    /// Relay only for this call (the app's Advanced setting), as
+    /// [`EngineConfig::relay_only`] is for every call.
+    pub relay_only: bool,
 }
 
 /// Settings that hold for every call the engine makes.
@@ -42,6 +45,10 @@ pub struct EngineConfig {
     pub ice_disconnected_timeout: Duration,
     /// Consent lost this much longer: the connection has failed and is rebuilt.
     pub ice_failed_timeout: Duration,
+    /// Use only relay (TURN) candidates (`iceTransportPolicy: relay`): no host or
+    /// server-reflexive candidates are gathered, so every connection goes through the
+    /// TURN server the signaling server hands out, and none forms without one.
+    pub relay_only: bool,
 }
 
 /// The environment variable that pins ICE host candidates (comma-separated IPs).
@@ -59,6 +66,7 @@ impl Default for EngineConfig {
             // webrtc-rs's own defaults.
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
+            relay_only: false,
         }
     }
 }
@@ -182,6 +190,36 @@ pub struct MemberStats {
     pub decoded: Option<VideoQuality>,
     /// Their audio frames made up by concealment because nothing came in time.
     pub audio_concealed: u64,
+    /// The type of our candidate in the selected (nominated) ICE pair; None before a pair
+    /// is selected.
+    pub candidate: Option<CandidateKind>,
+    /// The type of their candidate in that pair, as we learnt it.
+    pub remote_candidate: Option<CandidateKind>,
+}
+
+/// An ICE candidate's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateKind {
+    /// A local interface's address.
+    Host,
+    /// Our address as a STUN server saw it.
+    Srflx,
+    /// An address learnt from a connectivity check.
+    Prflx,
+    /// An address on a TURN server, which relays everything.
+    Relay,
+}
+
+impl CandidateKind {
+    /// As WebRTC's stats name it: `host`, `srflx`, `prflx`, `relay`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Srflx => "srflx",
+            Self::Prflx => "prflx",
+            Self::Relay => "relay",
+        }
+    }
 }
 
 /// What the engine tells its consumers.

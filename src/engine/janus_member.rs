@@ -250,6 +250,7 @@ impl JanusMember {
             ice_disconnected: Duration::from_secs(5),
             ice_failed: Duration::from_secs(25),
             link: LinkShaper::default(),
+            relay_only: false,
         };
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
         let meter = Arc::new(LinkMeter::default());

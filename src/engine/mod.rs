@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use api::{
-    Command, DeviceKind, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState, Member,
-    MemberStats, parse_ips,
+    CandidateKind, Command, DeviceKind, EngineConfig, Event, ICE_IP_ENV, JoinParams, LinkState,
+    Member, MemberStats, parse_ips,
 };
 pub use janus_member::{
     FeedCounts, JanusMember, JanusMemberConfig, JanusMemberError, SentCounts, create_janus_room,

@@ -12,6 +12,7 @@ use rtc::interceptor::{
     ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, TwccReceiverBuilder,
     TwccSenderBuilder,
 };
+use rtc::peer_connection::configuration::RTCIceTransportPolicy;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -137,6 +138,8 @@ pub(crate) struct PeerFactory {
     pub(crate) ice_failed: Duration,
     /// The network the engine's datagrams go through (a perfect one but in tests).
     pub(crate) link: LinkShaper,
+    /// Gather and use relay candidates only (`RTCIceTransportPolicy::Relay`).
+    pub(crate) relay_only: bool,
 }
 
 fn media_engine() -> webrtc::error::Result<MediaEngine> {
@@ -257,8 +260,16 @@ impl PeerFactory {
         // Codecs first: the interceptor helpers only decorate codecs that already exist.
         let mut me = media_engine()?;
         let registry = interceptors(&mut me, self.bitrate, send)?;
+        // Relay: webrtc-rs gathers no host candidates and allocates on the TURN servers
+        // from the host sockets below, so `ice_ips` still decides where we send from.
+        let policy = if self.relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        };
         let config = RTCConfigurationBuilder::new()
             .with_ice_servers(rtc_ice_servers(ice_servers))
+            .with_ice_transport_policy(policy)
             .build();
         let addrs: Vec<String> = if self.ice_ips.is_empty() {
             vec!["0.0.0.0:0".to_owned()]

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::statistics::report::RTCStatsReportEntry;
 use webrtc::peer_connection::{PeerConnection, StatsSelector};
 
-use super::api::MemberStats;
+use super::api::{CandidateKind, MemberStats};
 use crate::media::pipeline::RemoteMediaSink;
 
 /// The counters of one sample that the next turns into rates.
@@ -50,6 +52,25 @@ impl StatsTracker {
             .filter(|p| p.nominated)
             .map(|p| p.current_round_trip_time * 1000.0)
             .next();
+        if let Some(pair) = report.candidate_pairs().find(|p| p.nominated) {
+            // The pair names its candidates by their bare ids; the candidates' own entries
+            // are prefixed (webrtc-rs 0.21). A peer-reflexive remote candidate, learnt from
+            // a check rather than signaled, has no entry at all.
+            let kind = |prefix: &str, id: &str| {
+                [id.to_owned(), format!("{prefix}{id}")]
+                    .iter()
+                    .find_map(|id| match report.get(id) {
+                        Some(
+                            RTCStatsReportEntry::LocalCandidate(c)
+                            | RTCStatsReportEntry::RemoteCandidate(c),
+                        ) => candidate_kind(c.candidate_type),
+                        _ => None,
+                    })
+            };
+            s.candidate = kind("RTCLocalIceCandidate_", &pair.local_candidate_id);
+            s.remote_candidate = kind("RTCRemoteIceCandidate_", &pair.remote_candidate_id)
+                .or(Some(CandidateKind::Prflx));
+        }
         let (bytes_in, bytes_out) = report
             .transport()
             .map_or((0, 0), |t| (t.bytes_received, t.bytes_sent));
@@ -90,5 +111,15 @@ impl StatsTracker {
         }
         self.last = Some(sample);
         s
+    }
+}
+
+fn candidate_kind(t: RTCIceCandidateType) -> Option<CandidateKind> {
+    match t {
+        RTCIceCandidateType::Host => Some(CandidateKind::Host),
+        RTCIceCandidateType::Srflx => Some(CandidateKind::Srflx),
+        RTCIceCandidateType::Prflx => Some(CandidateKind::Prflx),
+        RTCIceCandidateType::Relay => Some(CandidateKind::Relay),
+        _ => None,
     }
 }

@@ -26,6 +26,7 @@ fn factory() -> PeerFactory {
         ice_disconnected: Duration::from_secs(5),
         ice_failed: Duration::from_secs(25),
         link: LinkShaper::default(),
+        relay_only: false,
     }
 }
 

@@ -117,6 +117,8 @@ async fn run_with(
             passcode: config.passcode.clone(),
             audio: config.audio != AudioChoice::None,
             video: config.video != VideoChoice::None,
+            // `config.engine.relay_only` holds for every call already.
+            relay_only: false,
         }))
         .await;
     let mut seen: HashMap<String, Seen> = HashMap::new();
@@ -188,6 +190,13 @@ async fn run_with(
                     let s = seen.entry(id).or_default();
                     if stats.rtt_ms.is_some() {
                         s.rtt_ms = stats.rtt_ms;
+                    }
+                    // Kept from the last sample that had a selected pair (a closing
+                    // connection's last one may not).
+                    let candidates = (s.stats.candidate.take(), s.stats.remote_candidate.take());
+                    let mut stats = stats;
+                    if stats.candidate.is_none() {
+                        (stats.candidate, stats.remote_candidate) = candidates;
                     }
                     s.video_bps.push_back(stats.video_bitrate_in);
                     if s.video_bps.len() > KBPS_SAMPLES {
@@ -294,6 +303,8 @@ async fn run_with(
                 },
                 state_changes: s.state_changes,
                 left: s.left,
+                candidate: s.stats.candidate.map(|c| c.as_str().to_owned()),
+                remote_candidate: s.stats.remote_candidate.map(|c| c.as_str().to_owned()),
             },
         );
     }

@@ -93,6 +93,11 @@ pub struct PeerReport {
     pub state_changes: Vec<StateChange>,
     /// Whether they left before we did.
     pub left: bool,
+    /// Our candidate's type in the selected ICE pair at the end (`host`, `srflx`, `prflx`,
+    /// `relay`): `relay` means the media went through a TURN server. Null if none was.
+    pub candidate: Option<String>,
+    /// Their candidate's type in that pair.
+    pub remote_candidate: Option<String>,
 }
 
 /// The whole report.

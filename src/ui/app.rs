@@ -410,6 +410,7 @@ impl<B: CallBackend> MeshcallUi<B> {
                 passcode,
                 audio: self.settings.mic_on,
                 video: self.settings.camera_on,
+                relay_only: self.settings.relay_only,
             },
             lan: self.settings.lan,
         });

@@ -195,6 +195,14 @@ fn join_form(ui: &mut Ui, v: LobbyView<'_>, action: &mut Option<LobbyAction>) {
             ui.weak(
                 "When the server is on this computer and not running, meshcall runs it for you.",
             );
+            ui.checkbox(
+                &mut settings.relay_only,
+                "Relay only: send all media through the server's TURN relay",
+            )
+            .on_hover_text(
+                "For networks that block direct connections, or to hide your address from \
+                 the others. Needs a server that hands out TURN (meshcall serve --turn-url).",
+            );
         });
     });
 }

@@ -63,6 +63,8 @@ pub struct Settings {
     pub camera_on: bool,
     /// Microphone on when joining.
     pub mic_on: bool,
+    /// Send media only through the server's TURN relay (Advanced).
+    pub relay_only: bool,
 }
 
 impl Default for Settings {
@@ -77,6 +79,7 @@ impl Default for Settings {
             speaker: SpeakerPick::Default,
             camera_on: true,
             mic_on: true,
+            relay_only: false,
         }
     }
 }
@@ -161,6 +164,7 @@ mod tests {
             speaker: SpeakerPick::Device("sink-2".into()),
             camera_on: false,
             mic_on: false,
+            relay_only: true,
         };
         chosen.save(&mut storage);
         assert_eq!(Settings::load(Some(&storage)), chosen);

@@ -16,6 +16,8 @@ const ARTIFACTS = process.env.ARTIFACTS || 'artifacts';
 const PORT = 8787;
 const ROOM = 'browser-test';
 const BASE = `http://127.0.0.1:${PORT}`;
+const TURN_PORT = 3478;
+const TURN_SECRET = 'browser-test-secret';
 const tmp = mkdtempSync(join(tmpdir(), 'meshcall-browser-'));
 const children = [];
 let server = null;
@@ -132,13 +134,13 @@ async function launch({ askPermission = false } = {}) {
 }
 
 /** Opens the room link in a fresh context and joins as `name`, allowed `permissions`. */
-async function browserMember(browser, name, permissions = ['camera', 'microphone']) {
+async function browserMember(browser, name, permissions = ['camera', 'microphone'], query = '') {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   await context.grantPermissions(permissions);
   const page = await context.newPage();
   page.on('console', (m) => { if (m.type() !== 'debug') log(`${name} console.${m.type()}:`, m.text()); });
   page.on('pageerror', (e) => log(`${name} page error:`, e.message));
-  await page.goto(`${BASE}/r/${ROOM}`);
+  await page.goto(`${BASE}/r/${ROOM}${query}`);
   await page.fill('#name', name);
   await page.click('#join');
   await page.waitForSelector('#call:not([hidden])', { timeout: 10000 });
@@ -153,6 +155,15 @@ async function received(page) {
     for (const [id, link] of state.links) {
       const report = await link.pc.getStats();
       const s = { connection: link.pc.connectionState, framesDecoded: 0, audioSamples: 0 };
+      // The selected pair's candidate types (`relay`: through the TURN server).
+      report.forEach((x) => {
+        if (x.type !== 'transport' || !x.selectedCandidatePairId) return;
+        const pair = report.get(x.selectedCandidatePairId);
+        const local = pair && report.get(pair.localCandidateId);
+        const remote = pair && report.get(pair.remoteCandidateId);
+        s.localCandidate = local && local.candidateType;
+        s.remoteCandidate = remote && remote.candidateType;
+      });
       report.forEach((x) => {
         if (x.type !== 'inbound-rtp') return;
         const codec = x.codecId && report.get(x.codecId);
@@ -391,6 +402,18 @@ const scenarios = {
     return { browser: { Web: browserGot }, headless: { Headless: await report } };
   },
 
+  // A page with `?relay` and `meshcall join --relay-only` on a coturn started here in the
+  // namespace (the server hands out its credentials): media both ways, relay only.
+  async 'relay-only'(browser) {
+    const report = headless('Headless', 16, ['--relay-only']);
+    await sleep(1500);
+    const page = await browserMember(browser, 'Web', undefined, '?relay');
+    await waitMedia(page).catch((e) => log('no media yet:', e.message));
+    await sleep(8000);
+    const browserGot = await received(page);
+    return { browser: { Web: browserGot }, headless: { Headless: await report } };
+  },
+
   // Two browsers and one headless member, joining browser, headless, browser.
   async 'two-browsers'(browser) {
     const a = await browserMember(browser, 'WebA');
@@ -436,7 +459,19 @@ const scenarios = {
 const SERVER_ARGS = {
   'room-full': ['--max-room-size', '1'],
   'resume-refused': ['--grace', '2'],
+  'relay-only': ['--turn-url', `turn:127.0.0.1:${TURN_PORT}`, '--turn-secret', TURN_SECRET],
 };
+
+/** Starts coturn on 127.0.0.1 (`use-auth-secret`), for the scenarios that relay. */
+async function startTurn() {
+  const child = spawn('turnserver', ['-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1',
+    `--listening-port=${TURN_PORT}`, '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`,
+    '--realm=meshcall', '--no-tls', '--no-dtls', '--allow-loopback-peers', '--no-cli',
+    `--userdb=${join(tmp, 'turndb')}`, `--pidfile=${join(tmp, 'turn.pid')}`, '--log-file=stdout',
+    '--min-port=49160', '--max-port=49200'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  await sleep(800);
+}
 
 /** Scenarios whose browser asks for permission instead of granting everything. */
 const ASKS_PERMISSION = new Set(['camera-denied', 'camera-later', 'camera-later-offerer']);
@@ -445,6 +480,7 @@ async function main() {
   const [scenario, out] = process.argv.slice(2);
   const run = scenarios[scenario];
   if (!run) throw new Error(`unknown scenario ${scenario}`);
+  if (scenario === 'relay-only') await startTurn();
   await startServer(SERVER_ARGS[scenario]);
   const browser = await launch({ askPermission: ASKS_PERMISSION.has(scenario) });
   try {
