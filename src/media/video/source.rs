@@ -57,17 +57,88 @@ pub struct CaptureConfig {
     pub fps: u32,
 }
 
-/// A running capture; dropping it stops and joins its thread.
+/// A running capture of frames from any source (a camera, the test pattern, a screen): a
+/// paced thread with an owner, frames through a latest-wins mailbox, its failure kept for
+/// the owner; dropping it stops and joins its thread. `E` is the source's error.
 #[derive(Debug)]
-pub struct VideoCapture {
+pub struct Capture<E> {
     mailbox: Arc<Mailbox<I420Frame>>,
-    failure: Arc<Mutex<Option<VideoError>>>,
+    failure: Arc<Mutex<Option<E>>>,
     /// Dropping this sender wakes and ends the thread at once.
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// For the log line if the thread panicked.
+    what: &'static str,
 }
 
-impl VideoCapture {
+/// A running camera or test-pattern capture.
+pub type VideoCapture = Capture<VideoError>;
+
+impl<E> Capture<E> {
+    /// Wraps a started thread that fills `mailbox` and reports into `failure`.
+    pub(crate) fn from_thread(
+        mailbox: Arc<Mailbox<I420Frame>>,
+        failure: Arc<Mutex<Option<E>>>,
+        stop: mpsc::Sender<()>,
+        thread: JoinHandle<()>,
+        what: &'static str,
+    ) -> Self {
+        Self {
+            mailbox,
+            failure,
+            stop: Some(stop),
+            thread: Some(thread),
+            what,
+        }
+    }
+
+    /// Takes the oldest waiting frame, waiting up to `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<I420Frame> {
+        self.mailbox.pop_timeout(timeout)
+    }
+
+    /// Takes the oldest waiting frame without waiting.
+    pub fn try_recv(&self) -> Option<I420Frame> {
+        self.mailbox.try_pop()
+    }
+
+    /// Takes the newest frame and discards older ones: what a display or encoder wants.
+    pub fn latest(&self) -> Option<I420Frame> {
+        self.mailbox.pop_latest()
+    }
+
+    /// Frames discarded because the consumer was too slow.
+    pub fn dropped_frames(&self) -> u64 {
+        self.mailbox.dropped()
+    }
+
+    /// Why the capture stopped on its own (a camera unplugged, a shared window closed);
+    /// reported once.
+    pub fn take_failure(&self) -> Option<E> {
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// True once the capture thread has stopped producing.
+    pub fn has_ended(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+}
+
+impl<E> Drop for Capture<E> {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            warn!("{} capture thread panicked", self.what);
+        }
+    }
+}
+
+impl Capture<VideoError> {
     /// Starts capturing; camera errors (none, busy, ...) are returned here, not later.
     pub fn start(config: CaptureConfig) -> Result<Self, VideoError> {
         if config.fps == 0 || config.fps > 120 {
@@ -98,56 +169,9 @@ impl VideoCapture {
                 spawn_camera(index, request, stop_rx, sinks)?
             }
         };
-        Ok(Self {
-            mailbox,
-            failure,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Takes the oldest waiting frame, waiting up to `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<I420Frame> {
-        self.mailbox.pop_timeout(timeout)
-    }
-
-    /// Takes the oldest waiting frame without waiting.
-    pub fn try_recv(&self) -> Option<I420Frame> {
-        self.mailbox.try_pop()
-    }
-
-    /// Takes the newest frame and discards older ones: what a display or encoder wants.
-    pub fn latest(&self) -> Option<I420Frame> {
-        self.mailbox.pop_latest()
-    }
-
-    /// Frames discarded because the consumer was too slow.
-    pub fn dropped_frames(&self) -> u64 {
-        self.mailbox.dropped()
-    }
-
-    /// Why the capture stopped on its own (e.g. the camera was unplugged); reported once.
-    pub fn take_failure(&self) -> Option<VideoError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-
-    /// True once the capture thread has stopped producing.
-    pub fn has_ended(&self) -> bool {
-        self.mailbox.is_closed()
-    }
-}
-
-impl Drop for VideoCapture {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            warn!("video capture thread panicked");
-        }
+        Ok(Self::from_thread(
+            mailbox, failure, stop_tx, thread, "video",
+        ))
     }
 }
 

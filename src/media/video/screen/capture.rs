@@ -4,7 +4,6 @@
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
@@ -13,6 +12,7 @@ use super::super::VideoError;
 use super::super::frame::{FrameTime, I420Frame};
 use super::super::mailbox::Mailbox;
 use super::super::scale::{downscale, fit_within};
+use super::super::source::Capture;
 use super::ScreenTarget;
 use super::error::ScreenError;
 use super::synthetic::TestScreen;
@@ -71,14 +71,7 @@ impl ScreenConfig {
 }
 
 /// A running share; dropping it stops and joins its thread.
-#[derive(Debug)]
-pub struct ScreenCapture {
-    mailbox: Arc<Mailbox<I420Frame>>,
-    failure: Arc<Mutex<Option<ScreenError>>>,
-    /// Dropping this sender wakes and ends the thread at once.
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub type ScreenCapture = Capture<ScreenError>;
 
 /// What the thread draws or reads each tick.
 enum Producer {
@@ -106,7 +99,7 @@ impl Producer {
     }
 }
 
-impl ScreenCapture {
+impl Capture<ScreenError> {
     /// Starts sharing; no display, a window already gone and bad settings fail here.
     pub fn start(config: ScreenConfig) -> Result<Self, ScreenError> {
         if config.fps == 0 || config.fps > MAX_FPS {
@@ -150,57 +143,9 @@ impl ScreenCapture {
         let thread = std::thread::Builder::new()
             .name("screen-capture".into())
             .spawn(move || run(producer, period, &stop_rx, &m, &f))?;
-        Ok(Self {
-            mailbox,
-            failure,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Takes the oldest waiting frame, waiting up to `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<I420Frame> {
-        self.mailbox.pop_timeout(timeout)
-    }
-
-    /// Takes the oldest waiting frame without waiting.
-    pub fn try_recv(&self) -> Option<I420Frame> {
-        self.mailbox.try_pop()
-    }
-
-    /// Takes the newest frame and discards older ones: what an encoder wants.
-    pub fn latest(&self) -> Option<I420Frame> {
-        self.mailbox.pop_latest()
-    }
-
-    /// Frames discarded because the consumer was too slow.
-    pub fn dropped_frames(&self) -> u64 {
-        self.mailbox.dropped()
-    }
-
-    /// Why the share stopped on its own (the window was closed, the display went away);
-    /// reported once.
-    pub fn take_failure(&self) -> Option<ScreenError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-
-    /// True once the capture thread has stopped producing.
-    pub fn has_ended(&self) -> bool {
-        self.mailbox.is_closed()
-    }
-}
-
-impl Drop for ScreenCapture {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            warn!("screen capture thread panicked");
-        }
+        Ok(Self::from_thread(
+            mailbox, failure, stop_tx, thread, "screen",
+        ))
     }
 }
 
