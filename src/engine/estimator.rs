@@ -115,8 +115,8 @@ pub(crate) struct LinkEstimator {
     last_heavy_cut: Option<Instant>,
     /// The rate at which the link last showed congestion (queue or heavy loss).
     congested_at: Option<f64>,
-    /// Climbing fast from a cautious start; ends at the first congestion.
-    starting: bool,
+    /// Started cautiously: climbs fast until the link first shows congestion.
+    cautious: bool,
     /// The link has shown congestion (queue or heavy loss) at least once in the call.
     seen_congestion: bool,
     meter: Arc<LinkMeter>,
@@ -139,7 +139,7 @@ impl LinkEstimator {
             queue_high_since: None,
             last_heavy_cut: None,
             congested_at: None,
-            starting: false,
+            cautious: false,
             seen_congestion: false,
             meter,
         }
@@ -149,7 +149,7 @@ impl LinkEstimator {
     /// until the link first shows congestion; see [`CAUTIOUS_START_BPS`].
     pub(crate) fn with_cautious_start(mut self, start_bps: f64) -> Self {
         self.loss_target = self.loss_target.min(start_bps).clamp(self.min, self.max);
-        self.starting = true;
+        self.cautious = true;
         self
     }
 
@@ -225,7 +225,6 @@ impl LinkEstimator {
             // smallest layer cannot be carried.
             let delivered = self.received_bps().unwrap_or(self.loss_target) * 0.9;
             self.congested_at = Some(self.loss_target.min(delivered / 0.9));
-            self.starting = false;
             self.seen_congestion = true;
             let cut = self.loss_target * (1.0 - 0.5 * reported_loss);
             let persists = self
@@ -251,7 +250,6 @@ impl LinkEstimator {
             self.seen_congestion = true;
             let before = self.loss_target.min(self.ceiling()).min(delivered);
             self.congested_at = Some(before);
-            self.starting = false;
             let cut = before * factor;
             self.loss_target = cut.max(VIDEO_FLOOR_BPS.min(self.loss_target));
             self.last_queue_cut = Some((now, queue));
@@ -271,7 +269,9 @@ impl LinkEstimator {
             }
             self.loss_target = match self.congested_at {
                 Some(c) if from >= c * NEAR_CONGESTION => from + CAREFUL_STEP_BPS,
-                _ if self.starting => (from + CLIMB_STEP_BPS).max(from * START_CLIMB),
+                _ if self.cautious && !self.seen_congestion => {
+                    (from + CLIMB_STEP_BPS).max(from * START_CLIMB)
+                }
                 _ => (from + CLIMB_STEP_BPS).max(from * CLIMB),
             };
         } else {
