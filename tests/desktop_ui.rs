@@ -101,6 +101,7 @@ fn member(id: &str, name: &str, audio: bool, video: bool) -> Member {
         name: name.into(),
         audio,
         video,
+        screen: false,
         link: LinkState::Connected,
     }
 }

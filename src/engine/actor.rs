@@ -104,6 +104,7 @@ fn member(p: &Peer) -> Member {
         name: p.name.clone(),
         audio: p.audio,
         video: p.video,
+        screen: p.screen,
         link: LinkState::Connecting,
     }
 }
@@ -197,6 +198,14 @@ impl Actor {
                 self.media.set_video(on);
                 self.send_state(StateUpdate {
                     video: Some(on),
+                    ..Default::default()
+                })
+                .await;
+            }
+            Command::SetScreen(on) => {
+                // Only the announcement so far: the second track is issue 13's next step.
+                self.send_state(StateUpdate {
+                    screen: Some(on),
                     ..Default::default()
                 })
                 .await;

@@ -101,6 +101,10 @@ pub enum Command {
     SetMic(bool),
     /// Turn the camera on or off (no renegotiation).
     SetCamera(bool),
+    /// Start or stop sharing the screen. The frames come in through
+    /// [`crate::engine::MediaInput`]'s screen input; the first share on a connection adds
+    /// its second video m-section (protocol.md) and renegotiates, later ones reuse it.
+    SetScreen(bool),
     /// Change the display name.
     SetName(String),
     /// Send a chat message.
@@ -120,6 +124,8 @@ pub struct Member {
     pub audio: bool,
     /// Camera on (as they announced).
     pub video: bool,
+    /// Sharing their screen (as they announced).
+    pub screen: bool,
     /// Media link to them.
     pub link: LinkState,
 }

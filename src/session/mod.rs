@@ -15,6 +15,7 @@ pub use embedded_server::{ServerPlan, invite_link, plan_server};
 use crate::engine::{Command, EngineConfig, Event, JoinParams};
 use crate::media::audio::devices::AudioDevices;
 use crate::media::pipeline::{AudioChoice, OutgoingStats, RemoteMedia, Speaker, VideoChoice};
+use crate::media::video::screen::{ScreenSource, ShareableSource};
 use crate::media::video::{CameraInfo, I420Frame};
 
 /// Which devices to use.
@@ -57,6 +58,30 @@ pub enum Request {
     Engine(Command),
     /// List the devices again.
     RefreshDevices,
+    /// List what can be shared (answered by [`Notice::ScreenSources`]); `exclude` holds
+    /// window ids never to offer, our own window above all (no endless mirror).
+    ListScreenSources {
+        /// X11 window ids to leave out.
+        exclude: Vec<u32>,
+    },
+    /// Start sharing this source (or switch to it); answered by [`Notice::ScreenShare`].
+    ShareScreen(ScreenSource),
+    /// Stop sharing.
+    StopScreenShare,
+}
+
+/// Where our screen share stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShareStatus {
+    /// Sharing; `name` is what the picker called the source ("Entire screen", a title).
+    Sharing {
+        /// For "You are sharing …".
+        name: String,
+    },
+    /// Not sharing (stopped by us, or the call ended).
+    Stopped,
+    /// The share could not start or stopped by itself (the window closed, say).
+    Failed(String),
 }
 
 /// The devices present.
@@ -88,6 +113,10 @@ pub enum Notice {
     },
     /// The embedded server could not start.
     ServerProblem(String),
+    /// What can be shared, or why nothing can (no X11 display, say).
+    ScreenSources(Result<Vec<ShareableSource>, String>),
+    /// Our screen share started, stopped or failed.
+    ScreenShare(ShareStatus),
 }
 
 /// Numbers and frames the UI reads each frame, behind short locks only.
@@ -111,6 +140,10 @@ pub trait CallBackend {
     fn poll(&mut self) -> Option<Notice>;
     /// Member `id`'s newest frame if it arrived since the last call.
     fn take_frame(&mut self, id: &str) -> Option<Arc<I420Frame>>;
+    /// Member `id`'s newest screen-share frame if it arrived since the last call.
+    fn take_screen_frame(&mut self, _id: &str) -> Option<Arc<I420Frame>> {
+        None
+    }
     /// How loud member `id` is now (linear RMS).
     fn level(&self, id: &str) -> f32;
     /// Our own camera's newest frame.

@@ -9,9 +9,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::embedded_server::{EmbeddedServer, ServerPlan, plan_server};
-use super::{DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, Shared, lock};
+use super::{
+    DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, ShareStatus, Shared, lock,
+};
 use crate::engine::{Command, DeviceKind, Engine, EngineConfig, Event};
 use crate::media::pipeline::{AudioChoice, LocalPipelines, RemoteMedia, VideoChoice, VideoFormat};
+use crate::media::video::screen::{ListOptions, list_sources};
 
 type Wake = Arc<dyn Fn() + Send + Sync>;
 
@@ -105,6 +108,17 @@ impl Worker {
             }
             Request::Engine(command) => self.send(command).await,
             Request::RefreshDevices => self.list_devices(),
+            Request::ListScreenSources { exclude } => self.list_screen_sources(exclude),
+            // Issue 13's next step wires the capture and the engine's second track.
+            Request::ShareScreen(_) => {
+                self.notify(Notice::ScreenShare(ShareStatus::Failed(
+                    "screen sharing is not wired to the call yet".into(),
+                )))
+                .await;
+            }
+            Request::StopScreenShare => {
+                self.notify(Notice::ScreenShare(ShareStatus::Stopped)).await;
+            }
         }
     }
 
@@ -191,6 +205,25 @@ impl Worker {
                 audio_problem,
             };
             if notices.blocking_send(Notice::Devices(lists)).is_ok() {
+                wake();
+            }
+        });
+    }
+
+    /// Lists screens and windows off this task: X11 round trips and thumbnails take a while.
+    fn list_screen_sources(&self, exclude: Vec<u32>) {
+        let notices = self.notices.clone();
+        let wake = Arc::clone(&self.wake);
+        tokio::task::spawn_blocking(move || {
+            let options = ListOptions {
+                exclude,
+                ..Default::default()
+            };
+            let sources = list_sources(None, &options).map_err(|e| e.to_string());
+            if notices
+                .blocking_send(Notice::ScreenSources(sources))
+                .is_ok()
+            {
                 wake();
             }
         });

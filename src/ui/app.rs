@@ -164,6 +164,8 @@ impl<B: CallBackend> MeshcallUi<B> {
                 self.hosted_base = Some(url);
             }
             Notice::ServerProblem(p) => self.banners.push(BannerKind::Error, p),
+            // The share picker and "You are sharing" are issue 13's UI step.
+            Notice::ScreenSources(_) | Notice::ScreenShare(_) => {}
         }
     }
 

@@ -265,6 +265,7 @@ mod tests {
             name: name.into(),
             audio: true,
             video: true,
+            screen: false,
             link: LinkState::Connected,
         }
     }
