@@ -90,7 +90,12 @@ struct Netns {
 impl Netns {
     fn new(tag: &str) -> Self {
         let mut holder = Command::new("unshare")
-            .args(["-n", "sh", "-c", "ip link set lo up && echo up && exec sleep 600"])
+            .args([
+                "-n",
+                "sh",
+                "-c",
+                "ip link set lo up && echo up && exec sleep 600",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -99,7 +104,8 @@ impl Netns {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "up", "the namespace did not come up");
-        let dir = std::env::temp_dir().join(format!("meshcall-turntcp-{}-{tag}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("meshcall-turntcp-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ns = Self {
@@ -138,10 +144,9 @@ impl Netns {
     }
 
     fn counter_bytes(&self, name: &str) -> u64 {
-        let json: Value = serde_json::from_str(&self.output(
-            "nft",
-            &["-j", "list", "counter", "inet", "turntcp", name],
-        ))
+        let json: Value = serde_json::from_str(
+            &self.output("nft", &["-j", "list", "counter", "inet", "turntcp", name]),
+        )
         .unwrap();
         json["nftables"]
             .as_array()
@@ -154,9 +159,16 @@ impl Netns {
     fn start_coturn(&mut self, secret: &str) {
         let child = self
             .command("turnserver")
-            .args(["-n", &format!("--listening-ip={TURN_IP}"), &format!("--relay-ip={TURN_IP}")])
+            .args([
+                "-n",
+                &format!("--listening-ip={TURN_IP}"),
+                &format!("--relay-ip={TURN_IP}"),
+            ])
             .arg(format!("--listening-port={TURN_PORT}"))
-            .args(["--use-auth-secret", &format!("--static-auth-secret={secret}")])
+            .args([
+                "--use-auth-secret",
+                &format!("--static-auth-secret={secret}"),
+            ])
             .args([
                 "--realm=meshcall",
                 "--no-tls",
@@ -164,10 +176,14 @@ impl Netns {
                 "--allow-loopback-peers",
                 "--no-cli",
                 "--simple-log",
+                "-v",
                 "--min-port=49152",
                 "--max-port=49200",
             ])
-            .arg(format!("--log-file={}", self.dir.join("turn.log").display()))
+            .arg(format!(
+                "--log-file={}",
+                self.dir.join("turn.log").display()
+            ))
             .arg(format!("--userdb={}", self.dir.join("db").display()))
             .arg(format!("--pidfile={}", self.dir.join("pid").display()))
             .stdout(Stdio::null())
@@ -191,7 +207,10 @@ impl Netns {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         self.children.push(Killed(child));
         let url = loop {
-            let line = lines.next().expect("serve exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .unwrap();
             if let Some(at) = line.find("ws://") {
                 break line[at..].split_whitespace().next().unwrap().to_owned();
             }
@@ -264,7 +283,11 @@ impl Member {
     fn finish(mut self) -> (Value, String) {
         let out = self.child.take().unwrap().wait_with_output().unwrap();
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "meshcall join failed: {}\n{log}", out.status);
+        assert!(
+            out.status.success(),
+            "meshcall join failed: {}\n{log}",
+            out.status
+        );
         let text = std::fs::read_to_string(&self.report).unwrap();
         (serde_json::from_str(&text).unwrap(), log)
     }
@@ -312,7 +335,9 @@ fn relay_only_members_exchange_video_and_audio_over_turn_tcp_with_udp_dropped() 
     if missing() {
         return;
     }
-    let _heavy = HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _heavy = HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (ns, [(ra, log_a), (rb, _)]) = call(
         "tcp",
         &format!("turn:{TURN_IP}:{TURN_PORT}?transport=tcp"),
@@ -329,7 +354,10 @@ fn relay_only_members_exchange_video_and_audio_over_turn_tcp_with_udp_dropped() 
             p["remote_candidate"],
             p["rtt_ms"]
         );
-        assert!(n(&p["video_frames"]) >= 100, "{me} from {other}: {p}\nA's log:\n{log_a}");
+        assert!(
+            n(&p["video_frames"]) >= 100,
+            "{me} from {other}: {p}\nA's log:\n{log_a}"
+        );
         assert!(n(&p["audio_frames"]) >= 200, "{me} from {other}: {p}");
         assert!(
             p["audio_rms"].as_f64().unwrap() > 0.2,
@@ -358,7 +386,9 @@ fn the_same_rules_stop_turn_over_udp() {
     if missing() {
         return;
     }
-    let _heavy = HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _heavy = HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (ns, [(ra, _), (rb, _)]) = call("udp", &format!("turn:{TURN_IP}:{TURN_PORT}"), "5");
     for (me, r, other) in [("A", &ra, "B"), ("B", &rb, "A")] {
         let p = peer(r, other);

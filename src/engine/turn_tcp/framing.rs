@@ -245,7 +245,10 @@ mod tests {
         let mut over_padded = channel_data(0x4000, b"abcd");
         over_padded.extend_from_slice(&[0; 4]);
         assert!(to_stream(&over_padded).is_err());
-        assert_eq!(to_stream(&[0xC0, 0, 0, 0]), Err(FramingError::NotTurn(0xC0)));
+        assert_eq!(
+            to_stream(&[0xC0, 0, 0, 0]),
+            Err(FramingError::NotTurn(0xC0))
+        );
         assert!(to_stream(&[]).is_err());
     }
 

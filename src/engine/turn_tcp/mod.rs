@@ -300,7 +300,10 @@ mod tests {
         }];
         let (out, bridges) = TurnTcpBridges::start(&servers, loopback_for(&[])).await;
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].urls[0], "stun:127.0.0.1:3478", "other URLs unchanged");
+        assert_eq!(
+            out[0].urls[0], "stun:127.0.0.1:3478",
+            "other URLs unchanged"
+        );
         assert_eq!(out[0].username.as_deref(), Some("u"));
         assert_eq!(out[0].credential.as_deref(), Some("c"));
         let local = out[0].urls[1]
@@ -378,7 +381,10 @@ mod tests {
         assert_eq!(bridges.tasks(), 0);
         for c in [&mut conn, &mut conn_b] {
             let mut buf = [0; 1];
-            let n = tokio::time::timeout(WAIT, c.read(&mut buf)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(WAIT, c.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(n, 0, "closed");
         }
     }
@@ -393,9 +399,16 @@ mod tests {
         let (mut conn, _) = server.accept().await.unwrap();
         assert_eq!(read_exact(&mut conn, refresh0.len()).await, refresh0);
         conn.write_all(&stun(0x0104, &[])).await.unwrap();
-        assert_eq!(recv(&a).await, stun(0x0104, &[]), "the answer is handed back");
+        assert_eq!(
+            recv(&a).await,
+            stun(0x0104, &[]),
+            "the answer is handed back"
+        );
         let mut buf = [0; 1];
-        let n = tokio::time::timeout(WAIT, conn.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(n, 0, "the bridge closed the connection");
         // The task ends just after its socket closes.
         let deadline = Instant::now() + WAIT;

@@ -12,9 +12,9 @@ pub(crate) fn tcp_turn_server(url: &str) -> Option<String> {
     }
     let (authority, query) = url[5..].split_once('?')?;
     let tcp = query.split('&').any(|param| {
-        param
-            .split_once('=')
-            .is_some_and(|(k, v)| k.eq_ignore_ascii_case("transport") && v.eq_ignore_ascii_case("tcp"))
+        param.split_once('=').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("transport") && v.eq_ignore_ascii_case("tcp")
+        })
     });
     if !tcp {
         return None;
