@@ -1,11 +1,8 @@
 //! A call through TURN: two `meshcall join --relay-only` members on a real coturn
 //! (`use-auth-secret`, credentials from the server's `--turn-url/--turn-secret`) exchange
 //! video and audio, and each one's selected ICE pair has a relay candidate on its side, so
-//! every packet both ways went through coturn. And TURN over TCP, which webrtc-rs 0.21 does
-//! not do: it skips a `?transport=tcp` server ("Skipping unsupported non-UDP TURN url",
-//! webrtc `peer_connection/transport/turn_relayer.rs`), so a relay-only member gathers
-//! nothing and no link forms. That test pins today's behaviour so an upgrade that adds it
-//! shows up. Skips (or fails under CI) when coturn is not installed.
+//! every packet both ways went through coturn. TURN over TCP is `tests/turn_tcp.rs`.
+//! Skips (or fails under CI) when coturn is not installed.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -48,7 +45,7 @@ fn free_port() -> u16 {
     }
 }
 
-/// A coturn on 127.0.0.1 with `use-auth-secret`; `extra` adds flags (`--no-udp`).
+/// A coturn on 127.0.0.1 with `use-auth-secret`; `extra` adds flags.
 struct Coturn {
     _child: Killed,
     port: u16,
@@ -256,36 +253,4 @@ async fn two_relay_only_members_exchange_video_and_audio_through_coturn() {
     let allocations = log.matches("ALLOCATE processed, success").count();
     println!("coturn: {allocations} successful allocations");
     assert!(allocations >= 2, "coturn log:\n{log}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn turn_over_tcp_is_skipped_by_webrtc_rs_0_21_so_relay_only_over_tcp_does_not_connect() {
-    if coturn_missing() {
-        return;
-    }
-    let _heavy = HEAVY.lock().await;
-    // No UDP listener at all: only a TCP allocation could work.
-    let turn = Coturn::start("tcp", &["--no-udp"]).await;
-    let s = turn
-        .server(format!("turn:127.0.0.1:{}?transport=tcp", turn.port))
-        .await;
-    let (a, room) = join(&s, None, "A", "6");
-    let (b, _) = join(&s, Some(&room.unwrap()), "B", "5.5");
-    let (ra, log_a) = a.finish();
-    let (rb, _) = b.finish();
-    for (me, r, other) in [("A", &ra, "B"), ("B", &rb, "A")] {
-        let p = peer(r, other);
-        println!("{me} from {other}: {p}");
-        assert_eq!(n(&p["video_frames"]), 0, "{me} from {other}: {p}");
-        assert!(p["candidate"].is_null(), "{me} from {other}: {p}");
-    }
-    assert!(
-        !turn.log().contains("ALLOCATE processed, success"),
-        "coturn allocated over TCP after all: webrtc-rs has TURN/TCP now; test it\n{}",
-        turn.log()
-    );
-    assert!(
-        log_a.contains("Skipping unsupported non-UDP TURN url"),
-        "A did not say why it has no relay:\n{log_a}"
-    );
 }

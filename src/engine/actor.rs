@@ -17,6 +17,7 @@ use super::local_media::{DeviceFailure, LocalMedia};
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
 use super::peer_factory::{BitrateRange, PeerFactory};
 use super::policy::{VideoPolicy, expected_audio_loss};
+use super::turn_tcp::{TurnTcpBridges, loopback_for};
 use crate::client::{
     ClientConfig, ClientError, ClientEvent, ConnectionState, SignalClient, SignalSender,
 };
@@ -61,7 +62,10 @@ struct Call {
     client: SignalClient,
     sender: SignalSender,
     self_id: String,
+    /// As webrtc-rs sees them: TURN over TCP points at `turn_tcp`'s local bridges.
     ice_servers: Vec<IceServer>,
+    /// Bridges webrtc-rs' TURN over UDP to TCP servers; they end with the call.
+    turn_tcp: TurnTcpBridges,
     members: BTreeMap<String, Member>,
     peers: HashMap<String, PeerHandle>,
     /// The latest link state each peer task reported, kept even for a task whose member
@@ -309,6 +313,9 @@ impl Actor {
             ))
             .await;
         }
+        // webrtc-rs 0.21 only does TURN over UDP; `?transport=tcp` goes through a bridge.
+        let (ice_servers, turn_tcp) =
+            TurnTcpBridges::start(&ice_servers, loopback_for(&self.config.ice_ips)).await;
         let sender = client.sender();
         self.call = Some(Call {
             relay_only,
@@ -316,6 +323,7 @@ impl Actor {
             sender,
             self_id: self_id.clone(),
             ice_servers,
+            turn_tcp,
             members: BTreeMap::new(),
             peers: HashMap::new(),
             links: HashMap::new(),
@@ -420,6 +428,8 @@ impl Actor {
         for t in tasks {
             let _ = t.await;
         }
+        // After the connections: their deallocations went out through the bridges.
+        call.turn_tcp.close().await;
         self.emit(Event::Left {
             reason: reason.to_owned(),
         })

@@ -21,6 +21,7 @@ mod policy;
 mod queue_delay;
 mod sinks;
 mod stats;
+mod turn_tcp;
 mod video_fanout;
 mod video_receive;
 
