@@ -80,7 +80,7 @@ impl eframe::App for DesktopApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         if !std::mem::replace(&mut self.window_known, true) {
             let id = x11_window_id(frame);
-            tracing::debug!("our X11 window: {id:?}");
+            tracing::info!("our X11 window: {id:?} (never offered for sharing)");
             self.ui.set_own_window(id);
         }
         self.ui.ui(ui);

@@ -249,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tall_share_prefers_the_strip_below_it_less() {
+    fn a_portrait_share_puts_the_strip_beside() {
         // A portrait window shared into a landscape area: a column costs it nothing.
         let a = area(900.0, 600.0);
         let s = spotlight_rects(a, 2, 9.0 / 16.0, 8.0);
