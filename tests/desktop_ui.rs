@@ -1223,3 +1223,46 @@ fn with_two_shares_the_newest_is_large_and_a_click_brings_the_other_up() {
     assert!(alan.width() > 600.0, "{alan:?}");
     assert!(h.query_by_label(STRIP_SHARE_HINT).is_none());
 }
+
+#[test]
+fn escape_closes_the_picker_and_the_call_ending_ends_the_share() {
+    let mut h = in_call();
+    open_picker(&mut h);
+    h.key_press(Key::Escape);
+    h.run();
+    assert!(!h.state().picker_open());
+    share_status(
+        &mut h,
+        ShareStatus::Sharing {
+            name: "Entire screen".into(),
+        },
+    );
+    h.get_by_label("You are sharing “Entire screen”");
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::Left {
+            reason: "the server closed the room".into(),
+        }));
+    h.run();
+    assert!(!h.state().in_call());
+    assert_eq!(h.state().sharing(), None);
+    assert!(h.query_by_label_contains("You are sharing").is_none());
+}
+
+#[test]
+fn the_call_ending_closes_an_open_picker() {
+    let mut h = in_call();
+    open_picker(&mut h);
+    listed(&mut h, Ok(sources()));
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::Left {
+            reason: "the server closed the room".into(),
+        }));
+    h.run();
+    assert!(!h.state().picker_open());
+    assert!(h.query_by_role_and_label(Role::Button, "HDMI-1").is_none());
+    h.get_by_role_and_label(Role::Button, "Join");
+}
