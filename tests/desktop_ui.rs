@@ -1008,6 +1008,7 @@ fn while_sharing_a_bar_says_so_and_stop_stops_it() {
     );
     h.get_by_label("You are sharing “Terminal — vim”");
     assert_eq!(h.state().sharing(), Some("Terminal — vim"));
+    h.snapshot("call_sharing");
     // The control bar's button turned into Stop sharing.
     assert!(
         h.query_by_role_and_label(Role::Button, "Share screen")
