@@ -15,11 +15,16 @@ use meshcall::media::audio::devices::AudioDevices;
 use meshcall::media::audio::error::AudioError;
 use meshcall::media::pipeline::{AudioChoice, VideoChoice, VideoQuality};
 use meshcall::media::video::error::VideoError;
+use meshcall::media::video::screen::{
+    ScreenSource, ScreenTarget, ShareableSource, SourceKind, TestScreen,
+};
 use meshcall::media::video::{FrameTime, I420Frame};
 use meshcall::proto::{ChatMessage, ErrorCode};
-use meshcall::session::{CallBackend, DeviceLists, Notice, Request};
+use meshcall::session::{CallBackend, DeviceLists, Notice, Request, ShareStatus};
 use meshcall::ui::app::MeshcallUi;
+use meshcall::ui::call_view::{ACTUAL_HINT, FIT_HINT, STRIP_SHARE_HINT};
 use meshcall::ui::settings::{CameraPick, Settings};
+use meshcall::ui::share_picker::UNSUPPORTED_HINT;
 
 #[derive(Default)]
 struct FakeBackend {
@@ -29,6 +34,8 @@ struct FakeBackend {
     /// How many frames the window took, per member.
     taken: HashMap<String, usize>,
     levels: HashMap<String, f32>,
+    /// Screen-share frames waiting, per member.
+    screen_frames: HashMap<String, Arc<I420Frame>>,
 }
 
 impl CallBackend for FakeBackend {
@@ -42,6 +49,9 @@ impl CallBackend for FakeBackend {
         let f = self.frames.remove(id)?;
         *self.taken.entry(id.to_owned()).or_default() += 1;
         Some(f)
+    }
+    fn take_screen_frame(&mut self, id: &str) -> Option<Arc<I420Frame>> {
+        self.screen_frames.remove(id)
     }
     fn level(&self, id: &str) -> f32 {
         self.levels.get(id).copied().unwrap_or(0.0)
@@ -65,11 +75,15 @@ fn no_devices() -> Notice {
 }
 
 fn harness(settings: Settings) -> Harness<'static, App> {
+    harness_sized(settings, 1000.0, 640.0)
+}
+
+fn harness_sized(settings: Settings, width: f32, height: f32) -> Harness<'static, App> {
     let mut backend = FakeBackend::default();
     backend.notices.push_back(no_devices());
     let app = MeshcallUi::new(backend, settings, false);
     let mut h = Harness::builder()
-        .with_size(vec2(1000.0, 640.0))
+        .with_size(vec2(width, height))
         .build_ui_state(|ui, app: &mut App| app.ui(ui), app);
     h.run();
     h
@@ -113,11 +127,15 @@ fn frame(y: u8, u: u8, v: u8) -> Arc<I420Frame> {
 /// A window in a call with three others: one talking with video, one muted, one with the
 /// camera off.
 fn in_call() -> Harness<'static, App> {
+    in_call_sized(1000.0, 640.0)
+}
+
+fn in_call_sized(width: f32, height: f32) -> Harness<'static, App> {
     let settings = Settings {
         name: "Ada Lovelace".into(),
         ..Settings::default()
     };
-    let mut h = harness(settings);
+    let mut h = harness_sized(settings, width, height);
     let b = h.state_mut().backend_mut();
     b.notices.push_back(Notice::Engine(Event::Joined {
         room: "abc-defg-hij".into(),
@@ -751,4 +769,501 @@ fn a_long_banner_wraps_within_the_window() {
     let banner = h.get_by_label(long).rect();
     assert!(banner.height() > 25.0, "one line, not wrapped: {banner:?}");
     assert_fits_width(&h, 800.0);
+}
+
+// --- Screen sharing (issue 13) ---
+
+/// Our window's X11 id as eframe would report it: the picker must leave it out.
+const OWN_WINDOW: u32 = 0x0460_0007;
+const CTRL_SHIFT: Modifiers = Modifiers {
+    alt: false,
+    ctrl: true,
+    shift: true,
+    mac_cmd: false,
+    command: true,
+};
+
+fn thumbnail(y: u8, u: u8, v: u8) -> Option<I420Frame> {
+    Some(I420Frame::filled(240, 136, (y, u, v), FrameTime::now()).expect("thumbnail"))
+}
+
+/// What the session lists on a desktop with two monitors and three windows.
+fn sources() -> Vec<ShareableSource> {
+    let window = |id, name: &str, w, h, t| ShareableSource {
+        kind: SourceKind::Window,
+        target: ScreenTarget::Window { id },
+        name: name.into(),
+        width: w,
+        height: h,
+        thumbnail: t,
+    };
+    vec![
+        ShareableSource {
+            kind: SourceKind::Screen,
+            target: ScreenTarget::Screen,
+            name: "Entire screen".into(),
+            width: 3840,
+            height: 1080,
+            thumbnail: thumbnail(110, 150, 110),
+        },
+        ShareableSource {
+            kind: SourceKind::Monitor,
+            target: ScreenTarget::Monitor {
+                x: 1920,
+                y: 0,
+                width: 1920,
+                height: 1080,
+            },
+            name: "HDMI-1".into(),
+            width: 1920,
+            height: 1080,
+            thumbnail: thumbnail(90, 170, 120),
+        },
+        window(
+            0x0220_0003,
+            "Terminal — vim",
+            1200,
+            800,
+            thumbnail(40, 128, 128),
+        ),
+        window(
+            0x0240_0011,
+            "Quarterly report.pdf — Document Viewer",
+            1000,
+            1300,
+            thumbnail(200, 128, 128),
+        ),
+        // Unmapped: listed, but no picture could be read.
+        window(0x0260_0001, "Notes", 640, 480, None),
+    ]
+}
+
+/// A 1920x1080 screen full of fine text, the same every run (the time band is fixed).
+fn screen_frame() -> Arc<I420Frame> {
+    let mut screen = TestScreen::new(1920, 1080).expect("test screen");
+    Arc::new(screen.render(FrameTime {
+        unix_ms: 1_764_672_000_000,
+        instant: std::time::Instant::now(),
+    }))
+}
+
+fn open_picker(h: &mut Harness<'static, App>) {
+    h.state_mut().set_own_window(Some(OWN_WINDOW));
+    h.get_by_role_and_label(Role::Button, "Share screen")
+        .click();
+    h.run();
+}
+
+fn share_requests(h: &Harness<'static, App>) -> Vec<Request> {
+    h.state()
+        .backend()
+        .requests
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Request::ListScreenSources { .. }
+                    | Request::ShareScreen(_)
+                    | Request::StopScreenShare
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+fn listed(h: &mut Harness<'static, App>, listing: Result<Vec<ShareableSource>, String>) {
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::ScreenSources(listing));
+    h.run();
+}
+
+fn picker_lists_and_shares(width: f32, height: f32, snapshot: &str) {
+    let mut h = in_call_sized(width, height);
+    open_picker(&mut h);
+    assert!(h.state().picker_open());
+    // Listing is asked for once, leaving our own window out.
+    match share_requests(&h).as_slice() {
+        [Request::ListScreenSources { exclude }] => assert_eq!(exclude, &[OWN_WINDOW]),
+        other => panic!("expected one listing request, got {other:?}"),
+    }
+    h.get_by_label("Looking for screens and windows…");
+    listed(&mut h, Ok(sources()));
+    for name in [
+        "Entire screen",
+        "HDMI-1",
+        "Terminal — vim",
+        "Quarterly report.pdf — Document Viewer",
+        "Notes",
+    ] {
+        h.get_by_role_and_label(Role::Button, name);
+    }
+    h.get_by_label("Window · 1200×800");
+    h.get_by_label("Monitor · 1920×1080");
+    // The unmapped window has no picture; the others have one texture each (made once).
+    h.get_by_label("No preview");
+    assert!(
+        h.query_by_label("Looking for screens and windows…")
+            .is_none()
+    );
+    assert_fits_width(&h, width);
+    h.snapshot(snapshot);
+
+    h.get_by_role_and_label(Role::Button, "Terminal — vim")
+        .click();
+    h.run();
+    assert!(!h.state().picker_open());
+    let shared = share_requests(&h);
+    assert_eq!(shared.len(), 2, "{shared:?}");
+    match &shared[1] {
+        Request::ShareScreen(source) => assert_eq!(
+            source,
+            &ScreenSource::X11 {
+                display: None,
+                target: ScreenTarget::Window { id: 0x0220_0003 },
+            }
+        ),
+        other => panic!("expected ShareScreen, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_share_button_opens_the_picker_and_a_pick_shares_it_800x600() {
+    picker_lists_and_shares(800.0, 600.0, "share_picker_800x600");
+}
+
+#[test]
+fn the_share_button_opens_the_picker_and_a_pick_shares_it_1280x720() {
+    picker_lists_and_shares(1280.0, 720.0, "share_picker_1280x720");
+}
+
+#[test]
+fn the_picker_cancels_by_button_and_shortcut_and_lists_again() {
+    let mut h = in_call();
+    open_picker(&mut h);
+    listed(&mut h, Ok(sources()));
+    h.get_by_role_and_label(Role::Button, "Look again").click();
+    h.run();
+    // Asked again, and the old list is gone until the answer comes.
+    assert_eq!(share_requests(&h).len(), 2);
+    assert!(h.query_by_role_and_label(Role::Button, "HDMI-1").is_none());
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run();
+    assert!(!h.state().picker_open());
+    // A listing that comes after the picker closed is dropped, not shown.
+    listed(&mut h, Ok(sources()));
+    assert!(h.query_by_role_and_label(Role::Button, "HDMI-1").is_none());
+
+    // Ctrl+Shift+S opens it; pressed again, closes it.
+    h.key_press_modifiers(CTRL_SHIFT, Key::S);
+    h.run();
+    assert!(h.state().picker_open());
+    assert_eq!(share_requests(&h).len(), 3);
+    h.key_press_modifiers(CTRL_SHIFT, Key::S);
+    h.run();
+    assert!(!h.state().picker_open());
+    assert!(
+        !share_requests(&h)
+            .iter()
+            .any(|r| matches!(r, Request::ShareScreen(_))),
+        "nothing was chosen, nothing may be shared"
+    );
+}
+
+#[test]
+fn a_listing_error_is_explained_instead_of_an_empty_list() {
+    let mut h = in_call_sized(800.0, 600.0);
+    open_picker(&mut h);
+    let reason = "Screen sharing is not supported here yet: it needs an X11 display \
+                  (DISPLAY is not set)";
+    listed(&mut h, Err(reason.into()));
+    h.get_by_label(reason);
+    h.get_by_label(UNSUPPORTED_HINT);
+    assert!(
+        h.query_by_label("Looking for screens and windows…")
+            .is_none()
+    );
+    assert!(h.query_by_label("Entire screen").is_none());
+    assert_fits_width(&h, 800.0);
+    h.snapshot("share_picker_unsupported");
+}
+
+fn share_status(h: &mut Harness<'static, App>, status: ShareStatus) {
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::ScreenShare(status));
+    h.run();
+}
+
+#[test]
+fn while_sharing_a_bar_says_so_and_stop_stops_it() {
+    let mut h = in_call();
+    share_status(
+        &mut h,
+        ShareStatus::Sharing {
+            name: "Terminal — vim".into(),
+        },
+    );
+    h.get_by_label("You are sharing “Terminal — vim”");
+    assert_eq!(h.state().sharing(), Some("Terminal — vim"));
+    h.snapshot("call_sharing");
+    // The control bar's button turned into Stop sharing.
+    assert!(
+        h.query_by_role_and_label(Role::Button, "Share screen")
+            .is_none()
+    );
+    h.get_by_role_and_label(Role::Button, "Stop sharing");
+    h.get_by_role_and_label(Role::Button, "Stop").click();
+    h.run();
+    assert!(matches!(
+        share_requests(&h).as_slice(),
+        [Request::StopScreenShare]
+    ));
+    assert!(
+        h.query_by_label("You are sharing “Terminal — vim”")
+            .is_none()
+    );
+    h.get_by_role_and_label(Role::Button, "Share screen");
+    share_status(&mut h, ShareStatus::Stopped);
+    assert_eq!(h.state().sharing(), None);
+
+    // Again, and this time the control bar's button and then the shortcut stop it.
+    share_status(
+        &mut h,
+        ShareStatus::Sharing {
+            name: "Entire screen".into(),
+        },
+    );
+    h.get_by_role_and_label(Role::Button, "Stop sharing")
+        .click();
+    h.run();
+    assert_eq!(share_requests(&h).len(), 2);
+    assert!(matches!(
+        share_requests(&h).last(),
+        Some(Request::StopScreenShare)
+    ));
+    share_status(
+        &mut h,
+        ShareStatus::Sharing {
+            name: "Entire screen".into(),
+        },
+    );
+    h.key_press_modifiers(CTRL_SHIFT, Key::S);
+    h.run();
+    assert_eq!(share_requests(&h).len(), 3);
+    assert!(h.query_by_label_contains("You are sharing").is_none());
+    assert!(!h.state().picker_open());
+}
+
+#[test]
+fn a_share_that_fails_shows_why() {
+    let mut h = in_call();
+    share_status(
+        &mut h,
+        ShareStatus::Failed("screen sharing is not wired to the call yet".into()),
+    );
+    h.get_by_label("Your screen could not be shared: screen sharing is not wired to the call yet.");
+    assert_eq!(h.state().sharing(), None);
+    // A share that starts clears it; one that ends by itself says so.
+    share_status(
+        &mut h,
+        ShareStatus::Sharing {
+            name: "Notes".into(),
+        },
+    );
+    assert!(h.query_by_label_contains("could not be shared").is_none());
+    share_status(
+        &mut h,
+        ShareStatus::Failed("The shared window was closed".into()),
+    );
+    h.get_by_label("Your screen share stopped: The shared window was closed.");
+    assert!(h.query_by_label_contains("You are sharing").is_none());
+    h.get_by_role_and_label(Role::Button, "Share screen");
+}
+
+fn member_shares(h: &mut Harness<'static, App>, id: &str, name: &str, on: bool) {
+    let mut m = member(id, name, true, true);
+    m.screen = on;
+    let b = h.state_mut().backend_mut();
+    b.notices.push_back(Notice::Engine(Event::MemberUpdated(m)));
+    if on {
+        b.screen_frames.insert(id.into(), screen_frame());
+    }
+    h.run();
+}
+
+fn rect_of(h: &Harness<'static, App>, label: &str) -> egui::Rect {
+    h.get_by_label(label).rect()
+}
+
+fn spotlight_at(width: f32, height: f32, snapshot: &str) {
+    let mut h = in_call_sized(width, height);
+    let grid_tile = rect_of(&h, "Grace Hopper's video");
+    member_shares(&mut h, "p1", "Grace Hopper", true);
+    h.get_by_label("Grace Hopper's screen");
+    h.get_by_label(FIT_HINT);
+    let share = rect_of(&h, "Grace Hopper's screen, shared");
+    // 1920x1080 fitted: larger than any tile was, smaller than the window, 16:9 kept.
+    assert!(
+        share.width() > grid_tile.width() * 1.5,
+        "{share:?} vs {grid_tile:?}"
+    );
+    assert!(
+        share.width() <= width && share.height() <= height,
+        "{share:?}"
+    );
+    assert!((share.width() / share.height() - 16.0 / 9.0).abs() < 0.01);
+    // Everyone's camera is still there, small, in the strip beside or below.
+    for who in [
+        "Ada Lovelace (you)",
+        "Grace Hopper",
+        "Alan Turing",
+        "Edsger Dijkstra",
+    ] {
+        let plate = rect_of(&h, who);
+        assert!(
+            plate.left() > share.right() || plate.top() > share.bottom(),
+            "{who} at {plate:?} is not in the strip beside {share:?}"
+        );
+    }
+    let camera = rect_of(&h, "Grace Hopper's video");
+    assert!(camera.width() < share.width() / 3.0, "{camera:?}");
+    // One more texture: the share's.
+    assert_eq!(h.state().texture_count(), 3);
+    assert_fits_width(&h, width);
+    h.snapshot(snapshot);
+}
+
+#[test]
+fn a_share_shows_large_with_the_cameras_in_a_strip_800x600() {
+    spotlight_at(800.0, 600.0, "spotlight_800x600");
+}
+
+#[test]
+fn a_share_shows_large_with_the_cameras_in_a_strip_1280x720() {
+    spotlight_at(1280.0, 720.0, "spotlight_1280x720");
+}
+
+#[test]
+fn a_click_toggles_the_share_between_fit_and_actual_size() {
+    let mut h = in_call_sized(1280.0, 720.0);
+    member_shares(&mut h, "p1", "Grace Hopper", true);
+    let fitted = rect_of(&h, "Grace Hopper's screen, shared");
+    assert!(fitted.width() < 1280.0);
+    h.get_by_label("Grace Hopper's screen, shared").click();
+    h.run();
+    assert_eq!(h.state().actual_share(), Some("p1"));
+    h.get_by_label(ACTUAL_HINT);
+    // One pixel of the share to one pixel of the screen: larger than the window, scrolling.
+    let ppp = h.ctx.pixels_per_point();
+    let actual = rect_of(&h, "Grace Hopper's screen, shared");
+    assert!((actual.width() - 1920.0 / ppp).abs() < 1.0, "{actual:?}");
+    assert!((actual.height() - 1080.0 / ppp).abs() < 1.0, "{actual:?}");
+    h.snapshot("spotlight_actual_size");
+    h.get_by_label("Grace Hopper's screen, shared").click();
+    h.run();
+    assert_eq!(h.state().actual_share(), None);
+    h.get_by_label(FIT_HINT);
+    let again = rect_of(&h, "Grace Hopper's screen, shared");
+    assert!(
+        (again.width() - fitted.width()).abs() < 1.0,
+        "{again:?} vs {fitted:?}"
+    );
+}
+
+#[test]
+fn the_share_tile_goes_when_the_share_stops_or_its_owner_leaves() {
+    let mut h = in_call();
+    let grid_tile = rect_of(&h, "Grace Hopper's video");
+    member_shares(&mut h, "p1", "Grace Hopper", true);
+    h.get_by_label("Grace Hopper's screen");
+    member_shares(&mut h, "p1", "Grace Hopper", false);
+    assert!(h.query_by_label("Grace Hopper's screen").is_none());
+    assert!(h.query_by_label_contains(FIT_HINT).is_none());
+    // The grid is back as it was, and the share's texture is freed.
+    assert_eq!(rect_of(&h, "Grace Hopper's video"), grid_tile);
+    assert_eq!(h.state().texture_count(), 2);
+
+    member_shares(&mut h, "p2", "Alan Turing", true);
+    h.get_by_label("Alan Turing's screen");
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::MemberLeft { id: "p2".into() }));
+    h.run();
+    assert!(h.query_by_label("Alan Turing's screen").is_none());
+    assert_eq!(h.state().texture_count(), 1);
+    h.get_by_label("3 people");
+}
+
+#[test]
+fn with_two_shares_the_newest_is_large_and_a_click_brings_the_other_up() {
+    let mut h = in_call_sized(1280.0, 720.0);
+    member_shares(&mut h, "p1", "Grace Hopper", true);
+    member_shares(&mut h, "p2", "Alan Turing", true);
+    let grace = rect_of(&h, "Grace Hopper's screen, shared");
+    let alan = rect_of(&h, "Alan Turing's screen, shared");
+    assert!(
+        alan.width() > grace.width() * 2.0,
+        "newest large: {alan:?} {grace:?}"
+    );
+    h.get_by_label(STRIP_SHARE_HINT);
+    h.get_by_label("Grace Hopper's screen, shared").click();
+    h.run();
+    let grace = rect_of(&h, "Grace Hopper's screen, shared");
+    let alan = rect_of(&h, "Alan Turing's screen, shared");
+    assert!(
+        grace.width() > alan.width() * 2.0,
+        "clicked one large: {alan:?} {grace:?}"
+    );
+    // The clicked one stays large only while it is shared.
+    member_shares(&mut h, "p1", "Grace Hopper", false);
+    let alan = rect_of(&h, "Alan Turing's screen, shared");
+    assert!(alan.width() > 600.0, "{alan:?}");
+    assert!(h.query_by_label(STRIP_SHARE_HINT).is_none());
+}
+
+#[test]
+fn escape_closes_the_picker_and_the_call_ending_ends_the_share() {
+    let mut h = in_call();
+    open_picker(&mut h);
+    h.key_press(Key::Escape);
+    h.run();
+    assert!(!h.state().picker_open());
+    share_status(
+        &mut h,
+        ShareStatus::Sharing {
+            name: "Entire screen".into(),
+        },
+    );
+    h.get_by_label("You are sharing “Entire screen”");
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::Left {
+            reason: "the server closed the room".into(),
+        }));
+    h.run();
+    assert!(!h.state().in_call());
+    assert_eq!(h.state().sharing(), None);
+    assert!(h.query_by_label_contains("You are sharing").is_none());
+}
+
+#[test]
+fn the_call_ending_closes_an_open_picker() {
+    let mut h = in_call();
+    open_picker(&mut h);
+    listed(&mut h, Ok(sources()));
+    h.state_mut()
+        .backend_mut()
+        .notices
+        .push_back(Notice::Engine(Event::Left {
+            reason: "the server closed the room".into(),
+        }));
+    h.run();
+    assert!(!h.state().picker_open());
+    assert!(h.query_by_role_and_label(Role::Button, "HDMI-1").is_none());
+    h.get_by_role_and_label(Role::Button, "Join");
 }

@@ -219,6 +219,71 @@ async fn the_window_hosts_the_room_when_no_server_answers() {
     assert!(audio.unwrap_or(0) > 200, "{host}");
 }
 
+/// The id eframe gives the window is the one the share picker's listing uses, so leaving it
+/// out works: listed without the exclusion (named "meshcall"), gone with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_share_picker_leaves_our_own_window_out() {
+    use meshcall::media::video::screen::{ListOptions, ScreenTarget, list_sources};
+    if let Some(reason) = skip_reason() {
+        common::skip::skip_or_fail(&reason);
+        return;
+    }
+    let _heavy = HEAVY.lock().await;
+    let data = tempdir();
+    let _window = window(&["--video", "none", "--audio", "none"], &data);
+    let log = data.join("window.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id: u32 = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("our X11 window: ").nth(1) {
+            let value = rest.split_whitespace().next().unwrap_or_default();
+            let digits = value.trim_start_matches("Some(").trim_end_matches(')');
+            break digits
+                .parse()
+                .unwrap_or_else(|_| panic!("the window has no X11 id: {value}; see {log:?}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no window id logged; see {log:?}"
+        );
+    };
+    let ours = ScreenTarget::Window { id };
+    let list = |exclude: Vec<u32>| {
+        let options = ListOptions {
+            exclude,
+            thumbnail_size: 0,
+        };
+        list_sources(None, &options).expect("list the display")
+    };
+    // The window may be mapped a moment after it logged its id.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        if let Some(s) = list(Vec::new()).into_iter().find(|s| s.target == ours) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "window {id:#x} is not among {:?}",
+            list(Vec::new())
+                .iter()
+                .map(|s| (&s.name, s.target))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed.name, "meshcall");
+    let without = list(vec![id]);
+    assert!(
+        without.iter().all(|s| s.target != ours),
+        "excluded yet listed: {without:?}"
+    );
+    println!(
+        "our window {id:#x} is left out; {} sources remain",
+        without.len()
+    );
+}
+
 fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "meshcall-window-{}-{}",

@@ -16,18 +16,24 @@ use super::lobby::{self, LobbyAction, LobbyState, LobbyView};
 use super::milestones::Milestones;
 use super::room_input::parse_room_input;
 use super::settings::{CameraPick, MicPick, Settings};
-use super::textures::{SELF_KEY, VideoTextures};
+use super::share_picker::{PickerAction, SharePicker};
+use super::textures::{SELF_KEY, VideoTextures, screen_key};
 use crate::client::ConnectionState;
 use crate::engine::{Command, DeviceKind, Event, JoinParams};
+use crate::media::video::screen::{ScreenSource, ShareableSource};
 use crate::proto::{ErrorCode, validate_name};
 use crate::session::{
-    CallBackend, DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, invite_link,
+    CallBackend, DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, ShareStatus,
+    invite_link,
 };
 
 /// Ctrl+D toggles the microphone (as in Meet).
 pub const MIC_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::D);
 /// Ctrl+E toggles the camera (as in Meet).
 pub const CAMERA_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::E);
+/// Ctrl+Shift+S opens the share picker, or stops our share.
+pub const SHARE_SHORTCUT: KeyboardShortcut =
+    KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::S);
 
 /// How often a live self-view is redrawn.
 const SELF_VIEW_FRAME: Duration = Duration::from_millis(33);
@@ -60,6 +66,16 @@ pub struct MeshcallUi<B: CallBackend> {
     /// The in-call device window is showing.
     devices_open: bool,
     milestones: Milestones,
+    /// The share picker, while it is open.
+    picker: Option<SharePicker>,
+    /// Our own window's X11 id, never offered in the picker (no endless mirror).
+    own_window: Option<u32>,
+    /// What we are sharing, by the picker's name for it.
+    sharing: Option<String>,
+    /// The share the person clicked in the strip to see large.
+    pinned_share: Option<String>,
+    /// The share shown at its actual size.
+    actual_share: Option<String>,
 }
 
 impl<B: CallBackend> MeshcallUi<B> {
@@ -81,6 +97,11 @@ impl<B: CallBackend> MeshcallUi<B> {
             join_when_ready: join_at_once,
             devices_open: false,
             milestones: Milestones::default(),
+            picker: None,
+            own_window: None,
+            sharing: None,
+            pinned_share: None,
+            actual_share: None,
         }
     }
 
@@ -121,6 +142,26 @@ impl<B: CallBackend> MeshcallUi<B> {
         &self.lobby
     }
 
+    /// Tells the window its own X11 id, which the share picker leaves out.
+    pub fn set_own_window(&mut self, id: Option<u32>) {
+        self.own_window = id;
+    }
+
+    /// Whether the share picker is open.
+    pub fn picker_open(&self) -> bool {
+        self.picker.is_some()
+    }
+
+    /// What we are sharing now, by name.
+    pub fn sharing(&self) -> Option<&str> {
+        self.sharing.as_deref()
+    }
+
+    /// The member whose share shows at its actual size (the others are fitted).
+    pub fn actual_share(&self) -> Option<&str> {
+        self.actual_share.as_deref()
+    }
+
     /// Video textures alive now.
     pub fn texture_count(&self) -> usize {
         self.textures.len()
@@ -130,7 +171,7 @@ impl<B: CallBackend> MeshcallUi<B> {
     pub fn ui(&mut self, ui: &mut Ui) {
         let ctx = ui.ctx().clone();
         while let Some(notice) = self.backend.poll() {
-            self.on_notice(notice);
+            self.on_notice(&ctx, notice);
         }
         self.refresh_media(&ctx);
         match &self.screen {
@@ -141,7 +182,7 @@ impl<B: CallBackend> MeshcallUi<B> {
         self.milestones.reached("first frame drawn");
     }
 
-    fn on_notice(&mut self, notice: Notice) {
+    fn on_notice(&mut self, ctx: &egui::Context, notice: Notice) {
         match notice {
             Notice::Engine(event) => self.on_event(event),
             Notice::Devices(lists) => self.on_devices(lists),
@@ -164,8 +205,38 @@ impl<B: CallBackend> MeshcallUi<B> {
                 self.hosted_base = Some(url);
             }
             Notice::ServerProblem(p) => self.banners.push(BannerKind::Error, p),
-            // The share picker and "You are sharing" are issue 13's UI step.
-            Notice::ScreenSources(_) | Notice::ScreenShare(_) => {}
+            Notice::ScreenSources(listing) => self.on_screen_sources(ctx, listing),
+            Notice::ScreenShare(status) => self.on_share_status(status),
+        }
+    }
+
+    fn on_screen_sources(
+        &mut self,
+        ctx: &egui::Context,
+        listing: Result<Vec<ShareableSource>, String>,
+    ) {
+        // A listing that comes after the picker closed is of no use.
+        if let Some(picker) = &mut self.picker {
+            picker.set_listing(ctx, listing);
+        }
+    }
+
+    fn on_share_status(&mut self, status: ShareStatus) {
+        match status {
+            ShareStatus::Sharing { name } => {
+                self.banners.clear_kind(BannerKind::ShareFailed);
+                self.sharing = Some(name);
+            }
+            ShareStatus::Stopped => self.sharing = None,
+            ShareStatus::Failed(reason) => {
+                let text = if self.sharing.take().is_some() {
+                    format!("Your screen share stopped: {reason}.")
+                } else {
+                    format!("Your screen could not be shared: {reason}.")
+                };
+                self.banners.clear_kind(BannerKind::ShareFailed);
+                self.banners.push(BannerKind::ShareFailed, text);
+            }
         }
     }
 
@@ -235,6 +306,7 @@ impl<B: CallBackend> MeshcallUi<B> {
                     model.remove(&id);
                 }
                 self.textures.remove(&id);
+                self.textures.remove(&screen_key(&id));
             }
             Event::Chat(msg) => {
                 if let Screen::Call(model) = &mut self.screen {
@@ -279,6 +351,11 @@ impl<B: CallBackend> MeshcallUi<B> {
                 let was_in_call = self.in_call();
                 self.screen = Screen::Lobby;
                 self.textures.retain(|k| k == SELF_KEY);
+                // A share ends with its call.
+                self.picker = None;
+                self.sharing = None;
+                self.pinned_share = None;
+                self.actual_share = None;
                 self.banners.clear_kind(BannerKind::Reconnecting);
                 if was_in_call && !std::mem::take(&mut self.leaving) {
                     self.banners
@@ -303,11 +380,22 @@ impl<B: CallBackend> MeshcallUi<B> {
             self.speaking.insert(SELF_KEY.to_owned());
         }
         if let Screen::Call(model) = &self.screen {
-            let ids: Vec<String> = model.members.iter().map(|m| m.member.id.clone()).collect();
-            for id in ids {
+            let ids: Vec<(String, bool)> = model
+                .members
+                .iter()
+                .map(|m| (m.member.id.clone(), m.member.screen))
+                .collect();
+            for (id, screen) in ids {
                 if let Some(frame) = self.backend.take_frame(&id) {
                     self.textures.update(ctx, &id, frame);
                     self.milestones.reached("remote video shown");
+                }
+                // A share's frames stop when nothing on it changes, so its texture stays
+                // until the share ends rather than counting as stalled.
+                if !screen {
+                    self.textures.remove(&screen_key(&id));
+                } else if let Some(frame) = self.backend.take_screen_frame(&id) {
+                    self.textures.update(ctx, &screen_key(&id), frame);
                 }
                 if self.backend.level(&id) > SPEAKING_LEVEL {
                     self.speaking.insert(id);
@@ -439,10 +527,11 @@ impl<B: CallBackend> MeshcallUi<B> {
     }
 
     fn call_ui(&mut self, ui: &mut Ui) {
-        let (mic, camera) = ui.ctx().input_mut(|i| {
+        let (mic, camera, share) = ui.ctx().input_mut(|i| {
             (
                 i.consume_shortcut(&MIC_SHORTCUT),
                 i.consume_shortcut(&CAMERA_SHORTCUT),
+                i.consume_shortcut(&SHARE_SHORTCUT),
             )
         });
         let camera_available = self.settings.camera != CameraPick::None;
@@ -463,6 +552,9 @@ impl<B: CallBackend> MeshcallUi<B> {
                 mic_available,
                 speaking: &self.speaking,
                 draft: &mut self.chat_draft,
+                sharing: self.sharing.as_deref(),
+                pinned_share: self.pinned_share.as_deref(),
+                actual_share: self.actual_share.as_deref(),
             },
         );
         if mic && mic_available {
@@ -472,6 +564,19 @@ impl<B: CallBackend> MeshcallUi<B> {
             actions.push(CallAction::Bar(BarAction::ToggleCamera));
         }
         let ctx = ui.ctx().clone();
+        if share {
+            // The shortcut undoes whatever it started: it stops a share, closes the picker.
+            if self.sharing.is_some() {
+                actions.push(CallAction::Bar(BarAction::StopShare));
+            } else if self.picker.is_some() {
+                self.picker = None;
+            } else {
+                actions.push(CallAction::Bar(BarAction::Share));
+            }
+        }
+        if let Some(action) = self.picker.as_ref().and_then(|p| p.show(&ctx)) {
+            self.on_picker(action);
+        }
         let device_action = if self.devices_open {
             device_window::show(
                 &ctx,
@@ -519,6 +624,56 @@ impl<B: CallBackend> MeshcallUi<B> {
                 self.backend.request(Request::Engine(Command::Chat(text)));
             }
             CallAction::DismissBanner(i) => self.banners.dismiss(i),
+            CallAction::Bar(BarAction::Share) => self.open_picker(),
+            CallAction::Bar(BarAction::StopShare) => {
+                // Shown as stopped at once; the session's `Stopped` only confirms it.
+                self.sharing = None;
+                self.backend.request(Request::StopScreenShare);
+            }
+            CallAction::ToggleShareSize(id) => {
+                self.actual_share = match self.actual_share.take() {
+                    Some(shown) if shown == id => None,
+                    _ => Some(id),
+                };
+            }
+            CallAction::Spotlight(id) => {
+                self.actual_share = None;
+                self.pinned_share = Some(id);
+            }
+        }
+    }
+
+    fn open_picker(&mut self) {
+        self.picker = Some(SharePicker::waiting());
+        self.list_screen_sources();
+    }
+
+    fn list_screen_sources(&mut self) {
+        self.backend.request(Request::ListScreenSources {
+            exclude: self.own_window.into_iter().collect(),
+        });
+    }
+
+    fn on_picker(&mut self, action: PickerAction) {
+        match action {
+            PickerAction::Share(i) => {
+                let Some(source) = self.picker.as_ref().and_then(|p| p.source(i)) else {
+                    return;
+                };
+                let source = ScreenSource::X11 {
+                    display: None,
+                    target: source.target,
+                };
+                self.picker = None;
+                self.backend.request(Request::ShareScreen(source));
+            }
+            PickerAction::Cancel => self.picker = None,
+            PickerAction::Refresh => {
+                if let Some(picker) = &mut self.picker {
+                    picker.refresh();
+                }
+                self.list_screen_sources();
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ pub enum BannerKind {
     Info,
     /// One of our devices stopped; cleared when the person turns it on again (or dismisses it).
     DeviceFailed(DeviceKind),
+    /// Our screen share could not start or stopped by itself; cleared by the next share.
+    ShareFailed,
 }
 
 /// What a [`BannerKind::DeviceFailed`] banner says: what stopped, what others now see,
@@ -136,7 +138,7 @@ impl Banners {
         for (i, b) in self.items.iter().enumerate() {
             let (fill, text) = match b.kind {
                 BannerKind::Reconnecting => (Color32::from_rgb(120, 90, 20), Color32::WHITE),
-                BannerKind::Error | BannerKind::DeviceFailed(_) => {
+                BannerKind::Error | BannerKind::DeviceFailed(_) | BannerKind::ShareFailed => {
                     (Color32::from_rgb(140, 40, 40), Color32::WHITE)
                 }
                 BannerKind::Info => (Color32::from_rgb(40, 70, 120), Color32::WHITE),

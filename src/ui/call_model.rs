@@ -121,6 +121,8 @@ pub struct CallModel {
     pub chat_open: bool,
     /// The signaling link.
     pub signaling: ConnectionState,
+    /// Members sharing their screen, in the order they started (the newest last).
+    pub shares: Vec<String>,
 }
 
 impl CallModel {
@@ -139,6 +141,7 @@ impl CallModel {
             unread: 0,
             chat_open: false,
             signaling: ConnectionState::Connected,
+            shares: Vec::new(),
         };
         for m in members {
             model.upsert(m);
@@ -148,6 +151,12 @@ impl CallModel {
 
     /// Adds a member or updates one we know.
     pub fn upsert(&mut self, member: Member) {
+        let sharing = self.shares.contains(&member.id);
+        if member.screen && !sharing {
+            self.shares.push(member.id.clone());
+        } else if !member.screen && sharing {
+            self.shares.retain(|id| *id != member.id);
+        }
         match self.members.iter_mut().find(|v| v.member.id == member.id) {
             Some(v) => v.member = member,
             None => self.members.push(MemberView {
@@ -162,6 +171,15 @@ impl CallModel {
     /// Removes a member.
     pub fn remove(&mut self, id: &str) {
         self.members.retain(|v| v.member.id != id);
+        self.shares.retain(|s| s != id);
+    }
+
+    /// The share to show large: `pinned` while that member still shares, else the newest.
+    pub fn spotlight(&self, pinned: Option<&str>) -> Option<&MemberView> {
+        let id = pinned
+            .filter(|p| self.shares.iter().any(|s| s == p))
+            .or_else(|| self.shares.last().map(String::as_str))?;
+        self.member(id)
     }
 
     /// Takes in a chat message; counts it as unread if the panel is closed and it is not ours.
@@ -291,6 +309,30 @@ mod tests {
         assert!(!m.member("b").unwrap().member.audio);
         m.remove("b");
         assert_eq!(m.people(), 2);
+    }
+
+    #[test]
+    fn the_newest_share_is_the_spotlight_unless_one_is_pinned() {
+        let sharing = |id: &str, on: bool| Member {
+            screen: on,
+            ..member(id, id)
+        };
+        let mut m = CallModel::new("r".into(), "me".into(), vec![sharing("a", true)], vec![]);
+        m.upsert(member("b", "b"));
+        assert_eq!(m.spotlight(None).unwrap().member.id, "a");
+        m.upsert(sharing("b", true));
+        // An update that keeps sharing does not reorder.
+        m.upsert(sharing("a", true));
+        assert_eq!(m.shares, ["a", "b"]);
+        assert_eq!(m.spotlight(None).unwrap().member.id, "b");
+        assert_eq!(m.spotlight(Some("a")).unwrap().member.id, "a");
+        m.upsert(sharing("b", false));
+        assert_eq!(m.spotlight(None).unwrap().member.id, "a");
+        // A pin on someone who stopped falls back to the newest.
+        assert_eq!(m.spotlight(Some("b")).unwrap().member.id, "a");
+        m.remove("a");
+        assert!(m.spotlight(None).is_none());
+        assert!(m.shares.is_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The bar under the call: mic, camera, chat, leave, the room code and how many are here.
+//! The bar under the call: mic, camera, share, chat, leave, the room code and how many are here.
 
 use egui::{Button, Color32, RichText, Ui};
 
@@ -17,6 +17,10 @@ pub enum BarAction {
     Leave,
     /// Copy the invite link.
     CopyLink,
+    /// Open the screen-share picker.
+    Share,
+    /// Stop sharing our screen.
+    StopShare,
 }
 
 /// What the bar shows.
@@ -35,6 +39,8 @@ pub struct BarState<'a> {
     pub room: &'a str,
     /// People in the call, us included.
     pub people: usize,
+    /// We are sharing our screen.
+    pub sharing: bool,
 }
 
 /// Draws the bar; returns what was pressed.
@@ -63,6 +69,18 @@ pub fn show(ui: &mut Ui, s: &BarState<'_>) -> Option<BarAction> {
             .clicked()
         {
             action = Some(BarAction::ToggleCamera);
+        }
+        let (share, share_action) = if s.sharing {
+            ("Stop sharing", BarAction::StopShare)
+        } else {
+            ("Share screen", BarAction::Share)
+        };
+        if ui
+            .button(share)
+            .on_hover_text("Share a screen or a window (Ctrl+Shift+S)")
+            .clicked()
+        {
+            action = Some(share_action);
         }
         let chat = ui.button("Chat");
         if s.unread > 0 {

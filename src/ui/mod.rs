@@ -1,4 +1,5 @@
-//! The desktop window (eframe/egui): the lobby, the call grid, controls and chat. It
+//! The desktop window (eframe/egui): the lobby, the call grid (or the spotlight on a
+//! screen share), controls, chat and the share picker. It
 //! talks to the call only through [`crate::session`]'s requests and notices; it never
 //! awaits and never blocks. One file per screen or widget; widgets return what the
 //! person asked for and [`app::MeshcallUi`] applies it.
@@ -16,6 +17,8 @@ pub mod lobby;
 pub mod milestones;
 pub mod room_input;
 pub mod settings;
+pub mod share_picker;
+pub mod spotlight;
 pub mod textures;
 pub mod tile;
 
@@ -69,10 +72,17 @@ impl Launch {
 /// The eframe app: the window state over a real [`Session`].
 pub struct DesktopApp {
     ui: MeshcallUi<Session>,
+    /// Our window's id was looked up (once: it does not change).
+    window_known: bool,
 }
 
 impl eframe::App for DesktopApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        if !std::mem::replace(&mut self.window_known, true) {
+            let id = x11_window_id(frame);
+            tracing::info!("our X11 window: {id:?} (never offered for sharing)");
+            self.ui.set_own_window(id);
+        }
         self.ui.ui(ui);
     }
 
@@ -104,8 +114,21 @@ pub fn run(launch: Launch) -> anyhow::Result<()> {
             )?;
             Ok(Box::new(DesktopApp {
                 ui: MeshcallUi::new(session, settings, launch.room.is_some()),
+                window_known: false,
             }))
         }),
     )
     .map_err(|e| anyhow::anyhow!("the window could not open: {e}"))
+}
+
+/// Our window's X11 id, for the share picker to leave out; None off X11 (Wayland, where
+/// sharing is not supported yet anyway).
+fn x11_window_id(frame: &eframe::Frame) -> Option<u32> {
+    use raw_window_handle::{HasWindowHandle, RawWindowHandle};
+    match frame.window_handle().ok()?.as_raw() {
+        // X11 window ids are 29-bit values in a C `unsigned long`.
+        RawWindowHandle::Xlib(h) => u32::try_from(h.window).ok(),
+        RawWindowHandle::Xcb(h) => Some(h.window.get()),
+        _ => None,
+    }
 }

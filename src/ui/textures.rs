@@ -19,6 +19,12 @@ pub struct VideoTextures {
 /// The key of our own self-view.
 pub const SELF_KEY: &str = "";
 
+/// The key of member `id`'s screen share, beside their camera's (the server's peer ids are
+/// `p<n>`, so no camera key looks like this).
+pub fn screen_key(id: &str) -> String {
+    format!("screen:{id}")
+}
+
 struct Video {
     texture: TextureHandle,
     /// The frame now in the texture, so the same one is never uploaded twice.
