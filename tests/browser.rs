@@ -378,3 +378,178 @@ fn after_a_server_restart_the_page_and_a_headless_member_find_each_other_again()
         "{got}"
     );
 }
+
+/// Checks the spotlight layout `l` as the user sees it: one share tile, first and labelled
+/// `label`, far larger than every camera tile (which sit in a strip below it).
+fn assert_spotlight(l: &Value, label: &str) {
+    assert_eq!(l["spotlight"], true, "{l}");
+    let shares = l["share"].as_array().unwrap();
+    assert_eq!(shares.len(), 1, "{l}");
+    let share = &shares[0];
+    assert_eq!(share["label"], label, "{l}");
+    assert_eq!(share["first"], true, "{l}");
+    let (sw, sh) = (n(&share["box"]["w"]), n(&share["box"]["h"]));
+    let cameras = l["cameras"].as_array().unwrap();
+    assert!(!cameras.is_empty(), "{l}");
+    for cam in cameras {
+        let (cw, ch) = (n(&cam["box"]["w"]), n(&cam["box"]["h"]));
+        assert!(sw * sh >= 8 * cw * ch, "the share is not the big tile: {l}");
+        assert!(
+            n(&cam["box"]["y"]) >= n(&share["box"]["y"]) + sh,
+            "camera tiles belong below the share: {l}"
+        );
+    }
+}
+
+/// Checks a layout after a share ended: no share tile and the plain grid again.
+fn assert_no_share(l: &Value) {
+    assert_eq!(l["spotlight"], false, "{l}");
+    assert_eq!(l["share"].as_array().unwrap().len(), 0, "{l}");
+}
+
+#[test]
+fn a_page_shares_its_screen_stops_shares_again_and_a_late_page_gets_it() {
+    let Some(r) = run("share-browsers") else {
+        return;
+    };
+    // The fake screen Chromium hands getDisplayMedia under --use-fake-ui-for-media-stream.
+    let shared = &r["sharer"]["shared"];
+    assert_eq!(r["sharer"]["button"], "Stop sharing", "{r}");
+    assert_eq!(shared["displaySurface"], "monitor", "{r}");
+    assert_eq!(shared["contentHint"], "detail", "{r}");
+    assert!(
+        r["sharer"]["sharing"]
+            .as_str()
+            .unwrap()
+            .starts_with("You are sharing"),
+        "{r}"
+    );
+    let size = (n(&shared["width"]), n(&shared["height"]));
+    assert!(size.0 > 0 && size.1 > 0, "{r}");
+
+    // WebB decodes the share on the second video m-section, at the shared screen's size.
+    let first = &r["first"];
+    assert!(n(&first["screen"]["framesDecoded"]) > 20, "{first}");
+    assert_eq!(
+        (
+            n(&first["screen"]["frameWidth"]),
+            n(&first["screen"]["frameHeight"])
+        ),
+        size,
+        "{first}"
+    );
+    assert_spotlight(&r["fit"], "WebA's screen");
+    assert_eq!(r["fit"]["share"][0]["objectFit"], "contain", "{r}");
+    // A click shows it at actual size (the video element at the frame's own size)...
+    let actual = &r["actual"]["share"][0];
+    assert_eq!(actual["actual"], true, "{actual}");
+    assert_eq!(n(&actual["videoBox"]["w"]), size.0, "{actual}");
+    assert_eq!(n(&actual["videoBox"]["h"]), size.1, "{actual}");
+    // ...and another click fits it again.
+    assert_eq!(r["fitAgain"]["share"][0]["actual"], false, "{r}");
+
+    // Stopped: the button, the tile and the frames; the m-section stays, carrying nothing.
+    let stopped = &r["stopped"];
+    assert_eq!(stopped["button"], "Share screen", "{stopped}");
+    assert_eq!(
+        stopped["sharing"], true,
+        "the 'You are sharing' line stayed: {stopped}"
+    );
+    assert_no_share(&stopped["layout"]);
+    assert_eq!(
+        n(&stopped["framesLater"]),
+        n(&stopped["framesAtStop"]),
+        "frames kept coming: {stopped}"
+    );
+    let link = &stopped["negotiated"]["WebB"];
+    assert_eq!(link["localVideo"], 2, "{link}");
+    assert_eq!(link["screenSending"], false, "{link}");
+
+    // Again, on the same m-section (same mid), with frames flowing once more.
+    assert_eq!(r["again"]["screenMid"], first["screenMid"], "{r}");
+    assert!(
+        n(&r["again"]["screen"]["framesDecoded"]) > n(&stopped["framesAtStop"]) + 20,
+        "{r}"
+    );
+    assert_spotlight(&r["layoutAgain"], "WebA's screen");
+
+    // The late joiner gets the share at once, in the same layout.
+    assert!(n(&r["late"]["screen"]["framesDecoded"]) > 20, "{r}");
+    assert_eq!(
+        (
+            n(&r["late"]["screen"]["frameWidth"]),
+            n(&r["late"]["screen"]["frameHeight"])
+        ),
+        size,
+        "{r}"
+    );
+    assert_spotlight(&r["lateLayout"], "WebA's screen");
+
+    // The camera kept going through it all.
+    assert!(
+        n(&r["camera"]["after"]) > n(&r["camera"]["before"]) + 100,
+        "{r}"
+    );
+
+    // Every connection with the sharer ends with exactly two video m-sections both ways
+    // (camera, screen); between the two who never shared there is only the camera's.
+    for (me, links) in r["final"].as_object().unwrap() {
+        for (peer, link) in links.as_object().unwrap() {
+            let want = if me == "WebA" || peer == "WebA" { 2 } else { 1 };
+            assert_eq!(link["signaling"], "stable", "{me}-{peer}: {link}");
+            assert_eq!(link["localVideo"], want, "{me}-{peer}: {link}");
+            assert_eq!(link["remoteVideo"], want, "{me}-{peer}: {link}");
+        }
+    }
+    // Only WebA sends on the screen slot.
+    assert_eq!(r["final"]["WebA"]["WebB"]["screenSending"], true, "{r}");
+    assert_eq!(r["final"]["WebA"]["WebC"]["screenSending"], true, "{r}");
+    assert_eq!(r["final"]["WebB"]["WebA"]["screenSending"], false, "{r}");
+
+    // The browser's own "Stop sharing" (track ended) stops it the same way.
+    let ended = &r["ended"];
+    assert_eq!(ended["button"], "Share screen", "{ended}");
+    assert_no_share(&ended["WebB"]);
+    assert_no_share(&ended["WebC"]);
+    assert_eq!(ended["peerState"], false, "state.screen: {ended}");
+}
+
+#[test]
+fn a_page_that_shares_renegotiates_with_a_headless_member_which_keeps_its_camera() {
+    let Some(r) = run("share-headless") else {
+        return;
+    };
+    assert_eq!(r["sharer"]["button"], "Stop sharing", "{r}");
+    // webrtc-rs answered the offer with the second video m-section: stable, two both ways,
+    // the page sending on it.
+    let during = &r["during"]["Headless"];
+    assert_eq!(during["signaling"], "stable", "{during}");
+    assert_eq!(during["localVideo"], 2, "{during}");
+    assert_eq!(during["remoteVideo"], 2, "{during}");
+    assert_eq!(during["screenSending"], true, "{during}");
+    let after = &r["after"]["Headless"];
+    assert_eq!(after["localVideo"], 2, "the m-section must stay: {after}");
+    assert_eq!(after["screenSending"], false, "{after}");
+    assert_eq!(r["button"], "Share screen", "{r}");
+    // Media both ways went on; the headless member still gets the camera after the share.
+    assert_browser_received(&r, "Web", "Headless");
+    let got = assert_headless_received(&r, "Headless", "Web");
+    assert!(n(&got["last_video_ms"]) < 1000, "video stopped: {got}");
+}
+
+#[test]
+fn two_pages_that_start_sharing_at_once_end_with_one_screen_m_section_carrying_both() {
+    let Some(r) = run("share-glare") else {
+        return;
+    };
+    for (me, other) in [("WebA", "WebB"), ("WebB", "WebA")] {
+        let got = &r["got"][me];
+        assert!(n(&got["screen"]["framesDecoded"]) > 20, "{me}: {r}");
+        let link = &r["final"][me][other];
+        assert_eq!(link["signaling"], "stable", "{me}: {link}");
+        assert_eq!(link["localVideo"], 2, "{me}: {link}");
+        assert_eq!(link["remoteVideo"], 2, "{me}: {link}");
+        assert_eq!(link["directions"][1], "sendrecv", "{me}: {link}");
+        assert_spotlight(&r["layout"][me], &format!("{other}'s screen"));
+    }
+}

@@ -54,6 +54,11 @@ function showButtons() {
   $('toggle-mic').setAttribute('aria-pressed', String(!mic));
   $('toggle-cam').textContent = cam ? 'Camera off' : 'Camera on';
   $('toggle-cam').setAttribute('aria-pressed', String(!cam));
+  const screen = state.media.screen;
+  $('share').textContent = screen ? 'Stop sharing' : 'Share screen';
+  $('share').setAttribute('aria-pressed', String(!!screen));
+  $('sharing').textContent = screen ? `You are sharing ${screen.label || 'your screen'}` : '';
+  $('sharing').hidden = !screen;
 }
 
 function send(msg) {
@@ -72,7 +77,7 @@ function link(peerId, initiator) {
     media: state.media,
     hooks: {
       signal: (payload) => send({ type: 'signal', to: peerId, payload }),
-      track: (track) => state.tiles.attach(peerId, track),
+      track: (track, slot) => state.tiles.attach(peerId, track, slot),
     },
   });
   state.links.set(peerId, l);
@@ -121,6 +126,8 @@ function onJoined(msg) {
   state.tiles.showLocal(state.self, state.media.stream);
   clearChat();
   for (const c of msg.chat || []) addChat(c);
+  // A fresh join starts with screen false on the server; a share still on says so again.
+  if (state.media.screen) send({ type: 'state', screen: true });
   for (const p of msg.peers) {
     showPeer(p);
     link(p.id, true);
@@ -214,6 +221,40 @@ async function toggle(kind) {
   send({ type: 'state', [kind]: on });
 }
 
+/** Starts a share, or stops the one that is on. */
+async function toggleShare() {
+  if (state.media.screen) {
+    stopShare();
+    return;
+  }
+  $('share').disabled = true;
+  const problem = await state.media.startShare(stopShare);
+  $('share').disabled = false;
+  notice(problem);
+  // The user may have left while the browser's picker was open.
+  if (problem || !state.inCall) {
+    if (!state.inCall) state.media.stopShare();
+    return;
+  }
+  shareChanged();
+}
+
+/** Ends the share: our Stop button, or the browser's own "Stop sharing" (track ended). */
+function stopShare() {
+  if (!state.media.screen) return;
+  state.media.stopShare();
+  if (state.inCall) shareChanged();
+}
+
+/** Tells every connection and the server what the screen slot carries now. */
+function shareChanged() {
+  const { screen, screenStream } = state.media;
+  for (const l of state.links.values()) l.setScreen(screen, screenStream);
+  state.myState = { ...state.myState, screen: !!screen };
+  showButtons();
+  send({ type: 'state', screen: !!screen });
+}
+
 function leave() {
   state.signaling.leave();
   for (const id of [...state.links.keys()]) dropPeer(id);
@@ -241,6 +282,7 @@ function main() {
   $('leave').addEventListener('click', leave);
   $('toggle-mic').addEventListener('click', () => toggle('audio'));
   $('toggle-cam').addEventListener('click', () => toggle('video'));
+  $('share').addEventListener('click', toggleShare);
   const room = document.body.dataset.room;
   if (room) $('room').value = room;
   // Tests read peer connections from here; nothing in the page depends on it.

@@ -1,5 +1,5 @@
-// The local camera and mic. Muting swaps the track out of every sender (no renegotiation);
-// a device that was missing at join can be asked for again later.
+// The local camera and mic, and the screen share. Muting swaps the track out of every
+// sender (no renegotiation); a device that was missing at join can be asked for again later.
 
 const CONSTRAINTS = { audio: { audio: true }, video: { video: { width: 640, height: 360 } } };
 const DEVICE = { audio: 'microphone', video: 'camera' };
@@ -25,10 +25,64 @@ export function describeFailure(kind, error) {
   }
 }
 
+/**
+ * Video only: the page shares no system or tab sound. Larger screens are scaled down to
+ * 1080p, and content rarely needs more than 15 fps.
+ */
+const SCREEN_CONSTRAINTS = {
+  video: { width: { max: 1920 }, height: { max: 1080 }, frameRate: { max: 15 } },
+  audio: false,
+};
+
+/** A sentence telling the user why the share did not start. */
+export function describeShareFailure(error) {
+  switch (error && error.name) {
+    case 'NotAllowedError':
+      return 'Screen sharing was cancelled or blocked by the browser.';
+    case 'NoDisplayMedia':
+      return 'This browser cannot share its screen.';
+    default:
+      return `The screen could not be shared (${(error && error.name) || 'unknown error'}).`;
+  }
+}
+
 export class LocalMedia {
   constructor() {
     this.stream = new MediaStream();
     this.on = { audio: false, video: false };
+    this.screen = null;       // the shared screen's video track while a share is on
+    this.screenStream = null;
+  }
+
+  /**
+   * Asks the browser for a screen, window or tab; `ended` runs when the share stops from
+   * outside (the browser's own "Stop sharing" bar). Returns '' or a message for the user.
+   */
+  async startShare(ended) {
+    if (this.screen) return '';
+    try {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) {
+        throw Object.assign(new Error('no getDisplayMedia'), { name: 'NoDisplayMedia' });
+      }
+      const s = await navigator.mediaDevices.getDisplayMedia(SCREEN_CONSTRAINTS);
+      const track = s.getVideoTracks()[0];
+      // Text and lines: the encoder keeps detail and gives up frame rate first.
+      track.contentHint = 'detail';
+      track.addEventListener('ended', ended, { once: true });
+      this.screen = track;
+      this.screenStream = s;
+      return '';
+    } catch (e) {
+      console.warn('getDisplayMedia', e.name, e.message);
+      return describeShareFailure(e);
+    }
+  }
+
+  /** Ends the share (a no-op when none is on). */
+  stopShare() {
+    if (this.screen) this.screen.stop();
+    this.screen = null;
+    this.screenStream = null;
   }
 
   /** Asks for mic and camera; returns a message for the user when something failed. */
@@ -75,6 +129,7 @@ export class LocalMedia {
   }
 
   stop() {
+    this.stopShare();
     for (const t of this.stream.getTracks()) t.stop();
     this.stream = new MediaStream();
     this.on = { audio: false, video: false };

@@ -1,4 +1,5 @@
-// The call view: one tile per member, and the chat log.
+// The call view: one tile per member, a large tile per screen share (spotlight layout),
+// and the chat log.
 
 const $ = (id) => document.getElementById(id);
 
@@ -11,6 +12,8 @@ export class Tiles {
   constructor() {
     this.el = $('tiles');
     this.tiles = new Map();
+    // Per member: { name, sharing (their state.screen), track (the screen m-section's), tile }.
+    this.shares = new Map();
   }
 
   /** The tile for member `id`, made on first use. */
@@ -43,7 +46,11 @@ export class Tiles {
   }
 
   /** Shows a member's name (plus `suffix`, e.g. " (you)") and media state. */
-  update(id, { name, audio, video }, suffix = '') {
+  update(id, { name, audio, video, screen }, suffix = '') {
+    const share = this.share(id);
+    share.name = name;
+    share.sharing = !!screen;
+    this.showShare(id);
     const tile = this.ensure(id);
     tile.name.textContent = name + suffix;
     // From the name alone: "Web (you)" made "W(".
@@ -52,8 +59,14 @@ export class Tiles {
     tile.root.classList.toggle('camera-off', !video);
   }
 
-  /** Plays a remote track in member `id`'s tile. */
-  attach(id, track) {
+  /** Plays a remote track in member `id`'s tile, or in their share tile for 'screen'. */
+  attach(id, track, slot) {
+    if (slot === 'screen') {
+      // Kept while no share is on: the m-section stays, and a later share reuses the track.
+      this.share(id).track = track;
+      this.showShare(id);
+      return;
+    }
     const tile = this.ensure(id);
     const el = track.kind === 'video' ? tile.video : tile.audio;
     el.srcObject = new MediaStream([track]);
@@ -68,14 +81,62 @@ export class Tiles {
     tile.root.classList.add('self');
   }
 
+  share(id) {
+    let share = this.shares.get(id);
+    if (!share) {
+      share = { name: '', sharing: false, track: null, tile: null };
+      this.shares.set(id, share);
+    }
+    return share;
+  }
+
+  /**
+   * Shows member `id`'s share while they say one is on and its track has come; removes
+   * the tile otherwise. Our own share has no received track, so it never gets a tile here.
+   */
+  showShare(id) {
+    const share = this.shares.get(id);
+    if (!share) return;
+    const on = share.sharing && !!share.track;
+    if (on && !share.tile) {
+      const root = document.createElement('div');
+      root.className = 'tile share';
+      root.dataset.peer = id;
+      root.title = 'Click to switch between fit and actual size';
+      const video = document.createElement('video');
+      video.autoplay = true;
+      video.playsInline = true;
+      video.muted = true;
+      video.srcObject = new MediaStream([share.track]);
+      const label = document.createElement('span');
+      label.className = 'label';
+      root.append(video, label);
+      root.addEventListener('click', () => root.classList.toggle('actual'));
+      this.el.prepend(root);
+      video.play().catch(() => {});
+      share.tile = { root, label };
+    } else if (!on && share.tile) {
+      share.tile.root.remove();
+      share.tile = null;
+    }
+    if (share.tile) share.tile.label.textContent = `${share.name}'s screen`;
+    this.el.classList.toggle('spotlight', [...this.shares.values()].some((s) => s.tile));
+  }
+
   remove(id) {
+    const share = this.shares.get(id);
+    if (share) {
+      share.sharing = false;
+      this.showShare(id);
+      this.shares.delete(id);
+    }
     const tile = this.tiles.get(id);
     if (tile) tile.root.remove();
     this.tiles.delete(id);
   }
 
   clear() {
-    for (const id of [...this.tiles.keys()]) this.remove(id);
+    for (const id of new Set([...this.tiles.keys(), ...this.shares.keys()])) this.remove(id);
   }
 }
 

@@ -21,6 +21,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
     ("peer.js", JS, include_str!("../../assets/web/peer.js")),
     ("codecs.js", JS, include_str!("../../assets/web/codecs.js")),
+    ("slots.js", JS, include_str!("../../assets/web/slots.js")),
     ("media.js", JS, include_str!("../../assets/web/media.js")),
     ("ui.js", JS, include_str!("../../assets/web/ui.js")),
     (

@@ -220,7 +220,215 @@ async function cameraLater(page, report) {
   return { notice, camera, cameraOnAfterMs, mic, noticeAfter, negotiated, headless: { Headless: headlessReport } };
 }
 
+/** Presses Share on `page` and returns what the browser gave it to share. */
+async function startShare(page) {
+  await page.click('#share');
+  const button = await textWhen(page, '#share', /stop sharing/, 5000);
+  const shared = await page.evaluate(() => {
+    const t = window.meshcall.state.media.screen;
+    return t && { label: t.label, contentHint: t.contentHint, ...t.getSettings() };
+  });
+  return { button, shared, sharing: await page.textContent('#sharing') };
+}
+
+/**
+ * Per member (by name): the screen m-section's receiver stats on `page`, found as the
+ * second video transceiver by m-line order (the page's own slots.js), plus the camera's.
+ */
+async function screenReceived(page) {
+  return page.evaluate(async () => {
+    const { videoTransceivers } = await import('/assets/slots.js');
+    const { state } = window.meshcall;
+    const inbound = async (t) => {
+      const out = { framesDecoded: 0 };
+      if (!t) return out;
+      (await t.receiver.getStats()).forEach((x) => {
+        if (x.type !== 'inbound-rtp') return;
+        out.framesDecoded = x.framesDecoded || 0;
+        out.frameWidth = x.frameWidth;
+        out.frameHeight = x.frameHeight;
+      });
+      return out;
+    };
+    const out = {};
+    for (const [id, link] of state.links) {
+      const [camera, screen] = videoTransceivers(link.pc);
+      out[(state.peers.get(id) || { name: id }).name] = {
+        camera: await inbound(camera), screen: await inbound(screen), screenMid: screen ? screen.mid : null,
+      };
+    }
+    return out;
+  });
+}
+
+/** Waits until `page` decodes more than `above` frames of `from`'s share and shows its tile. */
+async function waitShare(page, from, above = 0, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = (await screenReceived(page))[from];
+    const tile = await page.$('.tile.share');
+    if (got && tile && got.screen.framesDecoded > above + 20) return got;
+    if (Date.now() > deadline) {
+      log(`no share from ${from} within the time:`, JSON.stringify(got));
+      return got;
+    }
+    await sleep(250);
+  }
+}
+
+/** What the user sees of the call view: the spotlight layout and every tile's place. */
+async function layout(page) {
+  return page.evaluate(() => {
+    const box = (el) => {
+      const r = el.getBoundingClientRect();
+      return { x: Math.round(r.x), y: Math.round(r.y), w: Math.round(r.width), h: Math.round(r.height) };
+    };
+    const tiles = document.getElementById('tiles');
+    const share = [...tiles.querySelectorAll('.tile.share')].map((t) => {
+      const video = t.querySelector('video');
+      return {
+        label: t.querySelector('.label').textContent, box: box(t), actual: t.classList.contains('actual'),
+        objectFit: getComputedStyle(video).objectFit, videoBox: box(video),
+        videoSize: [video.videoWidth, video.videoHeight], first: tiles.firstElementChild === t,
+      };
+    });
+    const cameras = [...tiles.querySelectorAll('.tile:not(.share)')].map((t) => ({
+      label: t.querySelector('.label').textContent, box: box(t),
+    }));
+    return { spotlight: tiles.classList.contains('spotlight'), share, cameras };
+  });
+}
+
+/** Waits until `page` shows no share tile, then reports the layout. */
+async function waitNoShare(page, ms = 8000) {
+  await page.waitForFunction(() => !document.querySelector('.tile.share'), null, { timeout: ms })
+    .catch(() => log('the share tile stayed'));
+  return layout(page);
+}
+
+/** Per member: how many video m-sections `page`'s descriptions hold, and the slots' state. */
+async function negotiated(page) {
+  return page.evaluate(async () => {
+    const { videoTransceivers } = await import('/assets/slots.js');
+    const { state } = window.meshcall;
+    const count = (d) => (d ? d.sdp.split(/\r?\n/).filter((l) => l.startsWith('m=video')).length : null);
+    const out = {};
+    for (const [id, link] of state.links) {
+      const { pc } = link;
+      out[(state.peers.get(id) || { name: id }).name] = {
+        signaling: pc.signalingState,
+        localVideo: count(pc.currentLocalDescription),
+        remoteVideo: count(pc.currentRemoteDescription),
+        directions: videoTransceivers(pc).map((t) => t.currentDirection),
+        screenSending: !!(videoTransceivers(pc)[1] && videoTransceivers(pc)[1].sender.track),
+      };
+    }
+    return out;
+  });
+}
+
+/** Waits until every connection of `page` is stable with `n` video m-sections both ways. */
+async function waitNegotiated(page, n, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const links = await negotiated(page);
+    const done = Object.values(links).every((l) => l.signaling === 'stable' && l.localVideo === n && l.remoteVideo === n);
+    if (done || Date.now() > deadline) return links;
+    await sleep(200);
+  }
+}
+
 const scenarios = {
+  // Screen sharing between pages: WebA shares to WebB, stops, shares again on the same
+  // m-section, WebC joins during the share, and the browser's own "Stop sharing" ends it.
+  async 'share-browsers'(browser) {
+    const a = await browserMember(browser, 'WebA');
+    const b = await browserMember(browser, 'WebB');
+    await waitMedia(a);
+    await waitMedia(b);
+    const cameraBefore = (await screenReceived(b)).WebA.camera.framesDecoded;
+    const sharer = await startShare(a);
+    const first = await waitShare(b, 'WebA');
+    const fit = await layout(b);
+    await screenshot(b, 'browser-share.png');
+    await b.click('.tile.share');
+    const actual = await layout(b);
+    await b.click('.tile.share');
+    const fitAgain = await layout(b);
+    // Stop with our own button: the tile goes, frames stop, the m-section stays.
+    await a.click('#share');
+    const stopped = {
+      button: await textWhen(a, '#share', /share screen/, 5000),
+      sharing: await a.isHidden('#sharing'),
+      layout: await waitNoShare(b),
+    };
+    await sleep(1500);
+    const framesAfterStop = (await screenReceived(b)).WebA.screen.framesDecoded;
+    await sleep(1500);
+    stopped.framesLater = (await screenReceived(b)).WebA.screen.framesDecoded;
+    stopped.framesAtStop = framesAfterStop;
+    stopped.negotiated = await negotiated(a);
+    // Again: the same m-section carries it (no third one).
+    const sharerAgain = await startShare(a);
+    const again = await waitShare(b, 'WebA', framesAfterStop);
+    const layoutAgain = await layout(b);
+    // A member joining during the share gets it on its first connection.
+    const c = await browserMember(browser, 'WebC');
+    const late = await waitShare(c, 'WebA');
+    const lateLayout = await layout(c);
+    // The camera kept going all along.
+    const cameraAfter = (await screenReceived(b)).WebA.camera.framesDecoded;
+    const final = { WebA: await waitNegotiated(a, 2), WebB: await negotiated(b), WebC: await negotiated(c) };
+    // The browser's "Stop sharing" bar ends the track from outside: `ended` fires.
+    await a.evaluate(() => window.meshcall.state.media.screen.dispatchEvent(new Event('ended')));
+    const ended = {
+      button: await textWhen(a, '#share', /share screen/, 5000),
+      WebB: await waitNoShare(b),
+      WebC: await waitNoShare(c),
+      peerState: await b.evaluate(() => [...window.meshcall.state.peers.values()].find((p) => p.name === 'WebA').screen),
+    };
+    return {
+      sharer, first, fit, actual, fitAgain, stopped, sharerAgain, again, layoutAgain, late, lateLayout,
+      camera: { before: cameraBefore, after: cameraAfter }, final, ended,
+    };
+  },
+
+  // Both pages press Share at the same moment: their offers adding the screen m-section
+  // collide; perfect negotiation must leave one screen m-section carrying both shares.
+  async 'share-glare'(browser) {
+    const a = await browserMember(browser, 'WebA');
+    const b = await browserMember(browser, 'WebB');
+    await waitMedia(a);
+    await waitMedia(b);
+    const ids = await Promise.all([a, b].map((p) => p.evaluate(() => window.meshcall.state.self)));
+    await Promise.all([a.click('#share'), b.click('#share')]);
+    const gotA = await waitShare(a, 'WebB');
+    const gotB = await waitShare(b, 'WebA');
+    const final = { WebA: await waitNegotiated(a, 2), WebB: await waitNegotiated(b, 2) };
+    // Whether the offers really collided this time (timing decides; reported, not judged).
+    const glare = await Promise.all([a, b].map((p) => p.evaluate(() => [...window.meshcall.state.links.values()][0].glare)));
+    return { ids, glare, got: { WebA: gotA, WebB: gotB }, final, layout: { WebA: await layout(a), WebB: await layout(b) } };
+  },
+
+  // The page shares while in a call with a headless member (webrtc-rs): the page adds the
+  // screen m-section and renegotiates; the headless member must take the offer and keep
+  // receiving the page's camera. The headless member itself does not share.
+  async 'share-headless'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const report = headless('Headless', 16);
+    await waitMedia(page);
+    await sleep(1000);
+    const sharer = await startShare(page);
+    const during = await waitNegotiated(page, 2);
+    await sleep(4000);
+    await page.click('#share');
+    const button = await textWhen(page, '#share', /share screen/, 5000);
+    await sleep(1000);
+    const after = await negotiated(page);
+    const browserGot = await received(page);
+    return { sharer, during, after, button, browser: { Web: browserGot }, headless: { Headless: await report } };
+  },
+
   // A room with a passcode, chat, and a signaling drop the page must resume from.
   async 'lobby-chat-resume'(browser) {
     const report = headless('Host', 14, ['--passcode', 'sesame', '--video', 'none', '--audio', 'none']);
