@@ -209,7 +209,12 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(2..), requires = "sfu")]
     sfu_max_room_size: u16,
     /// VideoRoom's admin_key, when your Janus requires one to create rooms.
-    #[arg(long, requires = "sfu", env = "MESHCALL_SFU_ADMIN_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        requires = "sfu",
+        env = "MESHCALL_SFU_ADMIN_KEY",
+        hide_env_values = true
+    )]
     sfu_admin_key: Option<String>,
     /// PEM certificate chain for wss:// (with --tls-key).
     #[arg(long, requires = "tls_key")]

@@ -90,7 +90,10 @@ fn run_in_namespace(inner: &str) {
         std::thread::sleep(Duration::from_millis(100));
     };
     println!("{inner}: {:.1} s", started.elapsed().as_secs_f64());
-    assert!(status.success(), "{inner} failed inside the namespace: {status}");
+    assert!(
+        status.success(),
+        "{inner} failed inside the namespace: {status}"
+    );
 }
 
 struct JanusProcess(Child);
@@ -118,7 +121,11 @@ async fn start_janus(name: &str) -> JanusProcess {
         .await
         .is_err()
     {
-        assert!(Instant::now() < deadline, "Janus did not listen (log: {})", log.display());
+        assert!(
+            Instant::now() < deadline,
+            "Janus did not listen (log: {})",
+            log.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     janus
@@ -144,7 +151,7 @@ fn janus_url() -> String {
 }
 
 /// A server that moves rooms of more than two onto `url`.
-async fn server(url: &str, ready_timeout: Duration) -> TestServer {
+async fn sfu_server(url: &str, ready_timeout: Duration) -> TestServer {
     TestServer::start(ServerConfig {
         sfu: Some(SfuConfig {
             above: 2,
@@ -160,7 +167,12 @@ async fn server(url: &str, ready_timeout: Duration) -> TestServer {
 const SFU: [&str; 1] = ["sfu-janus"];
 
 /// Joins `room` (None: a new one) as `name`, declaring `features`.
-async fn join(server: &TestServer, room: Option<&str>, name: &str, features: &[&str]) -> (Client, Value) {
+async fn join(
+    server: &TestServer,
+    room: Option<&str>,
+    name: &str,
+    features: &[&str],
+) -> (Client, Value) {
     let mut c = server.client().await;
     let mut j = json!({"name": name, "features": features});
     if let Some(room) = room {
@@ -201,12 +213,15 @@ async fn inside_room_moves_onto_janus() {
         return;
     }
     let _janus = start_janus("sfu_server-move").await;
-    let server = server(&janus_url(), Duration::from_secs(15)).await;
+    let server = sfu_server(&janus_url(), Duration::from_secs(15)).await;
     let (room, mut a, mut b) = pair(&server, &SFU).await;
 
     // Cyd is the third: admitted as in a mesh (joined, peer-joined), then everyone moves.
     let (mut c, jc) = join(&server, Some(&room), "cyd", &SFU).await;
-    assert!(jc.get("sfu").is_none(), "the mover's joined is a mesh joined: {jc}");
+    assert!(
+        jc.get("sfu").is_none(),
+        "the mover's joined is a mesh joined: {jc}"
+    );
     assert_eq!(jc["peers"].as_array().unwrap().len(), 2);
     a.expect("peer-joined").await;
     b.expect("peer-joined").await;
@@ -215,11 +230,17 @@ async fn inside_room_moves_onto_janus() {
         moves.push(client.expect("move-to-sfu").await);
     }
     let sfu = moves[0]["sfu"].clone();
-    assert!(moves.iter().all(|m| m["sfu"] == sfu), "one room for all: {moves:?}");
+    assert!(
+        moves.iter().all(|m| m["sfu"] == sfu),
+        "one room for all: {moves:?}"
+    );
     assert_eq!(sfu["kind"], "janus-videoroom");
     assert_eq!(sfu["url"], janus_url());
     let janus_room = sfu["room"].as_u64().unwrap();
-    assert!(janus_room < 1 << 53, "a room number a browser reads exactly");
+    assert!(
+        janus_room < 1 << 53,
+        "a room number a browser reads exactly"
+    );
     let pin = sfu["pin"].as_str().unwrap();
     assert!(pin.len() >= 16, "{pin}");
     assert!(moves[0]["iceServers"].is_array());
@@ -231,7 +252,9 @@ async fn inside_room_moves_onto_janus() {
 
     // Everyone ready: nobody is cancelled.
     for (i, client) in [&mut a, &mut b, &mut c].into_iter().enumerate() {
-        client.send(json!({"type": "sfu-ready", "feed": 100 + i})).await;
+        client
+            .send(json!({"type": "sfu-ready", "feed": 100 + i}))
+            .await;
     }
     for client in [&mut a, &mut b, &mut c] {
         client.expect_silence(Duration::from_millis(300)).await;
@@ -239,7 +262,8 @@ async fn inside_room_moves_onto_janus() {
 
     // A client without the feature is refused with sfu-required, and may try again.
     let mut old = server.client().await;
-    old.send(json!({"type": "join", "room": room, "name": "old"})).await;
+    old.send(json!({"type": "join", "room": room, "name": "old"}))
+        .await;
     old.expect_error("sfu-required").await;
     // One that has it joins straight into the SFU room: its joined names it.
     let (mut d, jd) = join(&server, Some(&room), "dee", &SFU).await;
@@ -282,7 +306,7 @@ async fn inside_failed_or_late_move() {
     let _janus = start_janus("sfu_server-cancel").await;
 
     // sfu-failed from one member calls the move off for everyone.
-    let server = server(&janus_url(), Duration::from_secs(15)).await;
+    let server = sfu_server(&janus_url(), Duration::from_secs(15)).await;
     let (room, mut a, mut b) = pair(&server, &SFU).await;
     let (mut c, jc) = join(&server, Some(&room), "cyd", &SFU).await;
     let cyd = jc["self"].as_str().unwrap().to_owned();
@@ -293,7 +317,8 @@ async fn inside_failed_or_late_move() {
         client.expect("move-to-sfu").await;
     }
     a.send(json!({"type": "sfu-ready", "feed": 1})).await;
-    b.send(json!({"type": "sfu-failed", "reason": "no route to the SFU"})).await;
+    b.send(json!({"type": "sfu-failed", "reason": "no route to the SFU"}))
+        .await;
     for client in [&mut a, &mut b] {
         client.expect("move-cancelled").await;
         assert_eq!(client.expect("peer-left").await["id"], cyd);
@@ -311,7 +336,7 @@ async fn inside_failed_or_late_move() {
     server.stop().await;
 
     // Nobody ready within the limit: cancelled as well.
-    let server = server(&janus_url(), Duration::from_millis(1500)).await;
+    let server = sfu_server(&janus_url(), Duration::from_millis(1500)).await;
     let (room, mut a, mut b) = pair(&server, &SFU).await;
     let (mut c, _) = join(&server, Some(&room), "cyd", &SFU).await;
     for client in [&mut a, &mut b] {
@@ -324,7 +349,10 @@ async fn inside_failed_or_late_move() {
     a.send(json!({"type": "sfu-ready", "feed": 1})).await;
     a.expect("move-cancelled").await;
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(1200), "cancelled after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1200),
+        "cancelled after {waited:?}"
+    );
     b.expect("move-cancelled").await;
     c.expect_close(1000).await;
 
@@ -335,7 +363,10 @@ async fn inside_failed_or_late_move() {
         .await;
     let refused = c.expect_error("room-full").await;
     assert!(
-        refused["message"].as_str().unwrap().contains("media server"),
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("media server"),
         "{refused}"
     );
     server.stop().await;
@@ -348,7 +379,7 @@ async fn an_unreachable_sfu_cancels_the_move() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let server = server(&format!("ws://127.0.0.1:{port}"), Duration::from_secs(15)).await;
+    let server = sfu_server(&format!("ws://127.0.0.1:{port}"), Duration::from_secs(15)).await;
     let (room, mut a, mut b) = pair(&server, &SFU).await;
     let (mut c, _) = join(&server, Some(&room), "cyd", &SFU).await;
     for client in [&mut a, &mut b] {

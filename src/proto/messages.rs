@@ -63,7 +63,11 @@ pub struct JoinRequest {
     pub resume: Option<ResumeTicket>,
     /// Protocol additions the client supports (`docs/protocol-sfu.md`), e.g.
     /// [`FEATURE_SFU_JANUS`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub features: Vec<String>,
 }
 
@@ -117,8 +121,9 @@ pub enum ServerMessage {
         resumed: bool,
         /// The room runs on this SFU: publish and subscribe there, open no mesh links
         /// (`docs/protocol-sfu.md`; only ever sent to clients that declared the feature).
+        /// Boxed: it is rare, and `joined` is the largest message already.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        sfu: Option<SfuRoom>,
+        sfu: Option<Box<SfuRoom>>,
     },
     /// Someone joined.
     PeerJoined {

@@ -298,7 +298,7 @@ impl Hub {
             ice_servers: self.ice_servers(&id),
             chat: room.chat.iter().cloned().collect(),
             resumed: false,
-            sfu: room.media.sfu().cloned(),
+            sfu: room.media.sfu().cloned().map(Box::new),
         });
         room.broadcast(None, &ServerMessage::PeerJoined { peer: peer.clone() });
         room.members.push(Member {
@@ -483,7 +483,10 @@ impl Hub {
         self.tasks.spawn(async move {
             match sfu::destroy_room(&sfu, &hosted).await {
                 Ok(()) => tracing::info!(room = hosted.public.room, "destroyed the SFU room"),
-                Err(e) => tracing::warn!(room = hosted.public.room, "could not destroy the SFU room: {e}"),
+                Err(e) => tracing::warn!(
+                    room = hosted.public.room,
+                    "could not destroy the SFU room: {e}"
+                ),
             }
         });
     }
@@ -514,7 +517,11 @@ impl Hub {
                 }
             }
         };
-        self.cancel_move(&m.room, epoch, &format!("{} could not use it: {reason}", m.id));
+        self.cancel_move(
+            &m.room,
+            epoch,
+            &format!("{} could not use it: {reason}", m.id),
+        );
     }
 
     /// Compares `given` with the room's passcode, unless the room or the address is backing
@@ -598,7 +605,7 @@ impl Hub {
             ice_servers: self.ice_servers(&id),
             chat: room.chat.iter().cloned().collect(),
             resumed: true,
-            sfu: room.media.sfu().cloned(),
+            sfu: room.media.sfu().cloned().map(Box::new),
         });
         for text in queued {
             out.push(text);
