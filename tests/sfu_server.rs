@@ -332,8 +332,18 @@ async fn inside_failed_or_late_move() {
     let (_c2, j2) = join(&server, Some(&room), "cyd", &SFU).await;
     assert!(j2.get("sfu").is_none());
     a.expect("peer-joined").await;
-    a.expect("move-to-sfu").await;
+    let moving = a.expect("move-to-sfu").await;
+    // Shutting down destroys the Janus rooms still in use.
     server.stop().await;
+    let (janus_room, pin) = (
+        moving["sfu"]["room"].as_u64().unwrap(),
+        moving["sfu"]["pin"].as_str().unwrap(),
+    );
+    let gone = janus_join(janus_room, pin).await;
+    assert!(
+        matches!(gone, Err(JanusError::Plugin { .. })),
+        "the Janus room outlived the server: {gone:?}"
+    );
 
     // Nobody ready within the limit: cancelled as well.
     let server = sfu_server(&janus_url(), Duration::from_millis(1500)).await;
@@ -356,7 +366,27 @@ async fn inside_failed_or_late_move() {
     b.expect("move-cancelled").await;
     c.expect_close(1000).await;
 
-    // A member without the feature keeps the room a mesh: the newcomer gets room-full.
+    // A member without the feature keeps the room a mesh (nobody is told to move) up to
+    // the mesh limit, where the newcomer gets room-full saying why.
+    let (room, mut a, mut b) = pair(&server, &[]).await;
+    let (mut c, jc) = join(&server, Some(&room), "cyd", &SFU).await;
+    assert!(jc.get("sfu").is_none());
+    for client in [&mut a, &mut b] {
+        client.expect("peer-joined").await;
+    }
+    for client in [&mut a, &mut b, &mut c] {
+        client.expect_silence(Duration::from_millis(300)).await;
+    }
+    server.stop().await;
+    let server = TestServer::start(ServerConfig {
+        max_room_size: 2,
+        sfu: Some(SfuConfig {
+            above: 1,
+            ..SfuConfig::new(janus_url())
+        }),
+        ..ServerConfig::default()
+    })
+    .await;
     let (room, _a, _b) = pair(&server, &[]).await;
     let mut c = server.client().await;
     c.send(json!({"type": "join", "room": room, "name": "cyd", "features": SFU}))
@@ -390,6 +420,24 @@ async fn an_unreachable_sfu_cancels_the_move() {
     let last = c.expect_close(1000).await;
     assert_eq!(last.last().unwrap()["code"], "room-full", "{last:?}");
     server.stop().await;
+}
+
+/// Limits that make no sense are refused before the server starts.
+#[tokio::test]
+async fn an_sfu_limit_not_above_the_mesh_limit_is_refused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ServerConfig {
+        sfu: Some(SfuConfig {
+            above: 4,
+            max_room_size: 4,
+            ..SfuConfig::new("ws://127.0.0.1:8188")
+        }),
+        ..ServerConfig::default()
+    };
+    let err = meshcall::server::serve(listener, config, None, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--sfu-above"), "{err}");
 }
 
 /// Without `--sfu` nothing changes: features are ignored and room-full applies.

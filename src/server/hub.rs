@@ -335,18 +335,23 @@ impl Hub {
         };
         match &room.media {
             Media::Mesh if size < sfu.above.min(self.config.max_room_size) => Ok(false),
-            Media::Mesh if size >= sfu.above && size < sfu.max_room_size => {
-                if sfu_capable && room.members.iter().all(|m| m.sfu_capable) {
+            Media::Mesh if sfu_capable && room.members.iter().all(|m| m.sfu_capable) => {
+                if size >= sfu.above {
                     Ok(true)
                 } else {
-                    Err((
-                        ErrorCode::RoomFull,
-                        "The room is at the mesh limit and a member cannot use the media server."
-                            .to_owned(),
-                    ))
+                    Err(full(self.config.max_room_size))
                 }
             }
-            Media::Mesh => Err(full(self.config.max_room_size)),
+            // Someone cannot move: the room stays a mesh, as without --sfu.
+            Media::Mesh if size < self.config.max_room_size => Ok(false),
+            Media::Mesh => Err((
+                ErrorCode::RoomFull,
+                format!(
+                    "The room is full ({} people); it cannot move onto the media server \
+                     because a member's app does not support it.",
+                    self.config.max_room_size
+                ),
+            )),
             _ if !sfu_capable => Err((
                 ErrorCode::SfuRequired,
                 "This room runs on a media server; this client does not support it. Update meshcall."
@@ -489,6 +494,25 @@ impl Hub {
                 ),
             }
         });
+    }
+
+    /// At shutdown: destroys every Janus room still in use (rooms made over the API would
+    /// otherwise stay in Janus until it restarts).
+    pub(crate) async fn destroy_hosted_rooms(&self) {
+        let Some(sfu) = &self.config.sfu else {
+            return;
+        };
+        let hosted: Vec<HostedRoom> = self
+            .rooms()
+            .values_mut()
+            .filter_map(|r| r.hosted.take())
+            .collect();
+        let destroys = hosted.iter().map(|h| async move {
+            if let Err(e) = sfu::destroy_room(sfu, h).await {
+                tracing::warn!(room = h.public.room, "could not destroy the SFU room: {e}");
+            }
+        });
+        futures_util::future::join_all(destroys).await;
     }
 
     /// `sfu-ready`: the member publishes on the SFU and receives everyone through it.

@@ -189,6 +189,7 @@ pub async fn serve(
                 .await?;
         }
     }
+    hub.destroy_hosted_rooms().await;
     // Upgraded sockets outlive the HTTP server's own bookkeeping; wait for them here.
     hub.tasks.close();
     hub.tasks.wait().await;
