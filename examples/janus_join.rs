@@ -24,6 +24,9 @@ struct Args {
     /// The room to join.
     #[arg(long, conflicts_with = "create")]
     room: Option<u64>,
+    /// The room's pin, if it has one.
+    #[arg(long)]
+    pin: Option<String>,
     /// Create a new H.264 + Opus room and join it.
     #[arg(long)]
     create: bool,
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let mut member = JanusMember::publish(JanusMemberConfig {
         url: args.url.clone(),
         room,
+        pin: args.pin.clone(),
         name: args.name.clone(),
         ice_ips: args.ice_ips.clone(),
         width: 640,

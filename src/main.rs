@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use meshcall::proto::IceServer;
-use meshcall::server::{ServerConfig, TlsFiles, TurnConfig};
+use meshcall::server::{ServerConfig, SfuConfig, TlsFiles, TurnConfig};
 
 /// meshcall: video calls with everyone in a room, peer to peer.
 ///
@@ -192,6 +192,30 @@ struct ServeArgs {
         hide_env_values = true
     )]
     turn_secret: Option<String>,
+    /// Janus' WebSocket API (e.g. ws://127.0.0.1:8188): rooms past --sfu-above move onto
+    /// its VideoRoom plugin (docs/sfu.md). Without it every room stays a mesh.
+    #[arg(long, value_name = "URL")]
+    sfu: Option<String>,
+    /// Janus' WebSocket API as members reach it, when it differs from --sfu (e.g. behind a
+    /// proxy: wss://sfu.example.org/janus).
+    #[arg(long, value_name = "URL", requires = "sfu")]
+    sfu_public: Option<String>,
+    /// A mesh room of this many members moves onto the SFU when one more joins.
+    #[arg(long, default_value_t = meshcall::server::DEFAULT_SFU_ABOVE as u16,
+          value_parser = clap::value_parser!(u16).range(1..), requires = "sfu")]
+    sfu_above: u16,
+    /// Members a room on the SFU may hold (--max-room-size stays the mesh's limit).
+    #[arg(long, default_value_t = meshcall::server::DEFAULT_SFU_MAX_ROOM_SIZE as u16,
+          value_parser = clap::value_parser!(u16).range(2..), requires = "sfu")]
+    sfu_max_room_size: u16,
+    /// VideoRoom's admin_key, when your Janus requires one to create rooms.
+    #[arg(
+        long,
+        requires = "sfu",
+        env = "MESHCALL_SFU_ADMIN_KEY",
+        hide_env_values = true
+    )]
+    sfu_admin_key: Option<String>,
     /// PEM certificate chain for wss:// (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -246,6 +270,13 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 secret,
                 ttl_secs: 24 * 3600,
             }),
+        sfu: args.sfu.map(|url| SfuConfig {
+            public_url: args.sfu_public,
+            above: usize::from(args.sfu_above),
+            max_room_size: usize::from(args.sfu_max_room_size),
+            admin_key: args.sfu_admin_key,
+            ..SfuConfig::new(url)
+        }),
         ..ServerConfig::default()
     };
     let tls = args

@@ -184,6 +184,7 @@ async fn inside_namespace_three_members() {
     let config = |name: &str| JanusMemberConfig {
         url: url.clone(),
         room,
+        pin: None,
         name: name.to_owned(),
         ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         width: 640,

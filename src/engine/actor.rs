@@ -277,6 +277,7 @@ impl Actor {
                 audio: params.audio,
                 video: params.video,
                 resume: None,
+                features: Vec::new(),
             },
         );
         let (client, joined) = match SignalClient::connect(config).await {
@@ -512,6 +513,14 @@ impl Actor {
                 }
             }
             ServerMessage::Chat(chat) => self.emit(Event::Chat(chat)).await,
+            // Only sent to clients that declare `sfu-janus`, which this engine does not yet.
+            ServerMessage::MoveToSfu { .. } => {
+                if let Some(call) = &self.call {
+                    let reason = "this engine cannot join an SFU room yet".to_owned();
+                    call.sender.send(ClientMessage::SfuFailed { reason }).await;
+                }
+            }
+            ServerMessage::MoveCancelled => {}
             ServerMessage::Error { code, message } => {
                 self.emit(Event::Warning(format!(
                     "the server refused a message ({code}): {message}"

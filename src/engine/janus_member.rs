@@ -99,6 +99,8 @@ pub struct JanusMemberConfig {
     pub url: String,
     /// The VideoRoom room number.
     pub room: u64,
+    /// The room's pin, if it has one (rooms our server makes do).
+    pub pin: Option<String>,
     /// Our display name (also written into the test pattern).
     pub name: String,
     /// Local addresses for ICE host candidates; tests pin 127.0.0.1.
@@ -240,7 +242,7 @@ impl JanusMember {
         let session = janus.create_session().await?;
         let publisher = VideoRoom::attach(&session).await?;
         let joined = publisher
-            .join_as_publisher(config.room, &config.name)
+            .join_as_publisher(config.room, config.pin.as_deref(), &config.name)
             .await?;
         tracing::info!(name = %config.name, feed = joined.id, room = joined.room, "joined Janus room");
 
@@ -393,7 +395,12 @@ impl JanusMember {
         };
         let subscriber = VideoRoom::attach(session).await?;
         let offer = subscriber
-            .join_as_subscriber(self.config.room, self.joined.private_id, feeds)
+            .join_as_subscriber(
+                self.config.room,
+                self.config.pin.as_deref(),
+                self.joined.private_id,
+                feeds,
+            )
             .await?;
         self.learn_streams(&offer);
         let send = SendSide {

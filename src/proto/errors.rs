@@ -26,11 +26,13 @@ pub enum ErrorCode {
     RateLimited,
     /// A resume the server cannot honour; join afresh.
     BadResume,
+    /// The room runs on an SFU and the client did not declare it can use one.
+    SfuRequired,
 }
 
 impl ErrorCode {
     /// All codes, in the order protocol.md lists them.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadMessage,
         ErrorCode::TooLarge,
         ErrorCode::NotJoined,
@@ -42,6 +44,7 @@ impl ErrorCode {
         ErrorCode::UnknownPeer,
         ErrorCode::RateLimited,
         ErrorCode::BadResume,
+        ErrorCode::SfuRequired,
     ];
 
     /// The code as it travels on the wire.
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::BadResume => "bad-resume",
+            ErrorCode::SfuRequired => "sfu-required",
         }
     }
 

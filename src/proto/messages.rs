@@ -25,7 +25,21 @@ pub enum ClientMessage {
     },
     /// Leave the room now, without grace period.
     Leave,
+    /// Publishing on the SFU works and every other member's media arrives through it
+    /// (`docs/protocol-sfu.md`).
+    SfuReady {
+        /// The sender's Janus feed id.
+        feed: u64,
+    },
+    /// The sender could not reach or use the SFU; the move is cancelled.
+    SfuFailed {
+        /// A sentence for logs.
+        reason: String,
+    },
 }
+
+/// The `features` value a client sends when it can take part in a room on Janus.
+pub const FEATURE_SFU_JANUS: &str = "sfu-janus";
 
 /// The fields of a `join`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,6 +61,14 @@ pub struct JoinRequest {
     /// Take back a place held during the resume grace period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeTicket>,
+    /// Protocol additions the client supports (`docs/protocol-sfu.md`), e.g.
+    /// [`FEATURE_SFU_JANUS`].
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub features: Vec<String>,
 }
 
 /// What a client needs to resume its membership after its socket dropped.
@@ -97,6 +119,11 @@ pub enum ServerMessage {
         chat: Vec<ChatMessage>,
         /// Whether this join resumed an earlier membership.
         resumed: bool,
+        /// The room runs on this SFU: publish and subscribe there, open no mesh links
+        /// (`docs/protocol-sfu.md`; only ever sent to clients that declared the feature).
+        /// Boxed: it is rare, and `joined` is the largest message already.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sfu: Option<Box<SfuRoom>>,
     },
     /// Someone joined.
     PeerJoined {
@@ -122,6 +149,17 @@ pub enum ServerMessage {
     },
     /// A chat message (also echoed to its sender).
     Chat(ChatMessage),
+    /// The room moves onto an SFU: publish there, subscribe to everyone, then close the
+    /// mesh links (`docs/protocol-sfu.md`). Only sent to clients that declared the feature.
+    MoveToSfu {
+        /// Where the room's media goes.
+        sfu: SfuRoom,
+        /// STUN/TURN servers for the connections to the SFU.
+        #[serde(rename = "iceServers")]
+        ice_servers: Vec<IceServer>,
+    },
+    /// The move was called off: close the SFU connections and keep the mesh.
+    MoveCancelled,
     /// Something the client sent was refused.
     Error {
         /// What went wrong, for programs.
@@ -130,6 +168,22 @@ pub enum ServerMessage {
         message: String,
     },
 }
+
+/// A room on an SFU, as `move-to-sfu` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SfuRoom {
+    /// Which SFU API: [`SFU_KIND_JANUS`] is the only one today.
+    pub kind: String,
+    /// The SFU's WebSocket API as members reach it.
+    pub url: String,
+    /// The SFU's room number.
+    pub room: u64,
+    /// The room's pin, needed to join it.
+    pub pin: String,
+}
+
+/// [`SfuRoom::kind`] for Janus' VideoRoom plugin.
+pub const SFU_KIND_JANUS: &str = "janus-videoroom";
 
 /// A room member as others see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

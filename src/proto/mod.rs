@@ -13,8 +13,8 @@ pub use codes::{
 };
 pub use errors::ErrorCode;
 pub use messages::{
-    ChatMessage, ClientMessage, IceServer, JoinRequest, Peer, ResumeTicket, ServerMessage,
-    StateUpdate,
+    ChatMessage, ClientMessage, FEATURE_SFU_JANUS, IceServer, JoinRequest, Peer, ResumeTicket,
+    SFU_KIND_JANUS, ServerMessage, SfuRoom, StateUpdate,
 };
 pub use parse::{ParseError, parse_client_message, parse_server_message};
 pub use payload::{IceCandidateInit, PeerPayload, SessionDescription, SignalPayload};

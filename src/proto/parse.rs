@@ -123,4 +123,65 @@ mod tests {
         );
         assert_eq!(parse_server_message(&text).unwrap(), out);
     }
+
+    /// The SFU addition's wire shapes (docs/protocol-sfu.md).
+    #[test]
+    fn sfu_messages_have_the_documented_shape() {
+        let join =
+            parse_client_message(r#"{"type":"join","name":"a","features":["sfu-janus"]}"#).unwrap();
+        let ClientMessage::Join(req) = join else {
+            panic!("not a join");
+        };
+        assert_eq!(req.features, [crate::proto::FEATURE_SFU_JANUS]);
+        let ClientMessage::Join(req) =
+            parse_client_message(r#"{"type":"join","name":"a","features":null}"#).unwrap()
+        else {
+            panic!("not a join");
+        };
+        assert!(req.features.is_empty());
+        // A v1 join is unchanged on the wire.
+        assert_eq!(
+            serde_json::to_string(&ClientMessage::Join(JoinRequest {
+                name: "a".into(),
+                ..Default::default()
+            }))
+            .unwrap(),
+            r#"{"type":"join","name":"a","audio":false,"video":false}"#
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"sfu-ready","feed":42}"#).unwrap(),
+            ClientMessage::SfuReady { feed: 42 }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"sfu-failed","reason":"x"}"#).unwrap(),
+            ClientMessage::SfuFailed { reason: "x".into() }
+        );
+        let err = parse_client_message(r#"{"type":"sfu-ready","feed":"42"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadMessage);
+
+        let moving = ServerMessage::MoveToSfu {
+            sfu: crate::proto::SfuRoom {
+                kind: crate::proto::SFU_KIND_JANUS.into(),
+                url: "ws://h:8188".into(),
+                room: 7,
+                pin: "p".into(),
+            },
+            ice_servers: Vec::new(),
+        };
+        let text = serde_json::to_string(&moving).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"move-to-sfu","sfu":{"kind":"janus-videoroom","url":"ws://h:8188","room":7,"pin":"p"},"iceServers":[]}"#
+        );
+        assert_eq!(parse_server_message(&text).unwrap(), moving);
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::MoveCancelled).unwrap(),
+            r#"{"type":"move-cancelled"}"#
+        );
+        assert_eq!(ErrorCode::SfuRequired.as_str(), "sfu-required");
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::SfuRequired).unwrap(),
+            r#""sfu-required""#
+        );
+    }
 }

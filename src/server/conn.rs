@@ -306,6 +306,14 @@ impl Session {
             (Some(m), ClientMessage::Signal { to, payload }) => self.hub.signal(m, &to, payload),
             (Some(m), ClientMessage::State(update)) => self.hub.state(m, update),
             (Some(m), ClientMessage::Chat { text }) => self.hub.chat(m, text),
+            (Some(m), ClientMessage::SfuReady { feed }) => {
+                self.hub.sfu_ready(m, feed);
+                Ok(())
+            }
+            (Some(m), ClientMessage::SfuFailed { reason }) => {
+                self.hub.sfu_failed(m, &reason);
+                Ok(())
+            }
             (Some(_), ClientMessage::Leave) => {
                 if let Some(m) = self.joined.take() {
                     self.hub.leave(&m);

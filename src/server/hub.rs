@@ -3,7 +3,7 @@
 //! lock, so one std `Mutex` serves (critical sections are short, allocation-light).
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,11 +19,12 @@ use super::ServerConfig;
 use super::closing::{End, Ending, code};
 use super::limits::{AddressFailures, Failures, SocketCaps};
 use super::metrics::Metrics;
+use super::sfu::{self, HostedRoom};
 use super::turn::turn_credentials;
 use crate::proto::{
-    CHAT_HISTORY, ChatMessage, ErrorCode, IceServer, JoinRequest, MAX_CHAT_CHARS,
-    MAX_SIGNAL_PAYLOAD_BYTES, Peer, ServerMessage, SignalPayload, StateUpdate, generate_room_code,
-    normalize_room_code, validate_name,
+    CHAT_HISTORY, ChatMessage, ErrorCode, FEATURE_SFU_JANUS, IceServer, JoinRequest,
+    MAX_CHAT_CHARS, MAX_SIGNAL_PAYLOAD_BYTES, Peer, ServerMessage, SfuRoom, SignalPayload,
+    StateUpdate, generate_room_code, normalize_room_code, validate_name,
 };
 
 /// A refusal: the error code and the sentence sent with it.
@@ -85,6 +86,37 @@ struct Member {
     peer: Peer,
     token: String,
     link: Link,
+    /// Declared `sfu-janus` on its join.
+    sfu_capable: bool,
+}
+
+/// Where a room's media goes (`docs/protocol-sfu.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Media {
+    /// Peer to peer, as protocol.md v1.
+    Mesh,
+    /// `trigger`'s join took the room past the mesh limit; the SFU room is being made
+    /// (`sfu` is `None`) or members are moving onto it. `epoch` tells this move from a
+    /// later one, for the timers and the task that makes the room.
+    Moving {
+        epoch: u64,
+        trigger: String,
+        sfu: Option<SfuRoom>,
+        ready: HashSet<String>,
+    },
+    /// Every member is on the SFU; the room stays there until it empties.
+    Sfu(SfuRoom),
+}
+
+impl Media {
+    /// The SFU room members should be on, once it exists.
+    fn sfu(&self) -> Option<&SfuRoom> {
+        match self {
+            Media::Mesh => None,
+            Media::Moving { sfu, .. } => sfu.as_ref(),
+            Media::Sfu(sfu) => Some(sfu),
+        }
+    }
 }
 
 struct Room {
@@ -95,6 +127,9 @@ struct Room {
     chat: VecDeque<ChatMessage>,
     /// Wrong passcodes against this room, from any address.
     failures: Failures,
+    media: Media,
+    /// The Janus room made for this room, destroyed when the room ends.
+    hosted: Option<HostedRoom>,
 }
 
 impl Room {
@@ -182,7 +217,7 @@ impl Hub {
     /// Handles a `join` from socket `conn`, whose client has address (key) `addr`. On success `joined` (and for a resume, the
     /// queued signals) are already in `out`.
     pub(crate) fn join(
-        &self,
+        self: &Arc<Self>,
         conn: u64,
         addr: IpAddr,
         out: &Outbox,
@@ -239,14 +274,12 @@ impl Hub {
                 next_peer: 1,
                 chat: VecDeque::new(),
                 failures: Failures::default(),
+                media: Media::Mesh,
+                hosted: None,
             }),
         };
-        if room.members.len() >= self.config.max_room_size {
-            return Err((
-                ErrorCode::RoomFull,
-                format!("The room is full ({} people).", self.config.max_room_size),
-            ));
-        }
+        let sfu_capable = req.features.iter().any(|f| f == FEATURE_SFU_JANUS);
+        let starts_move = self.admit(room, sfu_capable)?;
         let id = format!("p{}", room.next_peer);
         room.next_peer += 1;
         let peer = Peer {
@@ -265,6 +298,7 @@ impl Hub {
             ice_servers: self.ice_servers(&id),
             chat: room.chat.iter().cloned().collect(),
             resumed: false,
+            sfu: room.media.sfu().cloned().map(Box::new),
         });
         room.broadcast(None, &ServerMessage::PeerJoined { peer: peer.clone() });
         room.members.push(Member {
@@ -274,8 +308,244 @@ impl Hub {
                 conn,
                 out: out.clone(),
             },
+            sfu_capable,
         });
+        if starts_move {
+            self.start_move(room, &code, &id);
+        }
         Ok(Membership { room: code, id })
+    }
+
+    /// Whether a newcomer (`sfu_capable` or not) may join `room`, and whether its join
+    /// moves the room onto the SFU.
+    fn admit(&self, room: &Room, sfu_capable: bool) -> Result<bool, Refusal> {
+        let size = room.members.len();
+        let full = |limit: usize| {
+            (
+                ErrorCode::RoomFull,
+                format!("The room is full ({limit} people)."),
+            )
+        };
+        let Some(sfu) = &self.config.sfu else {
+            return if size >= self.config.max_room_size {
+                Err(full(self.config.max_room_size))
+            } else {
+                Ok(false)
+            };
+        };
+        match &room.media {
+            Media::Mesh if size < sfu.above.min(self.config.max_room_size) => Ok(false),
+            Media::Mesh if sfu_capable && room.members.iter().all(|m| m.sfu_capable) => {
+                if size >= sfu.above {
+                    Ok(true)
+                } else {
+                    Err(full(self.config.max_room_size))
+                }
+            }
+            // Someone cannot move: the room stays a mesh, as without --sfu.
+            Media::Mesh if size < self.config.max_room_size => Ok(false),
+            Media::Mesh => Err((
+                ErrorCode::RoomFull,
+                format!(
+                    "The room is full ({} people); it cannot move onto the media server \
+                     because a member's app does not support it.",
+                    self.config.max_room_size
+                ),
+            )),
+            _ if !sfu_capable => Err((
+                ErrorCode::SfuRequired,
+                "This room runs on a media server; this client does not support it. Update meshcall."
+                    .to_owned(),
+            )),
+            // Members who joined mid-move would have to be carried through a cancel too;
+            // the window is a second or two.
+            Media::Moving { .. } => Err((
+                ErrorCode::RoomFull,
+                "The room is moving onto the media server; try again in a few seconds."
+                    .to_owned(),
+            )),
+            Media::Sfu(_) if size >= sfu.max_room_size => Err(full(sfu.max_room_size)),
+            Media::Sfu(_) => Ok(false),
+        }
+    }
+
+    /// `trigger` just took `room` past the mesh limit: have Janus make a room, then tell
+    /// everyone to move (`move-to-sfu`), and call the move off unless all are ready in time.
+    fn start_move(self: &Arc<Self>, room: &mut Room, code: &str, trigger: &str) {
+        let Some(sfu) = self.config.sfu.clone() else {
+            return;
+        };
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        room.media = Media::Moving {
+            epoch,
+            trigger: trigger.to_owned(),
+            sfu: None,
+            ready: HashSet::new(),
+        };
+        tracing::info!(room = %code, members = room.members.len(), "moving the room onto the SFU");
+        let hub = Arc::clone(self);
+        let code = code.to_owned();
+        self.tasks.spawn(async move {
+            let description = format!("meshcall {code}");
+            let made = tokio::select! {
+                made = sfu::create_room(&sfu, &description, sfu.max_room_size) => made,
+                () = hub.shutdown.cancelled() => return,
+            };
+            match made {
+                Ok(hosted) => hub.room_made(&code, epoch, hosted).await,
+                Err(e) => {
+                    tracing::warn!(room = %code, "the SFU could not make a room: {e}");
+                    hub.cancel_move(&code, epoch, "the media server could not make a room");
+                }
+            }
+        });
+    }
+
+    /// Janus made the room for move `epoch`: tell every member, and start the clock.
+    async fn room_made(self: &Arc<Self>, code: &str, epoch: u64, hosted: HostedRoom) {
+        let stale = {
+            let mut rooms = self.rooms();
+            match rooms.get_mut(code) {
+                Some(room) if matches!(&room.media, Media::Moving { epoch: e, sfu: None, .. } if *e == epoch) =>
+                {
+                    if let Media::Moving { sfu, .. } = &mut room.media {
+                        *sfu = Some(hosted.public.clone());
+                    }
+                    for m in &room.members {
+                        if let Link::Live { out, .. } = &m.link {
+                            out.send(&ServerMessage::MoveToSfu {
+                                sfu: hosted.public.clone(),
+                                ice_servers: self.ice_servers(&m.peer.id),
+                            });
+                        }
+                    }
+                    room.hosted = Some(hosted);
+                    None
+                }
+                // The room ended or the move was called off meanwhile.
+                _ => Some(hosted),
+            }
+        };
+        if let Some(hosted) = stale {
+            self.destroy_later(hosted);
+            return;
+        }
+        let hub = Arc::clone(self);
+        let code = code.to_owned();
+        let limit = self.config.sfu.as_ref().map(|s| s.ready_timeout);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(limit.unwrap_or_default()) => {
+                    hub.cancel_move(&code, epoch, "not every member was ready in time");
+                }
+                () = hub.shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Calls move `epoch` off (if it is still under way): everyone keeps the mesh, and the
+    /// member whose join caused it is told `room-full` and removed.
+    fn cancel_move(&self, room_code: &str, epoch: u64, why: &str) {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(room_code) else {
+            return;
+        };
+        let trigger = match &room.media {
+            Media::Moving {
+                epoch: e, trigger, ..
+            } if *e == epoch => trigger.clone(),
+            _ => return,
+        };
+        tracing::warn!(room = %room_code, "move onto the SFU called off: {why}");
+        room.media = Media::Mesh;
+        let hosted = room.hosted.take();
+        room.broadcast(None, &ServerMessage::MoveCancelled);
+        if let Some(Link::Live { out, .. }) = room.member(&trigger).map(|m| &m.link) {
+            self.metrics.refused(ErrorCode::RoomFull);
+            out.send(&ServerMessage::Error {
+                code: ErrorCode::RoomFull,
+                message: format!("The room could not move onto the media server ({why})."),
+            });
+            out.ending.request(End::Close(code::NORMAL, "room-full"));
+        }
+        let gone = Membership {
+            room: room_code.to_owned(),
+            id: trigger,
+        };
+        let hosted = hosted.or(remove_member(&mut rooms, &gone));
+        drop(rooms);
+        if let Some(hosted) = hosted {
+            self.destroy_later(hosted);
+        }
+    }
+
+    /// Destroys a Janus room in the background (logged, not retried: Janus drops an empty
+    /// room's state anyway when it restarts).
+    fn destroy_later(&self, hosted: HostedRoom) {
+        let Some(sfu) = self.config.sfu.clone() else {
+            return;
+        };
+        self.tasks.spawn(async move {
+            match sfu::destroy_room(&sfu, &hosted).await {
+                Ok(()) => tracing::info!(room = hosted.public.room, "destroyed the SFU room"),
+                Err(e) => tracing::warn!(
+                    room = hosted.public.room,
+                    "could not destroy the SFU room: {e}"
+                ),
+            }
+        });
+    }
+
+    /// At shutdown: destroys every Janus room still in use (rooms made over the API would
+    /// otherwise stay in Janus until it restarts).
+    pub(crate) async fn destroy_hosted_rooms(&self) {
+        let Some(sfu) = &self.config.sfu else {
+            return;
+        };
+        let hosted: Vec<HostedRoom> = self
+            .rooms()
+            .values_mut()
+            .filter_map(|r| r.hosted.take())
+            .collect();
+        let destroys = hosted.iter().map(|h| async move {
+            if let Err(e) = sfu::destroy_room(sfu, h).await {
+                tracing::warn!(room = h.public.room, "could not destroy the SFU room: {e}");
+            }
+        });
+        futures_util::future::join_all(destroys).await;
+    }
+
+    /// `sfu-ready`: the member publishes on the SFU and receives everyone through it.
+    pub(crate) fn sfu_ready(&self, m: &Membership, feed: u64) {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(&m.room) else {
+            return;
+        };
+        tracing::debug!(room = %m.room, peer = %m.id, feed, "ready on the SFU");
+        if let Media::Moving { ready, .. } = &mut room.media {
+            ready.insert(m.id.clone());
+        }
+        settle_move(room);
+    }
+
+    /// `sfu-failed`: during a move it calls the move off; later (a newcomer to a room
+    /// already on the SFU) the member stays without media, and only the log says why.
+    pub(crate) fn sfu_failed(&self, m: &Membership, reason: &str) {
+        let epoch = {
+            let rooms = self.rooms();
+            match rooms.get(&m.room).map(|r| &r.media) {
+                Some(Media::Moving { epoch, .. }) => *epoch,
+                _ => {
+                    tracing::warn!(room = %m.room, peer = %m.id, "a member cannot use the SFU: {reason}");
+                    return;
+                }
+            }
+        };
+        self.cancel_move(
+            &m.room,
+            epoch,
+            &format!("{} could not use it: {reason}", m.id),
+        );
     }
 
     /// Compares `given` with the room's passcode, unless the room or the address is backing
@@ -359,6 +629,7 @@ impl Hub {
             ice_servers: self.ice_servers(&id),
             chat: room.chat.iter().cloned().collect(),
             resumed: true,
+            sfu: room.media.sfu().cloned().map(Box::new),
         });
         for text in queued {
             out.push(text);
@@ -385,8 +656,10 @@ impl Hub {
 
     /// Removes the member at once and tells the others (`leave`).
     pub(crate) fn leave(&self, m: &Membership) {
-        let mut rooms = self.rooms();
-        remove_member(&mut rooms, m);
+        let hosted = remove_member(&mut self.rooms(), m);
+        if let Some(hosted) = hosted {
+            self.destroy_later(hosted);
+        }
     }
 
     /// The socket `conn` of member `m` is gone without `leave`: hold the place for the grace
@@ -425,8 +698,9 @@ impl Hub {
             .get(&m.room)
             .and_then(|r| r.member(&m.id))
             .is_some_and(|mem| matches!(mem.link, Link::Away { epoch: e, .. } if e == epoch));
-        if still_away {
-            remove_member(&mut rooms, m);
+        if still_away && let Some(hosted) = remove_member(&mut rooms, m) {
+            drop(rooms);
+            self.destroy_later(hosted);
         }
     }
 
@@ -534,20 +808,36 @@ impl Hub {
     }
 }
 
-fn remove_member(rooms: &mut HashMap<String, Room>, m: &Membership) {
-    let Some(room) = rooms.get_mut(&m.room) else {
-        return;
-    };
+/// Removes a member; when that ends the room, returns the Janus room to destroy.
+#[must_use]
+fn remove_member(rooms: &mut HashMap<String, Room>, m: &Membership) -> Option<HostedRoom> {
+    let room = rooms.get_mut(&m.room)?;
     let before = room.members.len();
     room.members.retain(|mem| mem.peer.id != m.id);
     if room.members.len() == before {
-        return;
+        return None;
     }
     if room.members.is_empty() {
-        // The room ends with its last member: chat history and passcode go with it.
-        rooms.remove(&m.room);
-    } else {
-        room.broadcast(None, &ServerMessage::PeerLeft { id: m.id.clone() });
+        // The room ends with its last member: chat history, passcode and SFU room go with it.
+        return rooms.remove(&m.room).and_then(|r| r.hosted);
+    }
+    room.broadcast(None, &ServerMessage::PeerLeft { id: m.id.clone() });
+    // The one who left may have been the last one the move waited for.
+    settle_move(room);
+    None
+}
+
+/// Ends a move once every member is ready on the SFU.
+fn settle_move(room: &mut Room) {
+    if let Media::Moving {
+        sfu: Some(sfu),
+        ready,
+        ..
+    } = &room.media
+        && room.members.iter().all(|m| ready.contains(&m.peer.id))
+    {
+        tracing::info!(room = sfu.room, "every member is on the SFU");
+        room.media = Media::Sfu(sfu.clone());
     }
 }
 

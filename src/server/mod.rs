@@ -9,6 +9,7 @@ mod limits;
 mod metrics;
 mod pages;
 mod rate;
+mod sfu;
 mod turn;
 
 use std::future::Future;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use limits::{Backoff, PasscodeLimits};
 pub use rate::RateLimits;
+pub use sfu::{DEFAULT_SFU_ABOVE, DEFAULT_SFU_MAX_ROOM_SIZE, SfuConfig};
 pub use turn::{TurnConfig, turn_credentials};
 
 use crate::proto::{IceServer, MAX_FRAME_BYTES, WS_PATH, normalize_room_code};
@@ -62,6 +64,9 @@ pub struct ServerConfig {
     /// Open WebSocket connections from one address (IPv6: one /64; at least 1); more are
     /// refused with HTTP 429.
     pub max_sockets_per_ip: usize,
+    /// Move rooms that outgrow the mesh onto this Janus (`docs/protocol-sfu.md`); `None`
+    /// keeps every room a mesh.
+    pub sfu: Option<SfuConfig>,
 }
 
 /// Default for [`ServerConfig::max_sockets`].
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
             passcode: PasscodeLimits::default(),
             max_sockets: DEFAULT_MAX_SOCKETS,
             max_sockets_per_ip: DEFAULT_MAX_SOCKETS_PER_IP,
+            sfu: None,
         }
     }
 }
@@ -125,6 +131,14 @@ pub async fn serve(
     }
     if config.max_sockets == 0 || config.max_sockets_per_ip == 0 {
         return Err(ServeError::Config("socket caps must be at least 1".into()));
+    }
+    if let Some(sfu) = &config.sfu
+        && (sfu.above == 0 || sfu.max_room_size <= sfu.above)
+    {
+        return Err(ServeError::Config(format!(
+            "the SFU limit ({}) must be above the mesh limit --sfu-above ({}), which must be at least 1",
+            sfu.max_room_size, sfu.above
+        )));
     }
     if config.ping_timeout.is_zero() || config.ping_interval.is_zero() {
         return Err(ServeError::Config(
@@ -175,6 +189,7 @@ pub async fn serve(
                 .await?;
         }
     }
+    hub.destroy_hosted_rooms().await;
     // Upgraded sockets outlive the HTTP server's own bookkeeping; wait for them here.
     hub.tasks.close();
     hub.tasks.wait().await;

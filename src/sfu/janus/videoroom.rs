@@ -26,6 +26,12 @@ pub struct RoomConfig {
     /// Janus asks every publisher for a keyframe this often (seconds; 0 = only when a
     /// subscriber needs one).
     pub fir_freq: u32,
+    /// Needed to join the room (publishers and subscribers alike).
+    pub pin: Option<String>,
+    /// Needed to destroy or change the room.
+    pub secret: Option<String>,
+    /// Janus' VideoRoom `admin_key`, when its configuration asks for one to create rooms.
+    pub admin_key: Option<String>,
 }
 
 impl Default for RoomConfig {
@@ -37,6 +43,9 @@ impl Default for RoomConfig {
             // Matches the engine's ceiling (peer_factory.rs `BitrateRange`).
             bitrate: 2_500_000,
             fir_freq: 0,
+            pin: None,
+            secret: None,
+            admin_key: None,
         }
     }
 }
@@ -197,6 +206,15 @@ impl VideoRoom {
         if let Some(room) = config.room {
             body["room"] = json!(room);
         }
+        for (key, value) in [
+            ("pin", &config.pin),
+            ("secret", &config.secret),
+            ("admin_key", &config.admin_key),
+        ] {
+            if let Some(v) = value {
+                body[key] = json!(v);
+            }
+        }
         let (data, _) = self.handle.message(body, None).await?;
         expect(&data, "create", "created")?;
         data.get("room")
@@ -207,14 +225,29 @@ impl VideoRoom {
             })
     }
 
-    /// Joins `room` as a publisher named `display` (not publishing yet).
+    /// Destroys `room` (its `secret`, if it has one); its participants are kicked.
+    pub async fn destroy_room(&self, room: u64, secret: Option<&str>) -> Result<(), JanusError> {
+        let mut body = json!({"request": "destroy", "room": room});
+        if let Some(s) = secret {
+            body["secret"] = json!(s);
+        }
+        let (data, _) = self.handle.message(body, None).await?;
+        expect(&data, "destroy", "destroyed")
+    }
+
+    /// Joins `room` (with its `pin`, if it has one) as a publisher named `display` (not
+    /// publishing yet).
     pub async fn join_as_publisher(
         &self,
         room: u64,
+        pin: Option<&str>,
         display: &str,
     ) -> Result<PublisherJoined, JanusError> {
-        let body =
+        let mut body =
             json!({"request": "join", "ptype": "publisher", "room": room, "display": display});
+        if let Some(p) = pin {
+            body["pin"] = json!(p);
+        }
         let (data, _) = self.handle.message(body, None).await?;
         expect(&data, "join", "joined")?;
         parse(&data, "join")
@@ -239,17 +272,22 @@ impl VideoRoom {
         want_jsep(jsep, JsepKind::Answer, "publish")
     }
 
-    /// Joins `room` as a subscriber to every stream of `feeds`; returns Janus' offer.
+    /// Joins `room` (with its `pin`) as a subscriber to every stream of `feeds`; returns
+    /// Janus' offer.
     /// `private_id` ties the subscription to our publisher.
     pub async fn join_as_subscriber(
         &self,
         room: u64,
+        pin: Option<&str>,
         private_id: Option<u64>,
         feeds: &[u64],
     ) -> Result<SubscriberOffer, JanusError> {
         let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
         let mut body =
             json!({"request": "join", "ptype": "subscriber", "room": room, "streams": streams});
+        if let Some(p) = pin {
+            body["pin"] = json!(p);
+        }
         if let Some(p) = private_id {
             body["private_id"] = json!(p);
         }
