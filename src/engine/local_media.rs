@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -100,15 +100,21 @@ impl LocalMedia {
 }
 
 /// The share's bitrate range, bits per second: 2.5 Mbit/s keeps 1080p text sharp at 10
-/// fps; under 150 kbit/s even a still screen's keyframe takes seconds.
-pub(crate) const SCREEN_MIN_BPS: u32 = 150_000;
+/// fps. The floor is high because a 1080p keyframe of fine text is ~240 KB whatever the
+/// rate (measured on the test screen): openh264's rate control then skips frames until
+/// that debt is paid, ~12 s of frames at 150 kbit/s, ~4 s at 500 (the pacer holds the
+/// share's packets up to 5 s, so a narrower link still gets frames, only fewer).
+pub(crate) const SCREEN_MIN_BPS: u32 = 500_000;
 /// See [`SCREEN_MIN_BPS`].
 pub(crate) const SCREEN_MAX_BPS: u32 = 2_500_000;
 
 /// The screen's fan-out: a single layer of any size (the size is the capture's, scaled
 /// down to 1080p by the capture itself).
 fn screen_fanout() -> VideoFanout {
-    let fanout = VideoFanout::new();
+    // A 1080p keyframe is tens of kilobytes: on a link still climbing from its cautious
+    // start it takes a second or more to get through, and one made on every request
+    // would only queue behind the last.
+    let fanout = VideoFanout::new().with_keyframe_interval(Duration::from_secs(5));
     fanout.set_layers(&[LayerSpec {
         width: 1920,
         height: 1080,

@@ -32,7 +32,7 @@ pub(crate) const MAX_VIDEO_AGE: Duration = Duration::from_millis(500);
 /// Screen-share packets may wait this long: a share's keyframe at 1080p is many times a
 /// camera's, and text shown a second late still reads, while a keyframe that never gets
 /// through within [`MAX_VIDEO_AGE`] on a narrow link would leave the share blank for good.
-const MAX_SCREEN_AGE: Duration = Duration::from_secs(2);
+const MAX_SCREEN_AGE: Duration = Duration::from_secs(5);
 /// How much faster than the estimate we pace, so an encoder's burst (a keyframe is several
 /// times an average frame) drains quickly; Chromium paces at 2.5x.
 const PACING_FACTOR: f64 = 1.5;

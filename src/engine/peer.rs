@@ -744,6 +744,9 @@ pub(super) fn video_mids(sdp: &str) -> Vec<String> {
 
 /// Shortest gap between two keyframe requests we send for one stream.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// The same for a screen share, whose keyframes are large and slow to arrive: asking
+/// again while one is on its way only makes the next one queue behind it.
+const SCREEN_PLI_INTERVAL: Duration = Duration::from_millis(2500);
 
 /// What one member's video receive path counts, shared with the peer task's stats.
 #[derive(Default)]
@@ -841,7 +844,14 @@ async fn read_track(
             need_keyframe |= sink.take_decoder_failure();
         }
         if need_keyframe
-            && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL)
+            && last_pli.is_none_or(|t| {
+                t.elapsed()
+                    >= if screen {
+                        SCREEN_PLI_INTERVAL
+                    } else {
+                        PLI_INTERVAL
+                    }
+            })
             && let Some(media_ssrc) = media_ssrc
         {
             last_pli = Some(Instant::now());

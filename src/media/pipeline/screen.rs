@@ -143,6 +143,12 @@ fn screen_loop(
         stats.encoded_frames.fetch_add(1, Ordering::Relaxed);
         match enc.encode(&frame) {
             Ok(Some(out)) => {
+                tracing::debug!(
+                    bytes = out.data.len(),
+                    bitrate = *bitrate,
+                    keyframe = out.keyframe,
+                    "screen frame"
+                );
                 stats.sent_frames.fetch_add(1, Ordering::Relaxed);
                 outlet.send_screen(&Bytes::from(out.data), ticks);
             }
