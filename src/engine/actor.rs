@@ -62,7 +62,9 @@ fn apply_plan(media: &LocalMedia, call: &Call) {
     }
     media.set_expected_audio_loss(expected_audio_loss(call.audio_loss.values().copied()));
     if media.screen_on() {
-        media.screen.set_bitrate(0, screen_bitrate(call.estimates.values().copied()));
+        media
+            .screen
+            .set_bitrate(0, screen_bitrate(call.estimates.values().copied()));
     }
 }
 

@@ -446,8 +446,12 @@ impl Share {
             let stats = std::sync::Arc::clone(&p.stats);
             // Dropping joins the thread, so the counters are final.
             drop(p);
-            self.captured += stats.captured_frames.load(std::sync::atomic::Ordering::Relaxed);
-            self.encoded += stats.encoded_frames.load(std::sync::atomic::Ordering::Relaxed);
+            self.captured += stats
+                .captured_frames
+                .load(std::sync::atomic::Ordering::Relaxed);
+            self.encoded += stats
+                .encoded_frames
+                .load(std::sync::atomic::Ordering::Relaxed);
         }
     }
 
