@@ -435,6 +435,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn screen_arguments_parse() {
+        assert_eq!(
+            parse_screen("test"),
+            Ok(ScreenSource::Test {
+                width: 1920,
+                height: 1080
+            })
+        );
+        assert!(matches!(
+            parse_screen("x11::99"),
+            Ok(ScreenSource::X11 { display: Some(d), .. }) if d == ":99"
+        ));
+        assert!(matches!(
+            parse_screen("x11"),
+            Ok(ScreenSource::X11 { display: None, .. })
+        ));
+        assert!(parse_screen("x11:").is_err());
+        assert!(parse_screen("wayland").is_err());
+    }
+
+    #[test]
     fn video_and_audio_arguments_parse() {
         assert_eq!(parse_video("test"), Ok(VideoArg::Test));
         assert_eq!(

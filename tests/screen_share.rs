@@ -298,6 +298,8 @@ async fn until(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The lock only keeps heavy tests apart (each has its own runtime): held on purpose.
+#[allow(clippy::await_holding_lock)]
 async fn start_stop_and_start_again_reuse_the_screen_m_section() {
     let _heavy = heavy();
     let s = TestServer::default().await;
@@ -373,6 +375,8 @@ async fn start_stop_and_start_again_reuse_the_screen_m_section() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The lock only keeps heavy tests apart (each has its own runtime): held on purpose.
+#[allow(clippy::await_holding_lock)]
 async fn both_start_sharing_at_once() {
     let _heavy = heavy();
     let s = TestServer::default().await;

@@ -865,3 +865,18 @@ async fn read_track(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::video_mids;
+
+    #[test]
+    fn video_mids_are_listed_in_m_section_order() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:1\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:3\r\n";
+        assert_eq!(video_mids(sdp), ["1", "3"]);
+        assert!(video_mids("v=0\r\n").is_empty());
+    }
+}
