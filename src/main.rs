@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use meshcall::media::video::screen::ScreenSource;
 use meshcall::proto::IceServer;
 use meshcall::server::{ServerConfig, SfuConfig, TlsFiles, TurnConfig};
 
@@ -107,6 +108,39 @@ struct JoinArgs {
     /// Where to write the JSON report at the end; `-` for standard output.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Share a screen: `test` (a synthetic 1920x1080 screen with fine text, a moving
+    /// pointer and the time band for latency), `x11` (the whole screen of DISPLAY) or
+    /// `x11:DISPLAY` (e.g. x11::99).
+    #[arg(long, value_parser = parse_screen)]
+    screen: Option<ScreenSource>,
+    /// Start the share this many seconds after joining (default: at once).
+    #[arg(long, requires = "screen")]
+    screen_at: Option<f64>,
+    /// Stop the share this many seconds after joining (default: at the end).
+    #[arg(long, requires = "screen")]
+    screen_stop_at: Option<f64>,
+}
+
+fn parse_screen(s: &str) -> Result<ScreenSource, String> {
+    use meshcall::media::video::screen::ScreenTarget;
+    match s {
+        "test" => Ok(ScreenSource::Test {
+            width: 1920,
+            height: 1080,
+        }),
+        "x11" => Ok(ScreenSource::X11 {
+            display: None,
+            target: ScreenTarget::Screen,
+        }),
+        _ => s
+            .strip_prefix("x11:")
+            .filter(|d| !d.is_empty())
+            .map(|d| ScreenSource::X11 {
+                display: Some(d.to_owned()),
+                target: ScreenTarget::Screen,
+            })
+            .ok_or_else(|| format!("'{s}' is not test, x11 or x11:DISPLAY")),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,7 +374,7 @@ fn secs(s: f64) -> anyhow::Result<Duration> {
 fn run_join(args: JoinArgs) -> anyhow::Result<()> {
     use meshcall::engine::{Command as EngineCommand, EngineConfig, parse_ips};
     use meshcall::media::pipeline::{AudioChoice, Speaker, VideoChoice};
-    use meshcall::participant::{ParticipantConfig, run};
+    use meshcall::participant::{ParticipantConfig, ScreenPlan, run};
     let mut engine = EngineConfig::default();
     if let Some(ips) = &args.ice_ip {
         engine.ice_ips = parse_ips(ips).map_err(|e| anyhow::anyhow!("--ice-ip: {e}"))?;
@@ -380,6 +414,14 @@ fn run_join(args: JoinArgs) -> anyhow::Result<()> {
         duration: args.duration.map(secs).transpose()?,
         schedule,
         engine,
+        screen: match args.screen {
+            Some(source) => Some(ScreenPlan {
+                source,
+                start_at: args.screen_at.map(secs).transpose()?.unwrap_or_default(),
+                stop_at: args.screen_stop_at.map(secs).transpose()?,
+            }),
+            None => None,
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(run(config, shutdown_signal(), |room| {
@@ -422,6 +464,27 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn screen_arguments_parse() {
+        assert_eq!(
+            parse_screen("test"),
+            Ok(ScreenSource::Test {
+                width: 1920,
+                height: 1080
+            })
+        );
+        assert!(matches!(
+            parse_screen("x11::99"),
+            Ok(ScreenSource::X11 { display: Some(d), .. }) if d == ":99"
+        ));
+        assert!(matches!(
+            parse_screen("x11"),
+            Ok(ScreenSource::X11 { display: None, .. })
+        ));
+        assert!(parse_screen("x11:").is_err());
+        assert!(parse_screen("wayland").is_err());
+    }
 
     #[test]
     fn video_and_audio_arguments_parse() {

@@ -13,7 +13,7 @@ use super::api::{Command, DeviceKind, EngineConfig, Event, JoinParams, LinkState
 use super::census::Census;
 use super::estimator::CAUTIOUS_START_BPS;
 use super::link_shaper::LinkShaper;
-use super::local_media::{DeviceFailure, LocalMedia};
+use super::local_media::{DeviceFailure, LocalMedia, SCREEN_MAX_BPS, SCREEN_MIN_BPS};
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
 use super::peer_factory::{BitrateRange, PeerFactory};
 use super::policy::{VideoPolicy, expected_audio_loss};
@@ -31,6 +31,13 @@ const RETIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Hands the policy a peer's new estimate (logged when it moves the peer's layer).
 fn handle_estimate(media: &LocalMedia, call: &mut Call, id: &str, estimate: u32) {
+    call.estimates.insert(id.to_owned(), estimate);
+    // While we share, the camera plans with what the share leaves (`screen_bitrate`).
+    let estimate = if media.screen_on() {
+        estimate - (f64::from(estimate) * 0.6) as u32
+    } else {
+        estimate
+    };
     call.policy.set_layers(media.video.layers());
     let before = call.policy.layer_of(id);
     call.policy.handle_estimate(Instant::now(), id, estimate);
@@ -54,6 +61,21 @@ fn apply_plan(media: &LocalMedia, call: &Call) {
         }
     }
     media.set_expected_audio_loss(expected_audio_loss(call.audio_loss.values().copied()));
+    if media.screen_on() {
+        media
+            .screen
+            .set_bitrate(0, screen_bitrate(call.estimates.values().copied()));
+    }
+}
+
+/// The share's bitrate: one encoding for every peer, so the slowest link sets it. Of a
+/// link's estimate the share takes 60 % (the camera and audio keep the rest; the pacer
+/// sends the camera first, so a share over its part would only go stale in the queue),
+/// within 500 kbit/s–2.5 Mbit/s. The size never changes with it: at a lower rate the
+/// encoder skips frames instead, so the frame rate gives first and text stays sharp.
+fn screen_bitrate(estimates: impl Iterator<Item = u32>) -> u32 {
+    let slowest = estimates.min().unwrap_or(SCREEN_MAX_BPS);
+    (f64::from(slowest) * 0.6).clamp(f64::from(SCREEN_MIN_BPS), f64::from(SCREEN_MAX_BPS)) as u32
 }
 
 struct Call {
@@ -75,6 +97,8 @@ struct Call {
     policy: VideoPolicy,
     /// The audio loss each peer reports, as a fraction (for the encoder's FEC).
     audio_loss: HashMap<String, f64>,
+    /// Each peer's latest bandwidth estimate, bits per second (for the share's bitrate).
+    estimates: HashMap<String, u32>,
 }
 
 impl Call {
@@ -207,7 +231,18 @@ impl Actor {
                 .await;
             }
             Command::SetScreen(on) => {
-                // Only the announcement so far: the second track is issue 13's next step.
+                // Every connection gets its screen track if it has none yet (which
+                // renegotiates once); after that, starting and stopping only starts and
+                // stops what is written to it, and `state.screen` tells the room.
+                if self.media.set_screen(on)
+                    && on
+                    && let Some(call) = &self.call
+                {
+                    for handle in call.peers.values() {
+                        let _ = handle.input.send(PeerInput::ScreenOn).await;
+                    }
+                    apply_plan(&self.media, call);
+                }
                 self.send_state(StateUpdate {
                     screen: Some(on),
                     ..Default::default()
@@ -330,6 +365,7 @@ impl Actor {
             links: HashMap::new(),
             policy: VideoPolicy::new(self.media.video.layers(), self.config.max_bitrate),
             audio_loss: HashMap::new(),
+            estimates: HashMap::new(),
         });
         let members: Vec<Member> = peers.iter().map(member).collect();
         self.emit(Event::Joined {
@@ -411,6 +447,7 @@ impl Actor {
         call.links.remove(id);
         call.policy.remove_peer(id);
         call.audio_loss.remove(id);
+        call.estimates.remove(id);
         drop(handle.input);
         Some(handle.task)
     }
@@ -419,6 +456,8 @@ impl Actor {
         let Some(mut call) = self.call.take() else {
             return;
         };
+        // A share belongs to the call: the next one starts without.
+        self.media.set_screen(false);
         let handles: Vec<PeerHandle> = call.peers.drain().map(|(_, h)| h).collect();
         let mut tasks = Vec::new();
         for h in handles {

@@ -9,4 +9,7 @@ pub(crate) struct Census {
     pub(crate) peer_tasks: AtomicUsize,
     /// ICE restarts our peer tasks have offered, so tests can see recovery is bounded.
     pub(crate) ice_restarts: AtomicUsize,
+    /// The most video m-sections any of our sessions' descriptions had, so tests can see
+    /// a second share reuses the screen's m-section (protocol.md: at most two).
+    pub(crate) video_sections: AtomicUsize,
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -32,8 +32,12 @@ pub(crate) struct DeviceFailure {
 pub(crate) struct LocalMedia {
     pub(crate) video: VideoFanout,
     pub(crate) audio: AudioFanout,
+    /// Our screen share: one layer at the captured size (content keeps its resolution;
+    /// when the link narrows its bitrate, and so its frame rate, gives instead).
+    pub(crate) screen: VideoFanout,
     audio_on: AtomicBool,
     video_on: AtomicBool,
+    screen_on: AtomicBool,
     /// The loss the audio encoder should protect against (the worst a peer reports), %.
     expected_audio_loss: AtomicU32,
     /// Capture threads report their source's failure here; the actor acts on it.
@@ -45,8 +49,10 @@ impl LocalMedia {
         Self {
             video: VideoFanout::new(),
             audio: AudioFanout::new(),
+            screen: screen_fanout(),
             audio_on: AtomicBool::new(false),
             video_on: AtomicBool::new(false),
+            screen_on: AtomicBool::new(false),
             // Until a receiver reports, plan for the codec's default loss.
             expected_audio_loss: AtomicU32::new(DEFAULT_EXPECTED_LOSS_PERCENT.unsigned_abs()),
             failures,
@@ -73,9 +79,49 @@ impl LocalMedia {
         }
     }
 
+    /// Starts or stops our share; true if that changed anything. A share that starts
+    /// begins with a keyframe for everyone.
+    pub(crate) fn set_screen(&self, on: bool) -> bool {
+        let was = self.screen_on.swap(on, Ordering::Relaxed);
+        if on && !was {
+            self.screen.request_keyframes();
+        }
+        was != on
+    }
+
+    /// Whether we share our screen.
+    pub(crate) fn screen_on(&self) -> bool {
+        self.screen_on.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_expected_audio_loss(&self, percent: u32) {
         self.expected_audio_loss.store(percent, Ordering::Relaxed);
     }
+}
+
+/// The share's bitrate range, bits per second: 2.5 Mbit/s keeps 1080p text sharp at 10
+/// fps. The floor is high because a 1080p keyframe of fine text is ~240 KB whatever the
+/// rate (measured on the test screen): openh264's rate control then skips frames until
+/// that debt is paid, ~12 s of frames at 150 kbit/s, ~4 s at 500 (the pacer holds the
+/// share's packets up to 5 s, so a narrower link still gets frames, only fewer).
+pub(crate) const SCREEN_MIN_BPS: u32 = 500_000;
+/// See [`SCREEN_MIN_BPS`].
+pub(crate) const SCREEN_MAX_BPS: u32 = 2_500_000;
+
+/// The screen's fan-out: a single layer of any size (the size is the capture's, scaled
+/// down to 1080p by the capture itself).
+fn screen_fanout() -> VideoFanout {
+    // A 1080p keyframe is tens of kilobytes: on a link still climbing from its cautious
+    // start it takes a second or more to get through, and one made on every request
+    // would only queue behind the last.
+    let fanout = VideoFanout::new().with_keyframe_interval(Duration::from_secs(5));
+    fanout.set_layers(&[LayerSpec {
+        width: 1920,
+        height: 1080,
+        min_bps: SCREEN_MIN_BPS,
+        max_bps: SCREEN_MAX_BPS,
+    }]);
+    fanout
 }
 
 /// Where encoded local media goes in. Cheap to clone; usable from any thread.
@@ -184,6 +230,56 @@ impl MediaInput {
     pub fn video_peers(&self) -> usize {
         self.0.video.legs()
     }
+
+    /// Whether we share our screen ([`super::Command::SetScreen`]); when not, skip encoding.
+    pub fn screen_on(&self) -> bool {
+        self.0.screen_on()
+    }
+
+    /// Peers our share goes to (screen legs).
+    pub fn screen_peers(&self) -> usize {
+        self.0.screen.legs()
+    }
+
+    /// What to encode for the next screen frame: the bitrate, and whether to make a
+    /// keyframe (a share starting, a peer joining or asking).
+    pub fn screen_order(&self) -> LayerOrder {
+        self.0
+            .screen
+            .orders(Instant::now())
+            .into_iter()
+            .next()
+            .unwrap_or(LayerOrder {
+                active: false,
+                bitrate_bps: SCREEN_MAX_BPS,
+                keyframe: false,
+            })
+    }
+
+    /// Sends one encoded screen frame (an Annex-B access unit) lasting `ticks` of the 90
+    /// kHz clock to every peer, packetized once; dropped while not sharing.
+    pub fn send_screen(&self, access_unit: &Bytes, ticks: u32) {
+        let on = self.screen_on();
+        if on {
+            self.0.screen.send(0, access_unit, has_idr(access_unit));
+        }
+        self.0.screen.advance(ticks, on);
+    }
+
+    /// Advances the screen's clock over a frame not sent (nothing encoded, or not sharing).
+    pub fn skip_screen(&self, ticks: u32) {
+        self.0.screen.advance(ticks, false);
+    }
+
+    /// For the screen encoder: whether its next frame should be a keyframe.
+    pub fn take_screen_keyframe_request(&self) -> bool {
+        self.screen_order().keyframe
+    }
+
+    /// Screen frames sent so far.
+    pub fn screen_frames_sent(&self) -> u64 {
+        self.0.screen.frames()
+    }
 }
 
 /// The capture/encode pipelines (`media::pipeline`) reach the call through this.
@@ -223,5 +319,20 @@ impl MediaOutlet for MediaInput {
     }
     fn device_failed(&self, kind: DeviceKind, message: String) {
         MediaInput::device_failed(self, kind, message);
+    }
+    fn screen_on(&self) -> bool {
+        MediaInput::screen_on(self)
+    }
+    fn screen_peers(&self) -> usize {
+        MediaInput::screen_peers(self)
+    }
+    fn screen_order(&self) -> LayerOrder {
+        MediaInput::screen_order(self)
+    }
+    fn send_screen(&self, access_unit: &Bytes, ticks: u32) {
+        MediaInput::send_screen(self, access_unit, ticks);
+    }
+    fn skip_screen(&self, ticks: u32) {
+        MediaInput::skip_screen(self, ticks);
     }
 }

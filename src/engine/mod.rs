@@ -137,6 +137,13 @@ impl Engine {
         self.census.ice_restarts.load(Ordering::Relaxed)
     }
 
+    /// The most video m-sections any connection's description has had (for tests: a
+    /// share adds the second, and later shares reuse it).
+    #[doc(hidden)]
+    pub fn video_sections_seen(&self) -> usize {
+        self.census.video_sections.load(Ordering::Relaxed)
+    }
+
     /// Test hook: while `blocked`, every UDP datagram this engine's peer connections send
     /// or receive is dropped, as on a dead network; signaling is untouched.
     #[doc(hidden)]

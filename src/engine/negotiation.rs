@@ -90,6 +90,11 @@ impl Negotiation {
         Ok(from_rtc(&offer))
     }
 
+    /// Whether an offer of ours is out, its answer not back yet.
+    pub(crate) fn offering(&self) -> bool {
+        self.have_local_offer
+    }
+
     /// Whether we are the impolite side (the smaller id), whose offers win a collision.
     pub(crate) fn impolite(&self) -> bool {
         !self.polite

@@ -29,6 +29,10 @@ use rtc::shared::marshal::MarshalSize;
 /// Video older than this (by its RTP timestamp against the newest one sent) is not worth
 /// sending: the receiver would show it late or have given it up already.
 pub(crate) const MAX_VIDEO_AGE: Duration = Duration::from_millis(500);
+/// Screen-share packets may wait this long: a share's keyframe at 1080p is many times a
+/// camera's, and text shown a second late still reads, while a keyframe that never gets
+/// through within [`MAX_VIDEO_AGE`] on a narrow link would leave the share blank for good.
+const MAX_SCREEN_AGE: Duration = Duration::from_secs(5);
 /// How much faster than the estimate we pace, so an encoder's burst (a keyframe is several
 /// times an average frame) drains quickly; Chromium paces at 2.5x.
 const PACING_FACTOR: f64 = 1.5;
@@ -85,6 +89,8 @@ pub(crate) struct LinkMeter {
     /// keyframe, so one is asked for at once rather than after their NACKs (futile: the
     /// resends would be as stale) and their keyframe request.
     pub(crate) video_gap: AtomicBool,
+    /// The same for our screen share.
+    pub(crate) screen_gap: AtomicBool,
 }
 
 impl LinkMeter {
@@ -109,8 +115,14 @@ pub(crate) struct AudioFirstPacer {
     bucket: Pacer,
     audio_ssrc: u32,
     video_ssrc: u32,
+    /// Our screen share's SSRC, if the connection may carry one.
+    screen_ssrc: Option<u32>,
     audio: VecDeque<TaggedPacket>,
     video: VecDeque<(Instant, TaggedPacket)>,
+    /// The screen share's packets, new and resent: paced after the camera's. They have a
+    /// sequence and clock of their own, so they stay out of the camera's tracking (a
+    /// screen packet among the camera's would look like a resend or a stale picture).
+    screen: VecDeque<(Instant, TaggedPacket)>,
     /// Retransmitted video (the NACK responder's resends), sent before new video.
     resends: VecDeque<(Instant, TaggedPacket)>,
     /// Newest video RTP timestamp written, extended past wraps.
@@ -135,8 +147,10 @@ impl AudioFirstPacer {
             bucket: Pacer::new(INITIAL_RATE_BPS * PACING_FACTOR),
             audio_ssrc,
             video_ssrc,
+            screen_ssrc: None,
             audio: VecDeque::new(),
             video: VecDeque::new(),
+            screen: VecDeque::new(),
             resends: VecDeque::new(),
             newest_video_ts: None,
             highest_video_seq: None,
@@ -147,6 +161,12 @@ impl AudioFirstPacer {
             read: VecDeque::new(),
             meter,
         }
+    }
+
+    /// Also paces a screen share sent with this SSRC.
+    pub(crate) fn with_screen(mut self, ssrc: u32) -> Self {
+        self.screen_ssrc = Some(ssrc);
+        self
     }
 
     fn bits(packet: &TaggedPacket) -> f64 {
@@ -237,6 +257,11 @@ impl AudioFirstPacer {
         newest - ext > max_ticks
     }
 
+    fn note_screen_dropped(&self) {
+        self.meter.video_dropped.fetch_add(1, Ordering::Relaxed);
+        self.meter.screen_gap.store(true, Ordering::Relaxed);
+    }
+
     fn note_dropped(&self) {
         self.meter.video_dropped.fetch_add(1, Ordering::Relaxed);
         self.meter.video_gap.store(true, Ordering::Relaxed);
@@ -252,9 +277,12 @@ impl AudioFirstPacer {
     }
 
     fn drop_stale_head(&mut self, now: Instant) {
-        let resends = drop_expired(&mut self.resends, now, |_| {});
+        for _ in 0..drop_expired(&mut self.screen, now, MAX_SCREEN_AGE, |_| {}) {
+            self.note_screen_dropped();
+        }
+        let resends = drop_expired(&mut self.resends, now, MAX_VIDEO_AGE, |_| {});
         let mut fresh = Vec::new();
-        drop_expired(&mut self.video, now, |p| {
+        drop_expired(&mut self.video, now, MAX_VIDEO_AGE, |p| {
             if let Packet::Rtp(rtp) = &p.message.packet {
                 fresh.push(rtp.header.sequence_number);
             }
@@ -287,16 +315,17 @@ fn track_newest(
     (ext, before)
 }
 
-/// Drops the packets at the head of `queue` that have waited longer than
-/// [`MAX_VIDEO_AGE`]; returns how many.
+/// Drops the packets at the head of `queue` that have waited longer than `max_age`;
+/// returns how many.
 fn drop_expired(
     queue: &mut VecDeque<(Instant, TaggedPacket)>,
     now: Instant,
+    max_age: Duration,
     mut dropped: impl FnMut(&TaggedPacket),
 ) -> usize {
     let before = queue.len();
     while let Some((queued, p)) = queue.front() {
-        if now.saturating_duration_since(*queued) <= MAX_VIDEO_AGE {
+        if now.saturating_duration_since(*queued) <= max_age {
             break;
         }
         dropped(p);
@@ -372,6 +401,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             self.audio.push_back(msg);
             return Ok(());
         }
+        if Some(rtp.ssrc) == self.screen_ssrc {
+            if self.screen.len() >= VIDEO_QUEUE_LIMIT {
+                self.note_screen_dropped();
+            } else {
+                self.screen.push_back((msg.now, msg));
+            }
+            return Ok(());
+        }
         let seq = rtp.sequence_number;
         let (ext, resend) = self.sequence(seq);
         if self.stale(rtp.timestamp) || self.video.len() >= VIDEO_QUEUE_LIMIT {
@@ -414,10 +451,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
         }
         self.drop_stale_head(now);
         loop {
-            let queue = if self.resends.is_empty() {
+            // The camera before the share: when the link narrows, the share's frames wait
+            // (and go stale, and are skipped) first, so its frame rate gives while its
+            // size stays.
+            let queue = if !self.resends.is_empty() {
+                &mut self.resends
+            } else if !self.video.is_empty() {
                 &mut self.video
             } else {
-                &mut self.resends
+                &mut self.screen
             };
             let Some((_, head)) = queue.front() else {
                 break;
@@ -442,9 +484,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
         if let Some(a) = self.audio.front() {
             return Some(a.now);
         }
-        let (queued, head) = self.resends.front().or_else(|| self.video.front())?;
+        let (queued, head) = self
+            .resends
+            .front()
+            .or_else(|| self.video.front())
+            .or_else(|| self.screen.front())?;
         let release = self.bucket.releasable_at(Self::bits(head));
-        // Wake for the age limit too, so a stalled queue is emptied on time.
+        // Wake for the age limit too, so a stalled queue is emptied on time (the screen's,
+        // longer, is checked on these wakes too).
         let expiry = *queued + MAX_VIDEO_AGE + Duration::from_millis(1);
         Some(release.map_or(expiry, |r| r.min(expiry)))
     }

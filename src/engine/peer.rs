@@ -44,6 +44,9 @@ use crate::proto::{ClientMessage, IceServer, PeerPayload};
 pub(crate) enum PeerInput {
     /// A payload the remote member signalled.
     Signal(PeerPayload),
+    /// Our screen share started: the connection needs its screen track (added once, then
+    /// kept; the first addition renegotiates).
+    ScreenOn,
 }
 
 /// What a peer task reports to the actor.
@@ -128,7 +131,22 @@ pub(super) fn local_track(
     kind: RtpCodecKind,
     ssrc: u32,
 ) -> Arc<TrackLocalStaticRTP> {
-    let (label, codec) = match kind {
+    labelled_track(stream_id, kind, ssrc, None)
+}
+
+/// Our screen share's track: video like the camera's, told apart by its m-section's place
+/// (protocol.md: the second video m-section) and, between meshcall peers, by its id.
+fn screen_track(stream_id: &str, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    labelled_track(stream_id, RtpCodecKind::Video, ssrc, Some("screen"))
+}
+
+fn labelled_track(
+    stream_id: &str,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    label: Option<&str>,
+) -> Arc<TrackLocalStaticRTP> {
+    let (default_label, codec) = match kind {
         RtpCodecKind::Audio => (
             "mic",
             RTCRtpCodec {
@@ -147,6 +165,7 @@ pub(super) fn local_track(
             },
         ),
     };
+    let label = label.unwrap_or(default_label);
     // The track id carries our id: webrtc-rs's driver routes inbound RTCP by track id and
     // looks among the remote tracks first, so with the same id on both ends ("camera")
     // every PLI for our video went to the remote camera track once it existed, and the
@@ -192,10 +211,11 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     let tally = Arc::new(ReceiveTally::default());
     let pc = match setup
         .factory
-        .build(
+        .build_sharing(
             &setup.ice_servers,
             setup.initiator,
             &send,
+            Some(setup.media.screen.ssrc()),
             Arc::new(Forward(pc_tx)),
         )
         .await
@@ -227,6 +247,14 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     // protocol.md pins only the video order (the first video m-section is the camera).
     let audio_sender = add_local_track(&pc, &audio, &id).await;
     let video_sender = add_local_track(&pc, &video, &id).await;
+    // Our share's track comes after the camera's, so its m-section is the second video one.
+    // Joining while we share, our first offer carries it; otherwise it is added when the
+    // share starts or, answering a newcomer, right after the first answer (see
+    // `add_screen`), so the newcomer's own first offer decides the first m-sections.
+    let mut screen = ScreenSend::new(&setup.self_id, setup.media.screen.ssrc());
+    if setup.initiator && setup.media.screen_on() {
+        screen.sender = add_local_track(&pc, &screen.track, &id).await;
+    }
     // Adding our tracks to the fresh connection raised exactly one negotiation-needed
     // (webrtc-rs raises no second one while that negotiation is open, and checks again
     // itself when signaling returns to stable). It reaches the loop below through another
@@ -304,6 +332,24 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     }
                     if description && legs_added {
                         refresh_payload_types().await;
+                        screen.refresh_payload_type().await;
+                    }
+                    if description {
+                        if let Some(offer) = add_screen(&pc, &mut neg, &mut screen, &setup.media, &id).await {
+                            signal(offer).await;
+                        }
+                        count_video_sections(&pc, &setup.census).await;
+                        if legs_added {
+                            tasks.extend(screen.start_leg(&setup.media, &id));
+                        }
+                    }
+                }
+                Some(PeerInput::ScreenOn) => {
+                    if let Some(offer) = add_screen(&pc, &mut neg, &mut screen, &setup.media, &id).await {
+                        signal(offer).await;
+                    }
+                    if legs_added {
+                        tasks.extend(screen.start_leg(&setup.media, &id));
                     }
                 }
             },
@@ -314,6 +360,10 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     // who offers first, so it is not ours to act on, whenever it arrives.
                     if std::mem::take(&mut setup_negotiation_event) {
                         tracing::debug!(peer = %id, "negotiation-needed from our setup: ignored");
+                    } else if neg.offering() {
+                        // Our offer (the share's, made at once) is out: webrtc-rs checks
+                        // again when its answer brings us back to stable.
+                        tracing::debug!(peer = %id, "negotiation-needed while our offer is out");
                     } else if neg.initial_done {
                         match neg.offer(&pc).await {
                             Ok(offer) => signal(offer).await,
@@ -337,6 +387,8 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                             Arc::clone(&audio),
                             Arc::clone(&audio_pt),
                         )));
+                        screen.refresh_payload_type().await;
+                        tasks.extend(screen.start_leg(&setup.media, &id));
                     }
                     let now = std::time::Instant::now();
                     if let Some(link) = recovery.handle_state(now, s) {
@@ -347,10 +399,13 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
                     }
                 }
                 PcEvent::Track(track) => {
+                    let share = is_screen_track(&pc, &track).await;
+                    tracing::debug!(peer = %id, share, "remote track");
                     tasks.push(tokio::spawn(read_track(
                         track,
                         Arc::clone(&setup.sink),
                         Arc::clone(&tally),
+                        share,
                     )));
                 }
             },
@@ -373,6 +428,9 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
             _ = estimate_check.tick() => {
                 if meter.video_gap.swap(false, Ordering::Relaxed) {
                     setup.media.video.request_keyframe_for(&id);
+                }
+                if meter.screen_gap.swap(false, Ordering::Relaxed) {
+                    setup.media.screen.request_keyframe_for(&id);
                 }
                 let estimate = meter.estimate_bps.load(Ordering::Relaxed);
                 if estimate > 0
@@ -425,6 +483,7 @@ async fn run(setup: PeerSetup, mut input: mpsc::Receiver<PeerInput>) {
     // wait for our tasks so nothing of this member outlives it.
     setup.media.video.remove_leg(&id);
     setup.media.audio.remove_leg(&id);
+    setup.media.screen.remove_leg(&id);
     if let Err(e) = pc.close().await {
         tracing::debug!(peer = %id, "close: {e}");
     }
@@ -523,19 +582,171 @@ async fn watch_keyframe_requests(
     media: Arc<LocalMedia>,
     peer: String,
 ) {
+    watch_keyframe_requests_of(track, media, peer, false).await;
+}
+
+/// Passes the keyframe requests arriving on our camera's or (`screen`) our share's track
+/// to the fan-out that feeds it.
+async fn watch_keyframe_requests_of(
+    track: Arc<TrackLocalStaticRTP>,
+    media: Arc<LocalMedia>,
+    peer: String,
+    screen: bool,
+) {
     while let Some(ev) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
             continue;
         };
         let wants = packets.iter().any(|p| is_keyframe_request(p.as_ref()));
-        if wants {
+        if wants && screen {
+            media.screen.request_keyframe_for(&peer);
+        } else if wants {
             media.video.request_keyframe_for(&peer);
         }
     }
 }
 
+/// Our screen share on one connection: its track (bound here for good once added), the
+/// payload type negotiated for it, and whether its leg of the fan-out runs.
+struct ScreenSend {
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Option<Arc<dyn RtpSender>>,
+    payload_type: Arc<AtomicU8>,
+    ssrc: u32,
+    leg_started: bool,
+}
+
+impl ScreenSend {
+    fn new(self_id: &str, ssrc: u32) -> Self {
+        Self {
+            track: screen_track(self_id, ssrc),
+            sender: None,
+            payload_type: Arc::new(AtomicU8::new(H264_PT)),
+            ssrc,
+            leg_started: false,
+        }
+    }
+
+    async fn refresh_payload_type(&self) {
+        if self.sender.is_some() {
+            let pt = payload_type(self.sender.as_ref(), MIME_TYPE_H264, H264_PT).await;
+            self.payload_type.store(pt, Ordering::Relaxed);
+        }
+    }
+
+    /// Once the track is added and media can flow: the leg's writer and the watch for
+    /// their keyframe requests. The leg stays for the connection's life; between shares
+    /// the fan-out simply has nothing to send (we stop writing, as protocol.md asks).
+    fn start_leg(&mut self, media: &Arc<LocalMedia>, peer: &str) -> Vec<JoinHandle<()>> {
+        if self.sender.is_none() || self.leg_started {
+            return Vec::new();
+        }
+        self.leg_started = true;
+        vec![
+            tokio::spawn(write_video_leg(
+                media.screen.add_leg(peer, Some(0)),
+                Arc::clone(&self.track),
+                Arc::clone(&self.payload_type),
+                self.ssrc,
+            )),
+            tokio::spawn(watch_keyframe_requests_of(
+                Arc::clone(&self.track),
+                Arc::clone(media),
+                peer.to_owned(),
+                true,
+            )),
+        ]
+    }
+}
+
+/// Adds our screen track when we share and the connection has none yet, once the first
+/// exchange is over and no offer of ours is out; returns the offer that carries it.
+/// Offering here rather than on negotiation-needed: that event may be the one dropped as
+/// the setup's (`run`), and the offer must follow the share at once either way.
+async fn add_screen(
+    pc: &Arc<dyn PeerConnection>,
+    neg: &mut Negotiation,
+    screen: &mut ScreenSend,
+    media: &LocalMedia,
+    peer: &str,
+) -> Option<PeerPayload> {
+    if !media.screen_on() || screen.sender.is_some() || !neg.initial_done || neg.offering() {
+        return None;
+    }
+    // A transceiver their offer made for their own share (recvonly on our side) is reused
+    // by webrtc-rs' add_track, so no third video m-section appears.
+    screen.sender = add_local_track(pc, &screen.track, peer).await;
+    screen.sender.as_ref()?;
+    tracing::debug!(peer = %peer, "screen track added; renegotiating");
+    match neg.offer(pc).await {
+        Ok(offer) => Some(offer),
+        Err(e) => {
+            tracing::warn!(peer = %peer, "cannot offer the screen share: {e}");
+            None
+        }
+    }
+}
+
+/// Whether a remote video track is their screen share: it arrives in the second video
+/// m-section of the session (protocol.md). Falls back on a meshcall peer's track id
+/// (`<id>-screen`) when the m-section cannot be found.
+async fn is_screen_track(pc: &Arc<dyn PeerConnection>, track: &Arc<dyn TrackRemote>) -> bool {
+    if track.kind().await != RtpCodecKind::Video {
+        return false;
+    }
+    let by_id = track.track_id().await.ends_with("-screen");
+    let Some(remote) = pc.remote_description().await else {
+        return by_id;
+    };
+    let mids = video_mids(&remote.sdp);
+    for transceiver in pc.get_transceivers().await {
+        let Ok(Some(receiver)) = transceiver.receiver().await else {
+            continue;
+        };
+        if !std::ptr::addr_eq(Arc::as_ptr(receiver.track()), Arc::as_ptr(track)) {
+            continue;
+        }
+        return match transceiver.mid().await {
+            Ok(Some(mid)) => mids.iter().position(|m| *m == mid) == Some(1),
+            _ => by_id,
+        };
+    }
+    by_id
+}
+
+/// Notes how many video m-sections the session has now (see `Census::video_sections`).
+async fn count_video_sections(pc: &Arc<dyn PeerConnection>, census: &Census) {
+    for desc in [pc.local_description().await, pc.remote_description().await]
+        .into_iter()
+        .flatten()
+    {
+        census
+            .video_sections
+            .fetch_max(video_mids(&desc.sdp).len(), Ordering::Relaxed);
+    }
+}
+
+/// The mids of a description's video m-sections, in order.
+pub(super) fn video_mids(sdp: &str) -> Vec<String> {
+    let mut video = false;
+    let mut mids = Vec::new();
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            video = m.starts_with("video");
+        } else if let Some(mid) = line.strip_prefix("a=mid:")
+            && video
+        {
+            mids.push(mid.trim().to_owned());
+        }
+    }
+    mids
+}
+
 /// Shortest gap between two keyframe requests we send for one stream.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// The same for a screen share, whose keyframes are large and slow to arrive: asking
+/// again while one is on its way only makes the next one queue behind it.
+const SCREEN_PLI_INTERVAL: Duration = Duration::from_millis(2500);
 
 /// What one member's video receive path counts, shared with the peer task's stats.
 #[derive(Default)]
@@ -556,6 +767,7 @@ async fn read_track(
     track: Arc<dyn TrackRemote>,
     sink: Arc<dyn RemoteMediaSink>,
     tally: Arc<ReceiveTally>,
+    screen: bool,
 ) {
     let kind = track.kind().await;
     if kind == RtpCodecKind::Audio {
@@ -609,20 +821,37 @@ async fn read_track(
                         need_keyframe = false;
                     }
                     if !need_keyframe {
-                        sink.video(au);
+                        if screen {
+                            sink.screen(au);
+                        } else {
+                            sink.video(au);
+                        }
                     }
                 }
             }
         }
-        let c = buffer.counters();
-        tally.late_packets.store(c.late_packets, Ordering::Relaxed);
-        tally
-            .recovered_packets
-            .store(c.recovered_packets, Ordering::Relaxed);
-        tally.losses.store(c.losses, Ordering::Relaxed);
-        need_keyframe |= sink.take_decoder_failure();
+        // The tally's receive counters are the camera's (the stats and the report's);
+        // the share's own numbers are its frames, size and latency, which the sink keeps.
+        if screen {
+            need_keyframe |= sink.take_screen_decoder_failure();
+        } else {
+            let c = buffer.counters();
+            tally.late_packets.store(c.late_packets, Ordering::Relaxed);
+            tally
+                .recovered_packets
+                .store(c.recovered_packets, Ordering::Relaxed);
+            tally.losses.store(c.losses, Ordering::Relaxed);
+            need_keyframe |= sink.take_decoder_failure();
+        }
         if need_keyframe
-            && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL)
+            && last_pli.is_none_or(|t| {
+                t.elapsed()
+                    >= if screen {
+                        SCREEN_PLI_INTERVAL
+                    } else {
+                        PLI_INTERVAL
+                    }
+            })
             && let Some(media_ssrc) = media_ssrc
         {
             last_pli = Some(Instant::now());
@@ -634,5 +863,20 @@ async fn read_track(
             };
             let _ = track.write_rtcp(vec![Box::new(pli)]).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::video_mids;
+
+    #[test]
+    fn video_mids_are_listed_in_m_section_order() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:1\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:3\r\n";
+        assert_eq!(video_mids(sdp), ["1", "3"]);
+        assert!(video_mids("v=0\r\n").is_empty());
     }
 }

@@ -90,6 +90,7 @@ fn interceptors(
     me: &mut MediaEngine,
     b: BitrateRange,
     send: &SendSide,
+    screen_ssrc: Option<u32>,
 ) -> webrtc::error::Result<Registry> {
     let (initial, min, max) = (f64::from(b.initial), f64::from(b.min), f64::from(b.max));
     let estimator = LinkEstimator::new(initial, min, max, Arc::clone(&send.meter))
@@ -106,10 +107,14 @@ fn interceptors(
             Slot::CongestionControl,
             CongestionControlBuilder::new(estimator).build(),
         )
-        .with(
-            Slot::Pacer,
-            AudioFirstPacer::new(send.audio_ssrc, send.video_ssrc, Arc::clone(&send.meter)),
-        )
+        .with(Slot::Pacer, {
+            let pacer =
+                AudioFirstPacer::new(send.audio_ssrc, send.video_ssrc, Arc::clone(&send.meter));
+            match screen_ssrc {
+                Some(ssrc) => pacer.with_screen(ssrc),
+                None => pacer,
+            }
+        })
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
@@ -221,11 +226,25 @@ impl PeerFactory {
         send: &SendSide,
         handler: Arc<dyn PeerConnectionEventHandler>,
     ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+        self.build_sharing(ice_servers, initiator, send, None, handler)
+            .await
+    }
+
+    /// [`Self::build`] for a connection that may also carry our screen share, sent with
+    /// `screen_ssrc` (the pacer tells it from the camera by that).
+    pub(crate) async fn build_sharing(
+        &self,
+        ice_servers: &[IceServer],
+        initiator: bool,
+        send: &SendSide,
+        screen_ssrc: Option<u32>,
+        handler: Arc<dyn PeerConnectionEventHandler>,
+    ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
         match self
             .build_with(
                 ice_servers,
                 initiator,
-                send,
+                (send, screen_ssrc),
                 Arc::clone(&handler),
                 MulticastDnsMode::QueryOnly,
             )
@@ -240,7 +259,7 @@ impl PeerFactory {
                 self.build_with(
                     ice_servers,
                     initiator,
-                    send,
+                    (send, screen_ssrc),
                     handler,
                     MulticastDnsMode::Disabled,
                 )
@@ -253,13 +272,13 @@ impl PeerFactory {
         &self,
         ice_servers: &[IceServer],
         initiator: bool,
-        send: &SendSide,
+        (send, screen_ssrc): (&SendSide, Option<u32>),
         handler: Arc<dyn PeerConnectionEventHandler>,
         mdns: MulticastDnsMode,
     ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
         // Codecs first: the interceptor helpers only decorate codecs that already exist.
         let mut me = media_engine()?;
-        let registry = interceptors(&mut me, self.bitrate, send)?;
+        let registry = interceptors(&mut me, self.bitrate, send, screen_ssrc)?;
         // Relay: webrtc-rs gathers no host candidates and allocates on the TURN servers
         // from the host sockets below, so `ice_ips` still decides where we send from.
         let policy = if self.relay_only {

@@ -17,6 +17,7 @@ pub struct Counter {
     video: AtomicU64,
     keyframes: AtomicU64,
     audio: AtomicU64,
+    screen: AtomicU64,
 }
 
 impl Counter {
@@ -27,6 +28,10 @@ impl Counter {
     /// Of which keyframes.
     pub fn keyframes(&self) -> u64 {
         self.keyframes.load(Ordering::Relaxed)
+    }
+    /// Complete screen-share access units received.
+    pub fn screen_frames(&self) -> u64 {
+        self.screen.load(Ordering::Relaxed)
     }
     /// Audio packets received.
     pub fn audio_packets(&self) -> u64 {
@@ -42,6 +47,9 @@ impl RemoteMediaSink for CountingSink {
         if au.keyframe {
             self.0.keyframes.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    fn screen(&self, _au: AccessUnit) {
+        self.0.screen.fetch_add(1, Ordering::Relaxed);
     }
     fn audio(&self, _seq: u16, _timestamp: u32, _payload: Bytes) {
         self.0.audio.fetch_add(1, Ordering::Relaxed);

@@ -93,6 +93,8 @@ struct Inner {
 /// Our video for every peer; see the module docs.
 pub(crate) struct VideoFanout {
     ssrc: u32,
+    /// Least time between two keyframes a layer makes on request.
+    keyframe_interval: Duration,
     inner: Mutex<Inner>,
     /// Captured frames sent (the clock advanced with something encoded).
     frames: AtomicU64,
@@ -105,6 +107,7 @@ impl VideoFanout {
     pub(crate) fn new() -> Self {
         Self {
             ssrc: rand::random::<u32>(),
+            keyframe_interval: KEYFRAME_INTERVAL,
             inner: Mutex::new(Inner {
                 layers: vec![Layer::new(LayerSpec {
                     width: 0,
@@ -118,6 +121,12 @@ impl VideoFanout {
             frames: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Spaces keyframes made on request by at least `interval` (a screen's are large).
+    pub(crate) fn with_keyframe_interval(mut self, interval: Duration) -> Self {
+        self.keyframe_interval = interval;
+        self
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -264,7 +273,7 @@ impl VideoFanout {
                 let active = legs.iter().any(|leg| leg.on(i));
                 let due = l
                     .last_keyframe
-                    .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL);
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.keyframe_interval);
                 let keyframe = active && l.keyframe_wanted && due;
                 if keyframe {
                     l.keyframe_wanted = false;

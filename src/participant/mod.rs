@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 pub use report::{DeviceFailureReport, Latency, MediaState, PeerReport, Report, StateChange};
 
 use crate::engine::{Command, DeviceKind, Engine, EngineConfig, Event, JoinParams};
-use crate::media::pipeline::{AudioChoice, RemoteMedia, Speaker, VideoChoice};
+use crate::media::pipeline::{AudioChoice, RemoteMedia, ScreenPipeline, Speaker, VideoChoice};
+use crate::media::video::screen::{ScreenConfig, ScreenSource};
 use sources::{SourceConfig, Sources};
 
 /// Everything `meshcall join` is told.
@@ -41,6 +42,19 @@ pub struct ParticipantConfig {
     pub schedule: Vec<(Duration, Command)>,
     /// Engine settings (ICE addresses, bitrates).
     pub engine: EngineConfig,
+    /// A screen share to send, and when.
+    pub screen: Option<ScreenPlan>,
+}
+
+/// A screen share the participant sends (`meshcall join --screen`).
+#[derive(Debug, Clone)]
+pub struct ScreenPlan {
+    /// What to share.
+    pub source: ScreenSource,
+    /// When to start, after joining.
+    pub start_at: Duration,
+    /// When to stop (`None`: at the end).
+    pub stop_at: Option<Duration>,
 }
 
 /// Why the participant could not run.
@@ -59,6 +73,11 @@ struct Seen {
     name: String,
     audio: bool,
     video: bool,
+    screen: bool,
+    /// When we last heard their share start (or joined, if they shared already).
+    screen_since: Option<Instant>,
+    /// ms from `screen_since` to their share's first decoded frame.
+    screen_first_ms: Option<u64>,
     rtt_ms: Option<f64>,
     left: bool,
     /// The engine's last numbers for them.
@@ -136,6 +155,8 @@ async fn run_with(
                         ..Default::default()
                     };
                     s.announce(m.audio, m.video, 0);
+                    s.screen = m.screen;
+                    s.screen_since = Some(Instant::now());
                     seen.insert(m.id.clone(), s);
                 }
                 break (room, self_id);
@@ -159,6 +180,7 @@ async fn run_with(
     });
     problems.extend(start_problems);
     let mut device_failures = Vec::new();
+    let mut share = Share::new(config.screen.clone());
 
     let mut schedule = config.schedule.clone();
     schedule.sort_by_key(|(at, _)| *at);
@@ -181,6 +203,10 @@ async fn run_with(
                     let s = seen.entry(m.id.clone()).or_default();
                     s.name = m.name;
                     s.announce(m.audio, m.video, joined_at.elapsed().as_millis() as u64);
+                    if m.screen && !s.screen {
+                        s.screen_since = Some(Instant::now());
+                    }
+                    s.screen = m.screen;
                     // Present again: after a fresh join the new room may reuse an old id.
                     s.left = false;
                 }
@@ -222,6 +248,19 @@ async fn run_with(
                 None => return Err(ParticipantError::EngineGone),
             },
             _ = tick.tick() => {
+                let now = joined_at.elapsed();
+                if let Some(cmd) = share.step(now, &engine, &mut problems) {
+                    engine.send(cmd).await;
+                }
+                for (id, m) in remote.members() {
+                    if let Some(s) = seen.get_mut(&id)
+                        && s.screen_first_ms.is_none()
+                        && m.screen_frames() > 0
+                    {
+                        let since = s.screen_since.unwrap_or(joined_at);
+                        s.screen_first_ms = Some(since.elapsed().as_millis() as u64);
+                    }
+                }
                 if join_ms.is_none() && remote.members().iter().any(|(_, m)| m.video_frames() > 0) {
                     join_ms = Some(sent_join.elapsed().as_millis() as u64);
                 }
@@ -249,6 +288,8 @@ async fn run_with(
 
     // Stop sending first, so the counters below are final.
     let totals = sources.finish();
+    let video_m_sections = engine.video_sections_seen();
+    let (screen_captured_frames, screen_encoded_frames) = share.finish();
     engine.shutdown().await;
     let mut peers = BTreeMap::new();
     for (id, s) in seen {
@@ -300,11 +341,22 @@ async fn run_with(
                 state: MediaState {
                     audio: s.audio,
                     video: s.video,
+                    screen: s.screen,
                 },
                 state_changes: s.state_changes,
                 left: s.left,
                 candidate: s.stats.candidate.map(|c| c.as_str().to_owned()),
                 remote_candidate: s.stats.remote_candidate.map(|c| c.as_str().to_owned()),
+                screen_frames: m.map_or(0, |m| m.screen_frames()),
+                screen_first_ms: s.screen_first_ms,
+                screen_size: m
+                    .map(|m| m.screen_quality())
+                    .filter(|q| q.width > 0)
+                    .map(|q| [q.width, q.height]),
+                screen_latency_ms: m
+                    .and_then(|m| m.screen_latency_ms())
+                    .map(|(p50, p95)| Latency { p50, p95 }),
+                screen_fps: m.map_or(0.0, |m| m.screen_quality().fps),
             },
         );
     }
@@ -316,8 +368,96 @@ async fn run_with(
         encoded_frames: totals.encoded_frames,
         layer_encodes: totals.layer_encodes,
         sent_audio_frames: totals.audio_frames,
+        screen_captured_frames,
+        screen_encoded_frames,
+        video_m_sections,
         peers,
         problems,
         device_failures,
     })
+}
+
+/// The participant's screen share over the call: started and stopped on schedule, its
+/// counters kept for the report.
+struct Share {
+    plan: Option<ScreenPlan>,
+    running: Option<ScreenPipeline>,
+    started: bool,
+    stopped: bool,
+    captured: u64,
+    encoded: u64,
+}
+
+impl Share {
+    fn new(plan: Option<ScreenPlan>) -> Self {
+        Self {
+            plan,
+            running: None,
+            started: false,
+            stopped: false,
+            captured: 0,
+            encoded: 0,
+        }
+    }
+
+    /// Starts or stops the share when due, or notes that it failed; returns the command
+    /// that tells the engine.
+    fn step(
+        &mut self,
+        since_join: Duration,
+        engine: &Engine,
+        problems: &mut Vec<String>,
+    ) -> Option<Command> {
+        let plan = self.plan.as_ref()?;
+        if !self.started && since_join >= plan.start_at {
+            self.started = true;
+            // The test screen starts at once; an X11 display answers within milliseconds.
+            match ScreenPipeline::start(
+                &engine.media_input(),
+                ScreenConfig::new(plan.source.clone()),
+            ) {
+                Ok(p) => {
+                    tracing::info!("screen share started");
+                    self.running = Some(p);
+                    return Some(Command::SetScreen(true));
+                }
+                Err(e) => {
+                    problems.push(format!("screen: {e}"));
+                    return None;
+                }
+            }
+        }
+        let failed = self.running.as_ref().and_then(|p| p.stats.failure());
+        let due = plan.stop_at.is_some_and(|t| since_join >= t);
+        if self.running.is_some() && !self.stopped && (due || failed.is_some()) {
+            self.stopped = true;
+            if let Some(why) = failed {
+                problems.push(format!("screen share stopped: {why}"));
+            }
+            self.retire();
+            tracing::info!("screen share stopped");
+            return Some(Command::SetScreen(false));
+        }
+        None
+    }
+
+    fn retire(&mut self) {
+        if let Some(p) = self.running.take() {
+            let stats = std::sync::Arc::clone(&p.stats);
+            // Dropping joins the thread, so the counters are final.
+            drop(p);
+            self.captured += stats
+                .captured_frames
+                .load(std::sync::atomic::Ordering::Relaxed);
+            self.encoded += stats
+                .encoded_frames
+                .load(std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Stops a share still running; (frames captured, frames encoded).
+    fn finish(mut self) -> (u64, u64) {
+        self.retire();
+        (self.captured, self.encoded)
+    }
 }

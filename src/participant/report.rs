@@ -20,6 +20,8 @@ pub struct MediaState {
     pub audio: bool,
     /// Camera on.
     pub video: bool,
+    /// Sharing their screen.
+    pub screen: bool,
 }
 
 /// A member's announced flags from some moment on.
@@ -98,6 +100,17 @@ pub struct PeerReport {
     pub candidate: Option<String>,
     /// Their candidate's type in that pair.
     pub remote_candidate: Option<String>,
+    /// Frames of their screen share decoded.
+    pub screen_frames: u64,
+    /// From our join (or their share's start, if later, as we heard of it) to the first
+    /// decoded frame of their share, ms (null if none came).
+    pub screen_first_ms: Option<u64>,
+    /// Size of the last decoded frame of their share, [width, height] (null if none).
+    pub screen_size: Option<[u32; 2]>,
+    /// Glass-to-glass latency of their share from its time band (null without one).
+    pub screen_latency_ms: Option<Latency>,
+    /// Their share's decoded frames per second over the last 10 s.
+    pub screen_fps: f64,
 }
 
 /// The whole report.
@@ -116,6 +129,14 @@ pub struct Report {
     pub encoded_frames: u64,
     /// Audio frames we encoded and sent.
     pub sent_audio_frames: u64,
+    /// Frames of our screen share captured, and encoded (one run per captured frame
+    /// while anyone receives it, however many peers).
+    pub screen_captured_frames: u64,
+    /// See `screen_captured_frames`.
+    pub screen_encoded_frames: u64,
+    /// The most video m-sections any of our connections negotiated (2 with a share: the
+    /// camera's and the screen's; a share started again adds none).
+    pub video_m_sections: usize,
     /// Encoder runs per layer, smallest first (`320x180` → n); a layer nobody receives is
     /// not encoded.
     pub layer_encodes: BTreeMap<String, u64>,

@@ -226,6 +226,11 @@ impl CallBackend for Session {
         remote.member(id)?.take_new_frame()
     }
 
+    fn take_screen_frame(&mut self, id: &str) -> Option<Arc<I420Frame>> {
+        let remote = lock(&self.shared.remote).clone()?;
+        remote.member(id)?.take_new_screen_frame()
+    }
+
     fn level(&self, id: &str) -> f32 {
         let remote = lock(&self.shared.remote).clone();
         remote

@@ -13,8 +13,12 @@ use super::{
     DeviceChoice, DeviceLists, Notice, Request, SPEAKING_LEVEL, ShareStatus, Shared, lock,
 };
 use crate::engine::{Command, DeviceKind, Engine, EngineConfig, Event};
-use crate::media::pipeline::{AudioChoice, LocalPipelines, RemoteMedia, VideoChoice, VideoFormat};
-use crate::media::video::screen::{ListOptions, list_sources};
+use crate::media::pipeline::{
+    AudioChoice, LocalPipelines, RemoteMedia, ScreenPipeline, VideoChoice, VideoFormat,
+};
+use crate::media::video::screen::{
+    ListOptions, ScreenConfig, ScreenSource, ScreenTarget, list_sources,
+};
 
 type Wake = Arc<dyn Fn() + Send + Sync>;
 
@@ -32,6 +36,8 @@ struct Worker {
     server: Option<EmbeddedServer>,
     /// Who was speaking at the last look (our own id is "").
     speaking: BTreeSet<String>,
+    /// Our screen share while one runs.
+    screen: Option<ScreenPipeline>,
 }
 
 pub(super) async fn run(
@@ -54,6 +60,7 @@ pub(super) async fn run(
         in_call: false,
         server: None,
         speaking: BTreeSet::new(),
+        screen: None,
     };
     w.list_devices();
     w.build().await;
@@ -66,7 +73,10 @@ pub(super) async fn run(
                 None => break,
             },
             Some(event) = next_event(&mut w.engine) => w.on_event(event).await,
-            _ = tick.tick() => w.check_speaking(),
+            _ = tick.tick() => {
+                w.check_speaking();
+                w.check_share().await;
+            }
         }
     }
     w.close().await;
@@ -109,14 +119,9 @@ impl Worker {
             Request::Engine(command) => self.send(command).await,
             Request::RefreshDevices => self.list_devices(),
             Request::ListScreenSources { exclude } => self.list_screen_sources(exclude),
-            // Issue 13's next step wires the capture and the engine's second track.
-            Request::ShareScreen(_) => {
-                self.notify(Notice::ScreenShare(ShareStatus::Failed(
-                    "screen sharing is not wired to the call yet".into(),
-                )))
-                .await;
-            }
+            Request::ShareScreen(source) => self.share_screen(source).await,
             Request::StopScreenShare => {
+                self.stop_share().await;
                 self.notify(Notice::ScreenShare(ShareStatus::Stopped)).await;
             }
         }
@@ -136,7 +141,14 @@ impl Worker {
 
     async fn on_event(&mut self, event: Event) {
         match &event {
-            Event::JoinFailed { .. } | Event::Left { .. } => self.in_call = false,
+            Event::JoinFailed { .. } | Event::Left { .. } => {
+                self.in_call = false;
+                // Leaving the call ends the share (the engine has dropped it already).
+                if self.screen.is_some() {
+                    self.stop_share().await;
+                    self.notify(Notice::ScreenShare(ShareStatus::Stopped)).await;
+                }
+            }
             Event::DeviceFailed { kind, .. } => self.close_failed(*kind).await,
             _ => {}
         }
@@ -427,7 +439,53 @@ impl Worker {
         }
     }
 
+    /// Starts sharing `source` (a running share is replaced) off this task, then tells
+    /// the engine and the window.
+    async fn share_screen(&mut self, source: ScreenSource) {
+        let input = self.engine.as_ref().map(Engine::media_input);
+        let status = match (input, self.in_call) {
+            (Some(input), true) => {
+                self.stop_share().await;
+                let name = share_name(&source);
+                let started = tokio::task::spawn_blocking(move || {
+                    ScreenPipeline::start(&input, ScreenConfig::new(source))
+                })
+                .await;
+                match started {
+                    Ok(Ok(p)) => {
+                        self.screen = Some(p);
+                        self.send(Command::SetScreen(true)).await;
+                        ShareStatus::Sharing { name }
+                    }
+                    Ok(Err(e)) => ShareStatus::Failed(e.to_string()),
+                    Err(e) => ShareStatus::Failed(format!("screen capture: {e}")),
+                }
+            }
+            _ => ShareStatus::Failed("join a call to share your screen".into()),
+        };
+        self.notify(Notice::ScreenShare(status)).await;
+    }
+
+    /// Stops a running share (the engine stops sending it; the m-section stays).
+    async fn stop_share(&mut self) {
+        if let Some(p) = self.screen.take() {
+            self.send(Command::SetScreen(false)).await;
+            let _ = tokio::task::spawn_blocking(move || drop(p)).await;
+        }
+    }
+
+    /// A share whose source stopped by itself (the window closed) ends, and says why.
+    async fn check_share(&mut self) {
+        let failure = self.screen.as_ref().and_then(|p| p.stats.failure());
+        if let Some(why) = failure {
+            self.stop_share().await;
+            self.notify(Notice::ScreenShare(ShareStatus::Failed(why)))
+                .await;
+        }
+    }
+
     async fn close(mut self) {
+        self.stop_share().await;
         self.stop_video().await;
         self.stop_audio().await;
         if let Some(engine) = self.engine.take() {
@@ -444,5 +502,17 @@ impl Worker {
 async fn stop(pipelines: Option<LocalPipelines>) {
     if let Some(p) = pipelines {
         let _ = tokio::task::spawn_blocking(move || drop(p)).await;
+    }
+}
+
+/// What "You are sharing …" names: the picker's words for the source.
+fn share_name(source: &ScreenSource) -> String {
+    match source {
+        ScreenSource::Test { .. } => "Test screen".to_owned(),
+        ScreenSource::X11 { target, .. } => match target {
+            ScreenTarget::Screen => "Entire screen".to_owned(),
+            ScreenTarget::Monitor { width, height, .. } => format!("Monitor {width}x{height}"),
+            ScreenTarget::Window { id } => format!("Window 0x{id:x}"),
+        },
     }
 }

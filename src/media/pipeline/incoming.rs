@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::remote_member::{RemoteMember, VideoQuality};
+use super::remote_member::{Latencies, RemoteMember, VideoQuality, VideoTimeline};
 use super::{RemoteMediaSink, SinkFactory, lock};
 use crate::media::audio::jitter::JitterConfig;
 use crate::media::audio::playback::Playback;
@@ -233,7 +233,7 @@ impl RemoteMedia {
             let (member, failed, media) = (Arc::clone(&member), Arc::clone(&failed), self.clone());
             std::thread::Builder::new()
                 .name(format!("meshcall-decode-{id}"))
-                .spawn(move || decode_loop(&rx, &member, &failed, &media))
+                .spawn(move || decode_loop(&rx, &Target::camera(&member), &failed, &media))
                 .ok()
         };
         DecodingSink {
@@ -243,6 +243,8 @@ impl RemoteMedia {
             thread,
             failed,
             media: self.clone(),
+            screen: Mutex::new(None),
+            screen_failed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -293,9 +295,47 @@ fn audio_clock(inner: &std::sync::Weak<RemoteInner>, stop: &AtomicBool) {
     }
 }
 
+/// Where one decoder thread puts its frames and numbers: a member's camera or screen.
+struct Target<'a> {
+    frames: &'a std::sync::atomic::AtomicU64,
+    failures: &'a std::sync::atomic::AtomicU64,
+    timeline: &'a Mutex<VideoTimeline>,
+    latencies: &'a Mutex<Latencies>,
+    latest: &'a Mutex<Option<Arc<crate::media::video::I420Frame>>>,
+    fresh: &'a AtomicBool,
+    /// The camera's only: when their last video frame came.
+    latest_at: Option<&'a Mutex<Option<Instant>>>,
+}
+
+impl<'a> Target<'a> {
+    fn camera(m: &'a RemoteMember) -> Self {
+        Self {
+            frames: &m.video_frames,
+            failures: &m.decode_failures,
+            timeline: &m.timeline,
+            latencies: &m.latencies_ms,
+            latest: &m.latest,
+            fresh: &m.fresh,
+            latest_at: Some(&m.latest_at),
+        }
+    }
+
+    fn screen(m: &'a RemoteMember) -> Self {
+        Self {
+            frames: &m.screen.frames,
+            failures: &m.screen.decode_failures,
+            timeline: &m.screen.timeline,
+            latencies: &m.screen.latencies_ms,
+            latest: &m.screen.latest,
+            fresh: &m.screen.fresh,
+            latest_at: None,
+        }
+    }
+}
+
 fn decode_loop(
     queue: &Receiver<AccessUnit>,
-    member: &RemoteMember,
+    member: &Target<'_>,
     failed: &AtomicBool,
     media: &RemoteMedia,
 ) {
@@ -310,23 +350,25 @@ fn decode_loop(
     while let Ok(au) = queue.recv() {
         match decoder.decode(&au.data) {
             Ok(Some(frame)) => {
-                member.video_frames.fetch_add(1, Ordering::Relaxed);
-                lock(&member.timeline).frame(Instant::now(), frame.width(), frame.height());
+                member.frames.fetch_add(1, Ordering::Relaxed);
+                lock(member.timeline).frame(Instant::now(), frame.width(), frame.height());
                 if let Some(sent_ms) = read_time_band(&frame) {
                     let latency = unix_now_ms()
                         .saturating_sub(sent_ms)
                         .min(u64::from(u32::MAX));
-                    lock(&member.latencies_ms).push(latency as u32);
+                    lock(member.latencies).push(latency as u32);
                 }
-                *lock(&member.latest) = Some(Arc::new(frame));
-                *lock(&member.latest_at) = Some(Instant::now());
+                *lock(member.latest) = Some(Arc::new(frame));
+                if let Some(at) = member.latest_at {
+                    *lock(at) = Some(Instant::now());
+                }
                 member.fresh.store(true, Ordering::Relaxed);
                 media.notify_frame();
             }
             Ok(None) => {}
             Err(e) => {
                 tracing::debug!("decode failed: {e}");
-                member.decode_failures.fetch_add(1, Ordering::Relaxed);
+                member.failures.fetch_add(1, Ordering::Relaxed);
                 failed.store(true, Ordering::Relaxed);
             }
         }
@@ -340,9 +382,55 @@ struct DecodingSink {
     thread: Option<JoinHandle<()>>,
     failed: Arc<AtomicBool>,
     media: RemoteMedia,
+    /// Their share's decoder, started by its first access unit (most members never share).
+    screen: Mutex<Option<ScreenDecoder>>,
+    screen_failed: Arc<AtomicBool>,
+}
+
+/// A member's screen-share decoder thread and its queue.
+struct ScreenDecoder {
+    queue: SyncSender<AccessUnit>,
+    thread: JoinHandle<()>,
+}
+
+impl DecodingSink {
+    fn start_screen_decoder(&self) -> Option<ScreenDecoder> {
+        let (queue, rx) = sync_channel(DECODE_QUEUE);
+        let (member, failed, media) = (
+            Arc::clone(&self.member),
+            Arc::clone(&self.screen_failed),
+            self.media.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("meshcall-screen-{}", self.id))
+            .spawn(move || decode_loop(&rx, &Target::screen(&member), &failed, &media));
+        match thread {
+            Ok(thread) => Some(ScreenDecoder { queue, thread }),
+            Err(e) => {
+                tracing::warn!("cannot start the screen decoder: {e}");
+                None
+            }
+        }
+    }
 }
 
 impl RemoteMediaSink for DecodingSink {
+    fn screen(&self, au: AccessUnit) {
+        let mut screen = lock(&self.screen);
+        if screen.is_none() {
+            *screen = self.start_screen_decoder();
+        }
+        if let Some(d) = screen.as_ref()
+            && let Err(TrySendError::Full(_)) = d.queue.try_send(au)
+        {
+            self.screen_failed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn take_screen_decoder_failure(&self) -> bool {
+        self.screen_failed.swap(false, Ordering::Relaxed)
+    }
+
     fn video(&self, au: AccessUnit) {
         if let Some(q) = &self.queue
             && let Err(TrySendError::Full(_)) = q.try_send(au)
@@ -386,6 +474,10 @@ impl Drop for DecodingSink {
         self.queue.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(ScreenDecoder { queue, thread }) = lock(&self.screen).take() {
+            drop(queue);
+            let _ = thread.join();
         }
         self.media.inner.output.remove(&self.id);
         self.member.close();

@@ -10,12 +10,14 @@ mod incoming;
 mod outgoing;
 mod outlet;
 mod remote_member;
+mod screen;
 mod sink;
 
 pub use incoming::{EchoReference, RemoteMedia, Speaker};
 pub use outgoing::{AudioChoice, LocalPipelines, OutgoingStats, VideoChoice, VideoFormat};
 pub use outlet::MediaOutlet;
 pub use remote_member::{RemoteMember, VideoQuality};
+pub use screen::{ScreenPipeline, ScreenStats};
 pub(crate) use sink::{RemoteMediaSink, SinkFactory};
 
 /// Locks `m`, taking over a poisoned lock: these hold counters and the latest frame, which

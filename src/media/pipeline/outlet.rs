@@ -37,4 +37,24 @@ pub trait MediaOutlet: Clone + Send + Sync + 'static {
     fn expected_audio_loss(&self) -> u32;
     /// A source stopped by itself (camera unplugged, microphone stream killed).
     fn device_failed(&self, kind: DeviceKind, message: String);
+    /// Whether we share our screen; when not, the share's capture goes on unencoded.
+    fn screen_on(&self) -> bool {
+        false
+    }
+    /// Peers the share goes to; none means nothing to encode.
+    fn screen_peers(&self) -> usize {
+        0
+    }
+    /// What to encode for the next screen frame (bitrate, keyframe).
+    fn screen_order(&self) -> LayerOrder {
+        LayerOrder {
+            active: false,
+            bitrate_bps: 0,
+            keyframe: false,
+        }
+    }
+    /// One encoded screen frame (Annex-B) lasting `ticks` of the 90 kHz clock.
+    fn send_screen(&self, _access_unit: &Bytes, _ticks: u32) {}
+    /// A screen frame not encoded that lasted `ticks`.
+    fn skip_screen(&self, _ticks: u32) {}
 }

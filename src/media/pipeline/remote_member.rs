@@ -153,9 +153,22 @@ pub(super) struct AudioTally {
     pub(super) level: f64,
 }
 
+/// One member's screen share as received: a frame, counters and timeline of its own,
+/// beside the camera's.
+#[derive(Default)]
+pub(super) struct ScreenFeed {
+    pub(super) latest: Mutex<Option<Arc<I420Frame>>>,
+    pub(super) fresh: AtomicBool,
+    pub(super) frames: AtomicU64,
+    pub(super) decode_failures: AtomicU64,
+    pub(super) timeline: Mutex<VideoTimeline>,
+    pub(super) latencies_ms: Mutex<Latencies>,
+}
+
 /// One member's received media as consumers see it.
 #[derive(Default)]
 pub struct RemoteMember {
+    pub(super) screen: ScreenFeed,
     pub(super) latest: Mutex<Option<Arc<I420Frame>>>,
     pub(super) latest_at: Mutex<Option<Instant>>,
     pub(super) fresh: AtomicBool,
@@ -202,6 +215,48 @@ impl RemoteMember {
             freezes: t.freezes,
             freeze_time: t.freeze_time,
         }
+    }
+
+    /// Their newest decoded screen-share frame if it arrived since the last call.
+    pub fn take_new_screen_frame(&self) -> Option<Arc<I420Frame>> {
+        if self.screen.fresh.swap(false, Ordering::Relaxed) {
+            lock(&self.screen.latest).clone()
+        } else {
+            None
+        }
+    }
+
+    /// Their newest decoded screen-share frame (kept until their media ends; whether a
+    /// share is on is their announced `screen` state).
+    pub fn latest_screen_frame(&self) -> Option<Arc<I420Frame>> {
+        lock(&self.screen.latest).clone()
+    }
+
+    /// Screen-share frames decoded.
+    pub fn screen_frames(&self) -> u64 {
+        self.screen.frames.load(Ordering::Relaxed)
+    }
+
+    /// Frame rate, size and freezes of their screen share so far.
+    pub fn screen_quality(&self) -> VideoQuality {
+        let t = lock(&self.screen.timeline);
+        VideoQuality {
+            fps: t.fps(Instant::now()),
+            width: t.width,
+            height: t.height,
+            freezes: t.freezes,
+            freeze_time: t.freeze_time,
+        }
+    }
+
+    /// Glass-to-glass latency of their share from its time band: (p50, p95) in ms.
+    pub fn screen_latency_ms(&self) -> Option<(u32, u32)> {
+        lock(&self.screen.latencies_ms).percentiles()
+    }
+
+    /// Screen-share access units the decoder refused.
+    pub fn screen_decode_failures(&self) -> u64 {
+        self.screen.decode_failures.load(Ordering::Relaxed)
     }
 
     /// Audio frames of theirs that were concealed (made up) because nothing came in time.
@@ -255,5 +310,9 @@ impl RemoteMember {
         self.fresh.store(false, Ordering::Relaxed);
         lock(&self.latencies_ms).close();
         lock(&self.timeline).close(Instant::now());
+        *lock(&self.screen.latest) = None;
+        self.screen.fresh.store(false, Ordering::Relaxed);
+        lock(&self.screen.latencies_ms).close();
+        lock(&self.screen.timeline).close(Instant::now());
     }
 }

@@ -14,6 +14,12 @@ use crate::media::video::AccessUnit;
 pub(crate) trait RemoteMediaSink: Send + Sync + 'static {
     /// A complete, decodable H.264 access unit.
     fn video(&self, au: AccessUnit);
+    /// A complete access unit of their screen share (the second video m-section).
+    fn screen(&self, _au: AccessUnit) {}
+    /// Whether the share's decoder failed since the last call and needs a keyframe.
+    fn take_screen_decoder_failure(&self) -> bool {
+        false
+    }
     /// One Opus packet with its RTP sequence number and timestamp.
     fn audio(&self, seq: u16, timestamp: u32, payload: Bytes);
     /// Whether the decoder failed since the last call and needs a keyframe.
