@@ -1,6 +1,6 @@
 //! Screen sharing's cost per 1920×1080 frame: X11 capture (MIT-SHM and plain GetImage,
 //! pointer included), BGRX -> I420, and H.264 at share settings (2.5 Mbit/s, 10 fps); then
-//! the CPU of a real 10 fps share.
+//! the CPU of a real 10 fps share, of the X11 screen and of the synthetic test screen.
 //!
 //! Run: `cargo bench --bench screen_capture`. Starts its own Xvfb at 1920x1080x24 and shows
 //! the synthetic test screen (fine text, moving pointer) in a full-screen window, so the
@@ -271,25 +271,56 @@ fn main() {
 /// changing at 10 fps. Prints the CPU of capture + encode (this process minus the thread
 /// that draws the content) and of the X server.
 fn share_cpu(display: &str, canvas: &Canvas, pictures: &[Vec<u8>], settings: EncoderSettings) {
-    const SECONDS: u64 = 10;
-    let xvfb_pid = std::fs::read_dir("/proc").ok().and_then(|dir| {
-        dir.flatten().find_map(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).into_owned();
-            (cmd.starts_with("Xvfb") && cmd.contains(&format!("{WIDTH}x{HEIGHT}x24")))
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })
-    });
-    let capture = ScreenCapture::start(ScreenConfig::new(ScreenSource::X11 {
+    let source = ScreenSource::X11 {
         display: Some(display.to_owned()),
         target: ScreenTarget::Screen,
-    }))
-    .unwrap();
+    };
+    share_cpu_of(source, Some((canvas, pictures)), settings);
+    // The synthetic screen (`meshcall join --screen test`): rendering it is the capture.
+    share_cpu_of(
+        ScreenSource::Test {
+            width: u32::from(WIDTH),
+            height: u32::from(HEIGHT),
+        },
+        None,
+        settings,
+    );
+}
+
+/// [`share_cpu`] for one source; with `content`, a thread redraws the X screen at 10 fps
+/// (its CPU is left out).
+fn share_cpu_of(
+    source: ScreenSource,
+    content: Option<(&Canvas, &[Vec<u8>])>,
+    settings: EncoderSettings,
+) {
+    const SECONDS: u64 = 10;
+    let name = match &source {
+        ScreenSource::Test { .. } => "test screen",
+        _ => "X11 screen",
+    };
+    // The X server's CPU only matters when it is the source.
+    let xvfb_pid = content
+        .is_some()
+        .then_some(())
+        .and_then(|()| std::fs::read_dir("/proc").ok())
+        .and_then(|dir| {
+            dir.flatten().find_map(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd).into_owned();
+                (cmd.starts_with("Xvfb") && cmd.contains(&format!("{WIDTH}x{HEIGHT}x24")))
+                    .then(|| e.file_name().to_string_lossy().into_owned())
+            })
+        });
+    let capture = ScreenCapture::start(ScreenConfig::new(source)).unwrap();
     let mut encoder = H264Encoder::for_screen(settings).unwrap();
     let running = AtomicBool::new(true);
     std::thread::scope(|s| {
         let drawer = s.spawn(|| {
             let before = cpu_ticks("/proc/thread-self/stat");
+            let Some((canvas, pictures)) = content else {
+                return 0.0;
+            };
             let mut i = 0;
             while running.load(Ordering::Relaxed) {
                 canvas.show(&pictures[i % pictures.len()]);
@@ -316,8 +347,10 @@ fn share_cpu(display: &str, canvas: &Canvas, pictures: &[Vec<u8>], settings: Enc
         let process = cpu_ticks("/proc/self/stat") - process_before;
         let tick = clock_ticks_per_second();
         let share = (process - drawer_ticks) / tick / elapsed * 100.0;
+        let per_frame = share / 100.0 * elapsed * 1000.0 / f64::from(frames.max(1));
         print!(
-            "10 fps share for {SECONDS} s: {frames} frames, capture + encode {share:.1} % of a core"
+            "10 fps share of the {name} for {SECONDS} s: {frames} frames, capture + encode \
+             {share:.1} % of a core ({per_frame:.1} ms CPU a frame)"
         );
         if let (Some(p), Some(before)) = (&xvfb_pid, xvfb_before) {
             let x = (cpu_ticks(&format!("/proc/{p}/stat")) - before) / tick / elapsed * 100.0;

@@ -119,6 +119,9 @@ struct JoinArgs {
     /// Stop the share this many seconds after joining (default: at the end).
     #[arg(long, requires = "screen")]
     screen_stop_at: Option<f64>,
+    /// At the end, write the last screen-share frame received to this file (PPM).
+    #[arg(long)]
+    save_screen: Option<PathBuf>,
 }
 
 fn parse_screen(s: &str) -> Result<ScreenSource, String> {
@@ -422,6 +425,7 @@ fn run_join(args: JoinArgs) -> anyhow::Result<()> {
             }),
             None => None,
         },
+        save_screen: args.save_screen,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(run(config, shutdown_signal(), |room| {

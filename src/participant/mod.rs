@@ -3,6 +3,7 @@
 //! schedule of mutes, and at the end leaves and reports what it received.
 
 mod report;
+mod screen_shot;
 #[cfg(test)]
 mod shaped_call;
 mod sources;
@@ -44,6 +45,8 @@ pub struct ParticipantConfig {
     pub engine: EngineConfig,
     /// A screen share to send, and when.
     pub screen: Option<ScreenPlan>,
+    /// Where to write the last screen-share frame received (PPM), at the end.
+    pub save_screen: Option<std::path::PathBuf>,
 }
 
 /// A screen share the participant sends (`meshcall join --screen`).
@@ -286,6 +289,12 @@ async fn run_with(
         }
     }
 
+    // Before anything stops, while the sharer's last frame is still held.
+    if let Some(path) = &config.save_screen
+        && let Err(e) = screen_shot::save_latest(&remote, path)
+    {
+        problems.push(e);
+    }
     // Stop sending first, so the counters below are final.
     let totals = sources.finish();
     let video_m_sections = engine.video_sections_seen();

@@ -26,6 +26,7 @@ const LEAD: Duration = Duration::from_secs(2);
 fn member(server: &str, name: &str, room: Option<String>, stay: Duration) -> ParticipantConfig {
     ParticipantConfig {
         screen: None,
+        save_screen: None,
         server: server.to_owned(),
         room,
         name: name.to_owned(),

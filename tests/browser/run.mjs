@@ -429,6 +429,38 @@ const scenarios = {
     return { sharer, during, after, button, browser: { Web: browserGot }, headless: { Headless: await report } };
   },
 
+  // The app shares to a page: a headless member shares the synthetic 1920x1080 screen
+  // from 3 s to 17 s; the page shows it as "Ada's screen" while Ada's camera goes on,
+  // and the tile goes when the share stops (the m-section stays).
+  async 'share-app-to-page'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const report = headless('Ada', 24, ['--screen', 'test', '--screen-at', '3', '--screen-stop-at', '17']);
+    await waitMedia(page);
+    const first = await waitShare(page, 'Ada', 0, 20000);
+    const spotlight = await layout(page);
+    const before = (await screenReceived(page)).Ada;
+    await sleep(3000);
+    const later = (await screenReceived(page)).Ada;
+    const during = await negotiated(page);
+    const stopped = await waitNoShare(page, 12000);
+    const after = await negotiated(page);
+    const browserGot = await received(page);
+    return { first, spotlight, before, later, during, stopped, after, browser: { Web: browserGot }, headless: { Ada: await report } };
+  },
+
+  // A page shares to the app: the headless member decodes the page's 1920x1080 fake
+  // screen on the second m-section while the page's camera keeps flowing.
+  async 'share-page-to-app'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const report = headless('Headless', 22);
+    await waitMedia(page);
+    await sleep(1000);
+    const sharer = await startShare(page);
+    const headlessReport = await report;
+    const browserGot = await received(page);
+    return { sharer, browser: { Web: browserGot }, headless: { Headless: headlessReport } };
+  },
+
   // A room with a passcode, chat, and a signaling drop the page must resume from.
   async 'lobby-chat-resume'(browser) {
     const report = headless('Host', 14, ['--passcode', 'sesame', '--video', 'none', '--audio', 'none']);
