@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use meshcall::media::video::screen::unchanged::SETTLE;
 use meshcall::media::video::screen::{
     GrabOptions, ListOptions, ScreenCapture, ScreenConfig, ScreenError, ScreenGrabber,
     ScreenSource, ScreenTarget, SourceKind, list_sources,
@@ -409,6 +410,8 @@ fn a_screen_larger_than_1080p_is_scaled_down_to_fit() {
     );
     let config = ScreenConfig {
         cursor: false,
+        // The screen below is still; this test wants every tick's picture.
+        skip_unchanged: false,
         ..ScreenConfig::new(ScreenSource::X11 {
             display: Some(x.display.clone()),
             target: ScreenTarget::Screen,
@@ -430,6 +433,64 @@ fn a_screen_larger_than_1080p_is_scaled_down_to_fit() {
         }
     }
     assert!(more >= 5, "only {more} frames in 2 s at 10 fps");
+    assert_eq!(capture.take_failure().map(|e| e.to_string()), None);
+}
+
+#[test]
+fn a_settled_still_screen_goes_out_twice_a_second_and_a_change_at_once() {
+    let Some(x) = Xvfb::start(1280, 720) else {
+        return;
+    };
+    let window = TestWindow::open(
+        &x.display,
+        "still",
+        (0, 0),
+        (1280, 720),
+        &[(0, 0, 1280, 720, 0x20_40_80)],
+    );
+    let config = ScreenConfig {
+        cursor: false,
+        ..ScreenConfig::new(ScreenSource::X11 {
+            display: Some(x.display.clone()),
+            target: ScreenTarget::Screen,
+        })
+    };
+    let capture = ScreenCapture::start(config).unwrap();
+    capture
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the first picture");
+    // Every tick while the picture settles (the encoder sharpens it), then two a second.
+    let settle = Instant::now() + SETTLE;
+    while Instant::now() < settle {
+        let _ = capture.recv_timeout(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    let mut still = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        if capture.recv_timeout(Duration::from_millis(100)).is_some() {
+            still += 1;
+        }
+    }
+    assert!(
+        (2..=7).contains(&still),
+        "{still} pictures of a still screen in 2.5 s"
+    );
+    window.draw(&[(0, 0, 640, 360, 0xe0_10_10)]);
+    let changed = Instant::now();
+    loop {
+        let frame = capture
+            .recv_timeout(Duration::from_secs(2))
+            .expect("a picture after the change");
+        if close(rgb_at(&frame, 100, 100), [0xe0, 0x10, 0x10], 6) {
+            break;
+        }
+    }
+    let took = changed.elapsed();
+    println!("still screen: {still} pictures in 2.5 s; a change arrived after {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "the change took {took:?} to come out"
+    );
     assert_eq!(capture.take_failure().map(|e| e.to_string()), None);
 }
 

@@ -16,6 +16,7 @@ use super::super::source::Capture;
 use super::ScreenTarget;
 use super::error::ScreenError;
 use super::synthetic::TestScreen;
+use super::unchanged::UnchangedFilter;
 use super::x11::{GrabOptions, ScreenGrabber};
 
 /// Frames kept for a consumer that falls behind; more would only add latency.
@@ -55,6 +56,9 @@ pub struct ScreenConfig {
     pub max_height: u32,
     /// Draw the mouse pointer in (X11 only; the test screen always has its own).
     pub cursor: bool,
+    /// Leave out X11 pictures identical to the last one, still sending two a second
+    /// (see [`super::unchanged`]); the test screen changes every frame anyway.
+    pub skip_unchanged: bool,
 }
 
 impl ScreenConfig {
@@ -66,6 +70,7 @@ impl ScreenConfig {
             max_width: 1920,
             max_height: 1080,
             cursor: true,
+            skip_unchanged: true,
         }
     }
 }
@@ -79,7 +84,11 @@ enum Producer {
         screen: TestScreen,
         bound: (u32, u32),
     },
-    X11(Box<ScreenGrabber>),
+    X11 {
+        grabber: Box<ScreenGrabber>,
+        bound: (u32, u32),
+        unchanged: Option<UnchangedFilter>,
+    },
 }
 
 impl Producer {
@@ -94,7 +103,23 @@ impl Producer {
                     Ok(Some(downscale(&frame, w, h)?))
                 }
             }
-            Self::X11(grabber) => grabber.grab(now),
+            Self::X11 {
+                grabber,
+                bound,
+                unchanged,
+            } => {
+                let Some(raw) = grabber.grab_raw()? else {
+                    return Ok(None);
+                };
+                let size = (raw.width, raw.height);
+                if unchanged
+                    .as_mut()
+                    .is_some_and(|f| f.is_repeat(raw.bgrx, size, now.instant))
+                {
+                    return Ok(None);
+                }
+                raw.to_frame(bound.0, bound.1, now).map(Some)
+            }
         }
     }
 }
@@ -128,11 +153,11 @@ impl Capture<ScreenError> {
                     max_height: bound.1,
                     ..GrabOptions::default()
                 };
-                Producer::X11(Box::new(ScreenGrabber::open(
-                    display.as_deref(),
-                    target,
-                    options,
-                )?))
+                Producer::X11 {
+                    grabber: Box::new(ScreenGrabber::open(display.as_deref(), target, options)?),
+                    bound,
+                    unchanged: config.skip_unchanged.then(UnchangedFilter::default),
+                }
             }
         };
         let mailbox = Arc::new(Mailbox::new(MAILBOX_FRAMES));
@@ -164,7 +189,7 @@ fn run(
     {
         match producer.next(FrameTime::now()) {
             Ok(Some(frame)) => mailbox.push(frame),
-            // Unmapped or minimised: nothing to show now, maybe again later.
+            // Unmapped or minimised, or unchanged: nothing new to show now.
             Ok(None) => {}
             Err(ScreenError::Video(e)) => {
                 warn!(error = %e, "dropping an unconvertible screen frame")

@@ -9,6 +9,7 @@ pub mod capture;
 mod cursor;
 pub mod error;
 pub mod synthetic;
+pub mod unchanged;
 pub mod x11;
 
 pub use capture::{ScreenCapture, ScreenConfig, ScreenSource};

@@ -50,6 +50,24 @@ pub struct RawScreen<'a> {
     pub bgrx: &'a [u8],
 }
 
+impl RawScreen<'_> {
+    /// To I420, scaled down to fit `max_width`×`max_height` (aspect kept).
+    pub fn to_frame(
+        &self,
+        max_width: u32,
+        max_height: u32,
+        timestamp: FrameTime,
+    ) -> Result<I420Frame, ScreenError> {
+        let frame = bgra_to_i420(self.width, self.height, self.bgrx, self.stride, timestamp)?;
+        let (w, h) = fit_within(self.width, self.height, max_width, max_height);
+        if (w, h) == (self.width, self.height) {
+            Ok(frame)
+        } else {
+            Ok(downscale(&frame, w, h)?)
+        }
+    }
+}
+
 /// Reads one screen, monitor or window of an X11 display whenever asked.
 pub struct ScreenGrabber {
     session: Session,
@@ -136,13 +154,7 @@ impl ScreenGrabber {
         let Some(raw) = self.grab_raw()? else {
             return Ok(None);
         };
-        let frame = bgra_to_i420(raw.width, raw.height, raw.bgrx, raw.stride, timestamp)?;
-        let (w, h) = fit_within(raw.width, raw.height, max_width, max_height);
-        if (w, h) == (raw.width, raw.height) {
-            Ok(Some(frame))
-        } else {
-            Ok(Some(downscale(&frame, w, h)?))
-        }
+        raw.to_frame(max_width, max_height, timestamp).map(Some)
     }
 
     /// The area's pixels through MIT-SHM when possible, else GetImage.
