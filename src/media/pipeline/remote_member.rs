@@ -24,6 +24,8 @@ pub(super) struct VideoTimeline {
     mean_interval: Option<f64>,
     freezes: u64,
     freeze_time: Duration,
+    /// The longest time between two decoded frames (a move between paths must not show).
+    max_gap: Duration,
     width: u32,
     height: u32,
     /// The frame rate when their video ended ([`Self::close`]), reported from then on.
@@ -39,6 +41,7 @@ impl VideoTimeline {
     pub(super) fn frame(&mut self, now: Instant, width: u32, height: u32) {
         (self.width, self.height) = (width, height);
         if let Some(last) = self.last {
+            self.max_gap = self.max_gap.max(now.saturating_duration_since(last));
             let gap = now.saturating_duration_since(last).as_secs_f64();
             if let Some(mean) = self.mean_interval
                 && gap > (3.0 * mean).max(0.150)
@@ -138,6 +141,8 @@ pub struct VideoQuality {
     pub freezes: u64,
     /// Their total length.
     pub freeze_time: Duration,
+    /// The longest time between two decoded frames.
+    pub max_gap: Duration,
 }
 
 #[derive(Default)]
@@ -214,6 +219,7 @@ impl RemoteMember {
             height: t.height,
             freezes: t.freezes,
             freeze_time: t.freeze_time,
+            max_gap: t.max_gap,
         }
     }
 
