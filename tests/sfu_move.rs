@@ -278,3 +278,62 @@ fn inside_the_move() {
         }
     }
 }
+
+/// Twelve members, one room on Janus: each receives everyone. Twelve members decoding
+/// eleven 360p30 streams each is more than 2 cores can do, so these count complete access
+/// units (`--count-only`, no decoding); the move test above decodes every frame.
+#[test]
+fn twelve_members_in_one_room_on_janus_each_receive_everyone() {
+    run_in_namespace("inside_twelve");
+}
+
+#[test]
+#[ignore = "run by twelve_members_in_one_room_on_janus_each_receive_everyone inside a namespace"]
+fn inside_twelve() {
+    if !inside() {
+        return;
+    }
+    const MEMBERS: usize = 12;
+    let (_janus, _serve) = start_servers("twelve");
+    let names: Vec<String> = (0..MEMBERS).map(|i| format!("m{i:02}")).collect();
+    // The first three move the room; the others join it on Janus (`joined.sfu`). Everyone
+    // is in by ~11 s and all leave together at `end`, so each report's last 10 s (its
+    // `fps`) are all twelve in the room.
+    let end = Instant::now() + Duration::from_secs(27);
+    let stay = || format!("{:.1}", (end - Instant::now()).as_secs_f64());
+    let mut members = Vec::new();
+    let (first, room) = join(
+        "twelve",
+        None,
+        &names[0],
+        &["--count-only", "--duration", &stay()],
+    );
+    members.push(first);
+    let room = room.unwrap();
+    for (i, name) in names.iter().enumerate().skip(1) {
+        std::thread::sleep(Duration::from_millis(if i == 3 { 3000 } else { 700 }));
+        let (m, _) = join(
+            "twelve",
+            Some(&room),
+            name,
+            &["--count-only", "--duration", &stay()],
+        );
+        members.push(m);
+    }
+    let results: Vec<(String, Value, String)> = members.into_iter().map(Member::finish).collect();
+    let mut least = u64::MAX;
+    for (me, report, log) in &results {
+        for (other, ..) in results.iter().filter(|(o, ..)| o != me) {
+            let p = peer(report, other);
+            // Units per second over the member's last 10 s, all twelve in the room.
+            let in_10_s = (p["fps"].as_f64().unwrap() * 10.0).round() as u64;
+            least = least.min(in_10_s);
+            assert!(
+                in_10_s >= 150,
+                "{me} from {other}: {in_10_s} units in 10 s: {p}\n{log}"
+            );
+            assert!(n(&p["audio_frames"]) >= 300, "{me} from {other}: {p}");
+        }
+    }
+    println!("fewest units one member got from another in 10 s: {least}");
+}

@@ -38,7 +38,9 @@ use super::sink_handover::{Side, SinkBook};
 use super::video_receive::{Assembled, FrameBuffer};
 use crate::media::pipeline::RemoteMediaSink;
 use crate::proto::{IceServer, SfuRoom};
-use crate::sfu::janus::{Janus, PublisherInfo, Session, SubscriberOffer, VideoRoom, VideoRoomEvent};
+use crate::sfu::janus::{
+    Janus, PublisherInfo, Session, SubscriberOffer, VideoRoom, VideoRoomEvent,
+};
 
 /// The fan-out leg (and policy entry) of our publisher connection; peer ids start with `p`.
 pub(crate) const SFU_LEG: &str = "sfu";
@@ -185,8 +187,16 @@ impl Live {
             .build(&setup.ice_servers, true, &send, Arc::new(Forward(pc_tx)))
             .await
             .map_err(conn_err)?;
-        let video = local_track(&setup.self_id, RtpCodecKind::Video, setup.media.video.ssrc());
-        let audio = local_track(&setup.self_id, RtpCodecKind::Audio, setup.media.audio.ssrc());
+        let video = local_track(
+            &setup.self_id,
+            RtpCodecKind::Video,
+            setup.media.video.ssrc(),
+        );
+        let audio = local_track(
+            &setup.self_id,
+            RtpCodecKind::Audio,
+            setup.media.audio.ssrc(),
+        );
         // Audio first, then video, as the mesh offers.
         let audio_sender = pc
             .add_track(Arc::clone(&audio) as _)
@@ -403,7 +413,12 @@ impl Live {
         let pc = self
             .setup
             .factory
-            .build(&self.setup.ice_servers, false, &send, Arc::new(Forward(pc_tx)))
+            .build(
+                &self.setup.ice_servers,
+                false,
+                &send,
+                Arc::new(Forward(pc_tx)),
+            )
             .await
             .map_err(conn_err)?;
         self.subscriber = Some(Subscriber { room, pc });
@@ -605,8 +620,7 @@ async fn read_track(
                     if need_keyframe {
                         continue;
                     }
-                    if !claimed.swap(true, Ordering::Relaxed) && t.side.handover().claim_video()
-                    {
+                    if !claimed.swap(true, Ordering::Relaxed) && t.side.handover().claim_video() {
                         let arrived = SfuEvent::Arrived {
                             peer: t.peer.clone(),
                             video: true,

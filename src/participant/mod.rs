@@ -47,6 +47,9 @@ pub struct ParticipantConfig {
     pub screen: Option<ScreenPlan>,
     /// Where to write the last screen-share frame received (PPM), at the end.
     pub save_screen: Option<std::path::PathBuf>,
+    /// Count complete video access units instead of decoding them (many members on few
+    /// cores); `video_frames` then counts units, with no size or latency.
+    pub count_only: bool,
 }
 
 /// A screen share the participant sends (`meshcall join --screen`).
@@ -127,6 +130,7 @@ async fn run_with(
     on_joined: impl FnOnce(&str),
 ) -> Result<Report, ParticipantError> {
     let remote = RemoteMedia::new(&config.speaker);
+    remote.set_count_only(config.count_only);
     let mut problems: Vec<String> = remote.problem().into_iter().collect();
     let mut engine = Engine::spawn_decoding(config.engine.clone(), &remote);
     prepare(&engine);

@@ -146,10 +146,8 @@ impl Actor {
                 {
                     call.retiring.push(task);
                 }
-                self.emit(Event::Warning(format!(
-                    "the media server failed: {reason}"
-                )))
-                .await;
+                self.emit(Event::Warning(format!("the media server failed: {reason}")))
+                    .await;
             }
         }
     }
@@ -173,8 +171,7 @@ impl Actor {
                     .members
                     .get(*id)
                     .map_or((false, false), |m| (m.video, m.audio));
-                ((video || !wants_video) && (audio || !wants_audio))
-                    || (waited && !video && !audio)
+                ((video || !wants_video) && (audio || !wants_audio)) || (waited && !video && !audio)
             })
             .cloned()
             .collect();
