@@ -617,7 +617,6 @@ fn quality_tooltip_and_stats_reach_the_tile() {
             height: 360,
             freezes: 3,
             freeze_time: std::time::Duration::from_millis(750),
-            ..Default::default()
         }),
         audio_concealed: 17,
         ..Default::default()

@@ -11,7 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::local_media::OPUS_FRAME_TICKS;
 use crate::media::pipeline::{RemoteMediaSink, SinkFactory, VideoQuality};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 use crate::media::video::AccessUnit;
 
 /// A member's sink and which path feeds each kind of its media.
@@ -19,6 +24,18 @@ pub(crate) struct Handover {
     inner: Arc<dyn RemoteMediaSink>,
     video_from_sfu: AtomicBool,
     audio_from_sfu: AtomicBool,
+    /// Audio numbering across the switch: the jitter buffer sees one stream, so the SFU's
+    /// packets continue the mesh's sequence numbers and timestamps (a jump made it drop
+    /// the rest of a member's audio in one run).
+    audio_numbers: Mutex<AudioNumbers>,
+}
+
+#[derive(Default)]
+struct AudioNumbers {
+    /// The last (sequence, timestamp) the mesh path delivered.
+    last_mesh: Option<(u16, u32)>,
+    /// What is added to the SFU path's numbers, fixed at its first packet.
+    sfu_offset: Option<(u16, u32)>,
 }
 
 impl Handover {
@@ -41,6 +58,7 @@ impl Handover {
     pub(crate) fn release(&self) {
         self.video_from_sfu.store(false, Ordering::Relaxed);
         self.audio_from_sfu.store(false, Ordering::Relaxed);
+        lock(&self.audio_numbers).sfu_offset = None;
     }
 }
 
@@ -72,9 +90,27 @@ impl RemoteMediaSink for Side {
         }
     }
     fn audio(&self, seq: u16, timestamp: u32, payload: Bytes) {
-        if self.owns_audio() {
-            self.handover.inner.audio(seq, timestamp, payload);
+        if !self.owns_audio() {
+            return;
         }
+        let (seq, timestamp) = {
+            let mut n = lock(&self.handover.audio_numbers);
+            if self.sfu {
+                let last_mesh = n.last_mesh;
+                let (ds, dt) = *n.sfu_offset.get_or_insert_with(|| match last_mesh {
+                    Some((s, t)) => (
+                        s.wrapping_add(1).wrapping_sub(seq),
+                        t.wrapping_add(OPUS_FRAME_TICKS).wrapping_sub(timestamp),
+                    ),
+                    None => (0, 0),
+                });
+                (seq.wrapping_add(ds), timestamp.wrapping_add(dt))
+            } else {
+                n.last_mesh = Some((seq, timestamp));
+                (seq, timestamp)
+            }
+        };
+        self.handover.inner.audio(seq, timestamp, payload);
     }
     fn take_decoder_failure(&self) -> bool {
         // Only the path feeding the decoder should repair it with a keyframe.
@@ -114,6 +150,7 @@ impl SinkBook {
                 inner: (self.factory)(id),
                 video_from_sfu: AtomicBool::new(false),
                 audio_from_sfu: AtomicBool::new(false),
+                audio_numbers: Mutex::default(),
             })
         }))
     }

@@ -336,7 +336,7 @@ async fn run_with(
                     .then(|| format!("{}x{}", quality.width, quality.height)),
                 freezes: quality.freezes,
                 freeze_ms: quality.freeze_time.as_millis() as u64,
-                max_gap_ms: quality.max_gap.as_millis() as u64,
+                max_gap_ms: m.map_or(0, |m| m.max_video_gap().as_millis() as u64),
                 audio_concealed: m.map_or(0, |m| m.audio_concealed()),
                 nack_sent: s.stats.nacks_sent,
                 rtx_received: s.stats.retransmissions_received,

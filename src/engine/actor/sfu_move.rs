@@ -17,6 +17,10 @@ use crate::proto::{ClientMessage, SFU_KIND_JANUS, SfuRoom};
 /// How long a move waits for a member's media through Janus before closing its mesh link
 /// anyway, when nothing of theirs came through Janus at all (they send nothing).
 const NOTHING_ARRIVED: Duration = Duration::from_secs(5);
+/// How long a mesh link stays after its member's media came through Janus. Closing it
+/// cuts both directions, and the member may not have our media through Janus yet (its
+/// subscriber waits for a keyframe of ours): closing at once left a 1 s gap in one run.
+const LINGER: Duration = Duration::from_millis(1500);
 
 /// The call's media through the SFU.
 pub(super) struct SfuState {
@@ -28,6 +32,8 @@ pub(super) struct SfuState {
     published_at: Option<Instant>,
     /// Per member, which kinds arrived through Janus: (video, audio).
     arrived: HashMap<String, (bool, bool)>,
+    /// When everything a member sends first came through Janus.
+    complete: HashMap<String, Instant>,
 }
 
 impl Actor {
@@ -66,6 +72,7 @@ impl Actor {
             feed: None,
             published_at: None,
             arrived: HashMap::new(),
+            complete: HashMap::new(),
         });
     }
 
@@ -162,19 +169,23 @@ impl Actor {
             return;
         };
         let waited = published_at.elapsed() >= NOTHING_ARRIVED;
-        let done: Vec<String> = call
-            .peers
-            .keys()
-            .filter(|id| {
-                let (video, audio) = sfu.arrived.get(*id).copied().unwrap_or_default();
-                let (wants_video, wants_audio) = call
-                    .members
-                    .get(*id)
-                    .map_or((false, false), |m| (m.video, m.audio));
-                ((video || !wants_video) && (audio || !wants_audio)) || (waited && !video && !audio)
-            })
-            .cloned()
-            .collect();
+        let now = Instant::now();
+        let mut done = Vec::new();
+        for id in call.peers.keys() {
+            let (video, audio) = sfu.arrived.get(id).copied().unwrap_or_default();
+            let (wants_video, wants_audio) = call
+                .members
+                .get(id)
+                .map_or((false, false), |m| (m.video, m.audio));
+            if (video || !wants_video) && (audio || !wants_audio) {
+                let since = *sfu.complete.entry(id.clone()).or_insert(now);
+                if now.duration_since(since) >= LINGER {
+                    done.push(id.clone());
+                }
+            } else if waited && !video && !audio {
+                done.push(id.clone());
+            }
+        }
         for id in done {
             tracing::info!(peer = %id, "closing the mesh link: media comes through the SFU");
             if let Some(task) = self.stop_peer(&id)

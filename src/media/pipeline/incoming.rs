@@ -358,8 +358,8 @@ fn decode_loop(
     // Ends when the sink (and so the sender) is dropped.
     while let Ok(au) = queue.recv() {
         if media.inner.count_only.load(Ordering::Relaxed) {
-            member.video_frames.fetch_add(1, Ordering::Relaxed);
-            lock(&member.timeline).frame(Instant::now(), 0, 0);
+            member.frames.fetch_add(1, Ordering::Relaxed);
+            lock(member.timeline).frame(Instant::now(), 0, 0);
             continue;
         }
         match decoder.decode(&au.data) {

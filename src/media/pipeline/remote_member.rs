@@ -141,8 +141,6 @@ pub struct VideoQuality {
     pub freezes: u64,
     /// Their total length.
     pub freeze_time: Duration,
-    /// The longest time between two decoded frames.
-    pub max_gap: Duration,
 }
 
 #[derive(Default)]
@@ -219,7 +217,6 @@ impl RemoteMember {
             height: t.height,
             freezes: t.freezes,
             freeze_time: t.freeze_time,
-            max_gap: t.max_gap,
         }
     }
 
@@ -263,6 +260,11 @@ impl RemoteMember {
     /// Screen-share access units the decoder refused.
     pub fn screen_decode_failures(&self) -> u64 {
         self.screen.decode_failures.load(Ordering::Relaxed)
+    }
+
+    /// The longest time between two of their decoded frames so far.
+    pub fn max_video_gap(&self) -> Duration {
+        lock(&self.timeline).max_gap
     }
 
     /// Audio frames of theirs that were concealed (made up) because nothing came in time.
