@@ -122,6 +122,10 @@ struct JoinArgs {
     /// At the end, write the last screen-share frame received to this file (PPM).
     #[arg(long)]
     save_screen: Option<PathBuf>,
+    /// Count complete video access units instead of decoding them (many members on few
+    /// cores, e.g. a 12-member SFU room); the report then has no sizes or latencies.
+    #[arg(long)]
+    count_only: bool,
 }
 
 fn parse_screen(s: &str) -> Result<ScreenSource, String> {
@@ -426,6 +430,7 @@ fn run_join(args: JoinArgs) -> anyhow::Result<()> {
             None => None,
         },
         save_screen: args.save_screen,
+        count_only: args.count_only,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(run(config, shutdown_signal(), |room| {

@@ -1,6 +1,8 @@
 //! The engine's one task: owns the signaling client and a peer task per remote member,
 //! turns commands into protocol messages and signaling into peer connections.
 
+mod sfu_move;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,13 +19,16 @@ use super::local_media::{DeviceFailure, LocalMedia, SCREEN_MAX_BPS, SCREEN_MIN_B
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
 use super::peer_factory::{BitrateRange, PeerFactory};
 use super::policy::{VideoPolicy, expected_audio_loss};
+use super::sfu_call::SfuEvent;
+use super::sink_handover::SinkBook;
 use super::turn_tcp::{TurnTcpBridges, loopback_for};
 use crate::client::{
     ClientConfig, ClientError, ClientEvent, ConnectionState, SignalClient, SignalSender,
 };
 use crate::media::pipeline::SinkFactory;
 use crate::proto::{
-    ClientMessage, IceServer, JoinRequest, Peer, PeerPayload, ServerMessage, StateUpdate,
+    ClientMessage, FEATURE_SFU_JANUS, IceServer, JoinRequest, Peer, PeerPayload, ServerMessage,
+    SfuRoom, StateUpdate,
 };
 
 /// How long a fresh join waits for the old connections to finish closing.
@@ -99,6 +104,12 @@ struct Call {
     audio_loss: HashMap<String, f64>,
     /// Each peer's latest bandwidth estimate, bits per second (for the share's bitrate).
     estimates: HashMap<String, u32>,
+    /// Each member's sink, shared by its mesh link and the SFU (handed over in a move).
+    book: SinkBook,
+    /// Media through Janus, when the room is on (or moving onto) the SFU.
+    sfu: Option<sfu_move::SfuState>,
+    /// Tasks of closed links and SFU sessions still ending; awaited when the call ends.
+    retiring: Vec<JoinHandle<()>>,
 }
 
 impl Call {
@@ -121,6 +132,8 @@ pub(crate) struct Actor {
     pub(crate) link: LinkShaper,
     pub(crate) peer_events_tx: mpsc::Sender<PeerEvent>,
     pub(crate) peer_events: mpsc::Receiver<PeerEvent>,
+    sfu_events_tx: mpsc::Sender<SfuEvent>,
+    sfu_events: mpsc::Receiver<SfuEvent>,
     /// Local sources that stopped by themselves (see `MediaInput::device_failed`).
     device_failures: mpsc::Receiver<DeviceFailure>,
     call: Option<Call>,
@@ -155,6 +168,7 @@ impl Actor {
         device_failures: mpsc::Receiver<DeviceFailure>,
     ) -> Self {
         let (peer_events_tx, peer_events) = mpsc::channel(1024);
+        let (sfu_events_tx, sfu_events) = mpsc::channel(1024);
         Self {
             config,
             media,
@@ -164,6 +178,8 @@ impl Actor {
             link,
             peer_events_tx,
             peer_events,
+            sfu_events_tx,
+            sfu_events,
             device_failures,
             call: None,
         }
@@ -174,6 +190,8 @@ impl Actor {
     }
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        // A move closes mesh links after a wait even when no event comes.
+        let mut move_check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -189,6 +207,8 @@ impl Actor {
                     None => self.end_call("the signaling connection ended").await,
                 },
                 Some(ev) = self.peer_events.recv() => self.on_peer_event(ev).await,
+                Some(ev) = self.sfu_events.recv() => self.on_sfu_event(ev).await,
+                _ = move_check.tick() => self.check_move().await,
                 Some(failure) = self.device_failures.recv() => {
                     self.on_device_failure(failure).await;
                 }
@@ -312,7 +332,7 @@ impl Actor {
                 audio: params.audio,
                 video: params.video,
                 resume: None,
-                features: Vec::new(),
+                features: vec![FEATURE_SFU_JANUS.to_owned()],
             },
         );
         let (client, joined) = match SignalClient::connect(config).await {
@@ -336,6 +356,7 @@ impl Actor {
             peers,
             ice_servers,
             chat,
+            sfu,
             ..
         } = joined.message
         else {
@@ -366,6 +387,9 @@ impl Actor {
             policy: VideoPolicy::new(self.media.video.layers(), self.config.max_bitrate),
             audio_loss: HashMap::new(),
             estimates: HashMap::new(),
+            book: SinkBook::new(Arc::clone(&self.sinks)),
+            sfu: None,
+            retiring: Vec::new(),
         });
         let members: Vec<Member> = peers.iter().map(member).collect();
         self.emit(Event::Joined {
@@ -375,9 +399,16 @@ impl Actor {
             chat,
         })
         .await;
+        for m in &members {
+            self.add_member(m.clone());
+        }
+        // A room on the SFU: no mesh links at all (docs/protocol-sfu.md).
+        if let Some(sfu) = sfu {
+            self.start_sfu(*sfu, false).await;
+            return;
+        }
         // We are the newcomer: we offer to everyone already here.
         for m in members {
-            self.add_member(m.clone());
             self.start_peer(&m.id, true);
         }
     }
@@ -408,7 +439,7 @@ impl Actor {
             ice_servers: call.ice_servers.clone(),
             signal: call.sender.clone(),
             media: Arc::clone(&self.media),
-            sink: (self.sinks)(id),
+            sink: call.book.mesh(id),
             events: self.peer_events_tx.clone(),
             stats_interval: self.config.stats_interval,
             census: Arc::clone(&census),
@@ -435,8 +466,11 @@ impl Actor {
         let _ = self.stop_peer(&id);
         if let Some(call) = &mut self.call {
             call.members.remove(&id);
+            call.book.forget(&id);
         }
         self.emit(Event::MemberLeft { id }).await;
+        // A move waits for nobody who left.
+        self.check_move().await;
     }
 
     /// Drops a member's peer task; it closes the connection and frees its tasks by itself.
@@ -453,11 +487,13 @@ impl Actor {
     }
 
     async fn end_call(&mut self, reason: &str) {
+        let sfu = self.stop_sfu(false);
         let Some(mut call) = self.call.take() else {
             return;
         };
         // A share belongs to the call: the next one starts without.
         self.media.set_screen(false);
+        call.retiring.extend(sfu);
         let handles: Vec<PeerHandle> = call.peers.drain().map(|(_, h)| h).collect();
         let mut tasks = Vec::new();
         for h in handles {
@@ -465,7 +501,7 @@ impl Actor {
             tasks.push(h.task);
         }
         call.client.leave().await;
-        for t in tasks {
+        for t in tasks.into_iter().chain(call.retiring.drain(..)) {
             let _ = t.await;
         }
         // After the connections: their deallocations went out through the bridges.
@@ -498,9 +534,11 @@ impl Actor {
                 self_id,
                 peers,
                 resumed,
+                sfu,
                 ..
             } => {
-                self.on_rejoined(self_id, peers, resumed).await;
+                self.on_rejoined(self_id, peers, resumed, sfu.map(|s| *s))
+                    .await;
             }
             ServerMessage::PeerJoined { peer } => {
                 // They will offer to us; the connection starts with their offer.
@@ -543,6 +581,11 @@ impl Actor {
                         tracing::debug!(peer = %from, "ignoring an offer from a non-member");
                         return;
                     }
+                    // In a room on the SFU nobody makes mesh links.
+                    if call.sfu.is_some() {
+                        tracing::debug!(peer = %from, "ignoring a mesh offer in an SFU room");
+                        return;
+                    }
                     self.start_peer(&from, false);
                 }
                 if let Some(call) = &self.call
@@ -552,14 +595,11 @@ impl Actor {
                 }
             }
             ServerMessage::Chat(chat) => self.emit(Event::Chat(chat)).await,
-            // Only sent to clients that declare `sfu-janus`, which this engine does not yet.
-            ServerMessage::MoveToSfu { .. } => {
-                if let Some(call) = &self.call {
-                    let reason = "this engine cannot join an SFU room yet".to_owned();
-                    call.sender.send(ClientMessage::SfuFailed { reason }).await;
-                }
+            ServerMessage::MoveToSfu { sfu, .. } => self.start_sfu(sfu, true).await,
+            ServerMessage::MoveCancelled => {
+                tracing::info!("the move onto the SFU was cancelled; the mesh stays");
+                self.cancel_move();
             }
-            ServerMessage::MoveCancelled => {}
             ServerMessage::Error { code, message } => {
                 self.emit(Event::Warning(format!(
                     "the server refused a message ({code}): {message}"
@@ -571,7 +611,13 @@ impl Actor {
 
     /// After a signaling reconnect. A resume keeps every connection; a fresh join means a
     /// new identity, so every connection is rebuilt with us as the newcomer.
-    async fn on_rejoined(&mut self, self_id: String, peers: Vec<Peer>, resumed: bool) {
+    async fn on_rejoined(
+        &mut self,
+        self_id: String,
+        peers: Vec<Peer>,
+        resumed: bool,
+        sfu: Option<SfuRoom>,
+    ) {
         if resumed {
             let Some(call) = &self.call else { return };
             let present: Vec<String> = peers.iter().map(|p| p.id.clone()).collect();
@@ -604,9 +650,12 @@ impl Actor {
             .as_ref()
             .map(|c| c.members.keys().cloned().collect())
             .unwrap_or_default();
-        let mut retiring = Vec::new();
+        let mut retiring: Vec<JoinHandle<()>> = self.stop_sfu(false).into_iter().collect();
         for id in ids {
             retiring.extend(self.stop_peer(&id));
+            if let Some(call) = &self.call {
+                call.book.forget(&id);
+            }
             self.emit(Event::MemberLeft { id }).await;
         }
         // The new connections reuse the members' ids (and after a server restart the
@@ -627,7 +676,12 @@ impl Actor {
             let m = member(p);
             self.add_member(m.clone());
             self.emit(Event::MemberUpdated(m)).await;
-            self.start_peer(&p.id, true);
+            if sfu.is_none() {
+                self.start_peer(&p.id, true);
+            }
+        }
+        if let Some(sfu) = sfu {
+            self.start_sfu(sfu, false).await;
         }
     }
 

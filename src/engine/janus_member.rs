@@ -88,7 +88,7 @@ pub enum JanusMemberError {
     Media(String),
 }
 
-fn conn_err(e: impl std::fmt::Display) -> JanusMemberError {
+pub(super) fn conn_err(e: impl std::fmt::Display) -> JanusMemberError {
     JanusMemberError::Connection(e.to_string())
 }
 
@@ -159,14 +159,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Connection callbacks, forwarded to the task that owns the connection's signaling.
 /// Unbounded: the driver awaits these callbacks, and the volume is a few candidates and
 /// state changes.
-enum PcEvent {
+pub(super) enum PcEvent {
     Candidate(RTCIceCandidateInit),
     GatheringDone,
     State(RTCPeerConnectionState),
     Track(Arc<dyn TrackRemote>),
 }
 
-struct Forward(mpsc::UnboundedSender<PcEvent>);
+pub(super) struct Forward(pub(super) mpsc::UnboundedSender<PcEvent>);
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Forward {
@@ -504,7 +504,7 @@ impl JanusMember {
 }
 
 /// Answers Janus' subscription offer on `pc` and starts (or updates) the subscription.
-async fn answer(
+pub(super) async fn answer(
     pc: &Arc<dyn PeerConnection>,
     subscriber: &VideoRoom,
     offer: String,
@@ -521,7 +521,7 @@ async fn answer(
 }
 
 /// The payload type the connection negotiated for `mime`, or ours when it cannot tell.
-async fn payload_type(sender: &Arc<dyn RtpSender>, mime: &str, ours: u8) -> u8 {
+pub(super) async fn payload_type(sender: &Arc<dyn RtpSender>, mime: &str, ours: u8) -> u8 {
     match sender.get_parameters().await {
         Ok(p) => negotiated_payload_type(&p.rtp_parameters.codecs, mime).unwrap_or(ours),
         Err(e) => {
@@ -534,7 +534,7 @@ async fn payload_type(sender: &Arc<dyn RtpSender>, mime: &str, ours: u8) -> u8 {
 /// Which publisher each SSRC in Janus' subscription offer comes from: the offer names
 /// each m-section's SSRC (`a=ssrc:`) and mid, and VideoRoom's stream list maps mids to
 /// feeds.
-fn feeds_by_ssrc(sdp: &str, streams: &[StreamInfo]) -> HashMap<u32, (u64, String)> {
+pub(super) fn feeds_by_ssrc(sdp: &str, streams: &[StreamInfo]) -> HashMap<u32, (u64, String)> {
     let mut out = HashMap::new();
     let mut mid: Option<String> = None;
     let mut ssrcs: Vec<u32> = Vec::new();
@@ -593,7 +593,7 @@ async fn signal_publisher(
     }
 }
 
-async fn send_candidate(trickle: &Trickler, c: &RTCIceCandidateInit) {
+pub(super) async fn send_candidate(trickle: &Trickler, c: &RTCIceCandidateInit) {
     if let Err(e) = trickle
         .candidate(&c.candidate, c.sdp_mid.as_deref(), c.sdp_mline_index)
         .await

@@ -19,6 +19,8 @@ mod peer;
 mod peer_factory;
 mod policy;
 mod queue_delay;
+mod sfu_call;
+mod sink_handover;
 mod sinks;
 mod stats;
 mod turn_tcp;

@@ -527,7 +527,7 @@ async fn payload_type(sender: Option<&Arc<dyn RtpSender>>, mime: &str, ours: u8)
 /// Feeds one peer's track from its fan-out queue. The fan-out packetizes once with our
 /// payload types; each connection may have negotiated others, so they are rewritten here
 /// with the number the last exchange settled.
-async fn write_leg(
+pub(super) async fn write_leg(
     mut queue: mpsc::Receiver<rtc::rtp::Packet>,
     track: Arc<TrackLocalStaticRTP>,
     payload_type: Arc<AtomicU8>,
@@ -545,7 +545,7 @@ async fn write_leg(
 /// Feeds one peer's video track from its fan-out queue: whole frames of the layer it is
 /// on, numbered with this leg's own sequence (so a change of layer leaves no gap), with the
 /// payload type this connection negotiated.
-async fn write_video_leg(
+pub(super) async fn write_video_leg(
     mut queue: mpsc::Receiver<Arc<LayerFrame>>,
     track: Arc<TrackLocalStaticRTP>,
     payload_type: Arc<AtomicU8>,
@@ -577,7 +577,7 @@ async fn write_video_leg(
     }
 }
 
-async fn watch_keyframe_requests(
+pub(super) async fn watch_keyframe_requests(
     track: Arc<TrackLocalStaticRTP>,
     media: Arc<LocalMedia>,
     peer: String,

@@ -47,6 +47,9 @@ pub struct ParticipantConfig {
     pub screen: Option<ScreenPlan>,
     /// Where to write the last screen-share frame received (PPM), at the end.
     pub save_screen: Option<std::path::PathBuf>,
+    /// Count complete video access units instead of decoding them (many members on few
+    /// cores); `video_frames` then counts units, with no size or latency.
+    pub count_only: bool,
 }
 
 /// A screen share the participant sends (`meshcall join --screen`).
@@ -127,6 +130,7 @@ async fn run_with(
     on_joined: impl FnOnce(&str),
 ) -> Result<Report, ParticipantError> {
     let remote = RemoteMedia::new(&config.speaker);
+    remote.set_count_only(config.count_only);
     let mut problems: Vec<String> = remote.problem().into_iter().collect();
     let mut engine = Engine::spawn_decoding(config.engine.clone(), &remote);
     prepare(&engine);
@@ -332,6 +336,7 @@ async fn run_with(
                     .then(|| format!("{}x{}", quality.width, quality.height)),
                 freezes: quality.freezes,
                 freeze_ms: quality.freeze_time.as_millis() as u64,
+                max_gap_ms: m.map_or(0, |m| m.max_video_gap().as_millis() as u64),
                 audio_concealed: m.map_or(0, |m| m.audio_concealed()),
                 nack_sent: s.stats.nacks_sent,
                 rtx_received: s.stats.retransmissions_received,

@@ -75,6 +75,8 @@ pub struct PeerReport {
     pub freezes: u64,
     /// The total length of those gaps, ms.
     pub freeze_ms: u64,
+    /// The longest time between two of their decoded frames, ms (0 before two came).
+    pub max_gap_ms: u64,
     /// Audio frames of theirs made up by concealment because nothing came in time.
     pub audio_concealed: u64,
     /// Their video packets we asked for again (NACKed sequence numbers).

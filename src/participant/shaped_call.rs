@@ -40,6 +40,7 @@ fn member(server: &str, name: &str, room: Option<String>, stay: Duration) -> Par
             ice_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             ..EngineConfig::default()
         },
+        count_only: false,
     }
 }
 

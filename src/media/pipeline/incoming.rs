@@ -120,6 +120,8 @@ struct RemoteInner {
     problem: Mutex<Option<String>>,
     /// The mix as sent to the speaker, for the echo canceller.
     echo_reference: EchoReference,
+    /// Count complete access units as frames instead of decoding them (load tests).
+    count_only: AtomicBool,
 }
 
 impl Drop for RemoteInner {
@@ -150,6 +152,7 @@ impl RemoteMedia {
             on_frame: Mutex::new(None),
             problem: Mutex::new(None),
             echo_reference: EchoReference::default(),
+            count_only: AtomicBool::new(false),
         });
         let media = Self { inner };
         // A speaker that fails leaves the call headless, not silent to itself: the
@@ -164,6 +167,12 @@ impl RemoteMedia {
             .ok();
         *lock(&media.inner.clock) = clock;
         media
+    }
+
+    /// Counts every complete access unit as a frame instead of decoding it (`meshcall join
+    /// --count-only`: many members on few cores). No pictures, sizes or latencies then.
+    pub fn set_count_only(&self, on: bool) {
+        self.inner.count_only.store(on, Ordering::Relaxed);
     }
 
     /// Plays the call on `speaker` from now on, keeping every member's buffered audio. On
@@ -348,6 +357,11 @@ fn decode_loop(
     };
     // Ends when the sink (and so the sender) is dropped.
     while let Ok(au) = queue.recv() {
+        if media.inner.count_only.load(Ordering::Relaxed) {
+            member.frames.fetch_add(1, Ordering::Relaxed);
+            lock(member.timeline).frame(Instant::now(), 0, 0);
+            continue;
+        }
         match decoder.decode(&au.data) {
             Ok(Some(frame)) => {
                 member.frames.fetch_add(1, Ordering::Relaxed);

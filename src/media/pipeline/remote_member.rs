@@ -24,6 +24,8 @@ pub(super) struct VideoTimeline {
     mean_interval: Option<f64>,
     freezes: u64,
     freeze_time: Duration,
+    /// The longest time between two decoded frames (a move between paths must not show).
+    max_gap: Duration,
     width: u32,
     height: u32,
     /// The frame rate when their video ended ([`Self::close`]), reported from then on.
@@ -39,6 +41,7 @@ impl VideoTimeline {
     pub(super) fn frame(&mut self, now: Instant, width: u32, height: u32) {
         (self.width, self.height) = (width, height);
         if let Some(last) = self.last {
+            self.max_gap = self.max_gap.max(now.saturating_duration_since(last));
             let gap = now.saturating_duration_since(last).as_secs_f64();
             if let Some(mean) = self.mean_interval
                 && gap > (3.0 * mean).max(0.150)
@@ -257,6 +260,11 @@ impl RemoteMember {
     /// Screen-share access units the decoder refused.
     pub fn screen_decode_failures(&self) -> u64 {
         self.screen.decode_failures.load(Ordering::Relaxed)
+    }
+
+    /// The longest time between two of their decoded frames so far.
+    pub fn max_video_gap(&self) -> Duration {
+        lock(&self.timeline).max_gap
     }
 
     /// Audio frames of theirs that were concealed (made up) because nothing came in time.
