@@ -112,6 +112,16 @@ impl RemoteMediaSink for Side {
         };
         self.handover.inner.audio(seq, timestamp, payload);
     }
+    fn screen(&self, au: AccessUnit) {
+        // Shares travel only on mesh links (SFU rooms carry none yet), so the mesh path
+        // always owns them.
+        if !self.sfu {
+            self.handover.inner.screen(au);
+        }
+    }
+    fn take_screen_decoder_failure(&self) -> bool {
+        !self.sfu && self.handover.inner.take_screen_decoder_failure()
+    }
     fn take_decoder_failure(&self) -> bool {
         // Only the path feeding the decoder should repair it with a keyframe.
         self.owns_video() && self.handover.inner.take_decoder_failure()
@@ -230,5 +240,19 @@ mod tests {
         book.get("p1").unwrap().release();
         sfu.video(au(false));
         assert_eq!(c.video_frames(), 4);
+    }
+
+    #[test]
+    fn a_share_passes_through_the_mesh_side_whoever_owns_the_camera() {
+        let counting = CountingSinks::default();
+        let book = SinkBook::new(counting.factory());
+        let mesh = book.mesh("p1");
+        let sfu = book.sfu("p1");
+        mesh.screen(au(true));
+        assert!(sfu.handover().claim_video());
+        mesh.screen(au(false));
+        sfu.screen(au(false));
+        let c = counting.get("p1").unwrap();
+        assert_eq!(c.screen_frames(), 2);
     }
 }
