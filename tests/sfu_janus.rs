@@ -10,9 +10,8 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use meshcall::engine::{FeedCounts, JanusMember, JanusMemberConfig, create_janus_
 use meshcall::sfu::janus::RoomConfig;
 
 mod common;
+use common::netns::repo;
 
 /// Set in the environment of the copy of this binary that runs inside the namespace.
 const INSIDE: &str = "MESHCALL_SFU_JANUS_NETNS";
@@ -35,83 +35,9 @@ const MIN_AUDIO: u64 = 400;
 /// The whole inner run, generously: Janus' start, three joins, ten seconds of media.
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Why this machine cannot run the test, if it cannot.
-fn missing() -> Option<String> {
-    if !cfg!(target_os = "linux") {
-        return Some("needs Linux network namespaces".to_owned());
-    }
-    for tool in ["unshare", "ip", "janus"] {
-        if which(tool).is_none() {
-            return Some(format!(
-                "`{tool}` is not installed (scripts/setup --test installs janus)"
-            ));
-        }
-    }
-    let ns = Command::new("unshare")
-        .args(["-n", "ip", "link", "set", "lo", "up"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !ns.is_ok_and(|s| s.success()) {
-        return Some("cannot make a network namespace (unshare -n needs root)".to_owned());
-    }
-    None
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn three_members_receive_each_other_through_janus() {
-    if let Some(reason) = missing() {
-        common::skip::skip_or_fail(&reason);
-        return;
-    }
-    let started = Instant::now();
-    let exe = std::env::current_exe().unwrap();
-    // Its own process group, so a run over the limit is killed with Janus and all.
-    let mut child = Command::new("unshare")
-        .args([
-            "-n",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" --exact inside_namespace_three_members \
-             --ignored --nocapture --test-threads=1",
-        ])
-        .arg(&exe)
-        .env(INSIDE, "1")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > LIMIT {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-            panic!("the run inside the namespace took over {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    println!(
-        "sfu_janus: whole test {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        status.success(),
-        "the run inside the namespace failed: {status}"
-    );
+    common::netns::run_in_namespace("inside_namespace_three_members", INSIDE, LIMIT);
 }
 
 /// Janus run by `scripts/janus`, killed (and waited for) on drop.

@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::BufRead;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,42 +16,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
+use common::netns::repo;
 
 /// Set in the environment of the copy of this binary that runs inside the namespace.
 const INSIDE: &str = "MESHCALL_SFU_MOVE_NETNS";
 const JANUS_PORT: u16 = 8188;
 const SERVER_PORT: u16 = 8787;
 const LIMIT: Duration = Duration::from_secs(150);
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn missing() -> Option<String> {
-    for tool in ["unshare", "ip", "janus"] {
-        if which(tool).is_none() {
-            return Some(format!(
-                "`{tool}` is not installed (scripts/setup --test installs janus)"
-            ));
-        }
-    }
-    let ns = Command::new("unshare")
-        .args(["-n", "ip", "link", "set", "lo", "up"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !ns.is_ok_and(|s| s.success()) {
-        return Some("cannot make a network namespace (unshare -n needs root)".to_owned());
-    }
-    None
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn tmp(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
@@ -64,45 +34,10 @@ fn tmp(name: &str) -> PathBuf {
 static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run_in_namespace(inner: &str) {
-    if let Some(reason) = missing() {
-        common::skip::skip_or_fail(&reason);
-        return;
-    }
     let _turn = ONE_CALL_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let started = Instant::now();
-    let mut child = Command::new("unshare")
-        .args([
-            "-n",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" --exact \"$1\" --ignored --nocapture --test-threads=1",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .arg(inner)
-        .env(INSIDE, "1")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > LIMIT {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-            panic!("{inner} took over {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    println!("{inner}: {:.1} s", started.elapsed().as_secs_f64());
-    assert!(
-        status.success(),
-        "{inner} failed inside the namespace: {status}"
-    );
+    common::netns::run_in_namespace(inner, INSIDE, LIMIT);
 }
 
 /// A child process killed when the test ends.

@@ -8,9 +8,8 @@
 //! fail under CI and print SKIPPED otherwise. One test needs no Janus at all.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use meshcall::server::{ServerConfig, SfuConfig};
@@ -18,6 +17,7 @@ use meshcall::sfu::janus::{Janus, JanusError, VideoRoom};
 use serde_json::{Value, json};
 
 mod common;
+use common::netns::repo;
 use common::{Client, TestServer};
 
 /// Set in the environment of the copy of this binary that runs inside the namespace.
@@ -26,74 +26,9 @@ const INSIDE: &str = "MESHCALL_SFU_SERVER_NETNS";
 const PORT: u16 = 8188;
 const LIMIT: Duration = Duration::from_secs(90);
 
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn missing() -> Option<String> {
-    for tool in ["unshare", "ip", "janus"] {
-        if which(tool).is_none() {
-            return Some(format!(
-                "`{tool}` is not installed (scripts/setup --test installs janus)"
-            ));
-        }
-    }
-    let ns = Command::new("unshare")
-        .args(["-n", "ip", "link", "set", "lo", "up"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !ns.is_ok_and(|s| s.success()) {
-        return Some("cannot make a network namespace (unshare -n needs root)".to_owned());
-    }
-    None
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Runs `inner` (an ignored test of this binary) inside a fresh namespace.
 fn run_in_namespace(inner: &str) {
-    if let Some(reason) = missing() {
-        common::skip::skip_or_fail(&reason);
-        return;
-    }
-    let started = Instant::now();
-    let mut child = Command::new("unshare")
-        .args([
-            "-n",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" --exact \"$1\" --ignored --nocapture --test-threads=1",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .arg(inner)
-        .env(INSIDE, "1")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > LIMIT {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-            panic!("{inner} took over {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    println!("{inner}: {:.1} s", started.elapsed().as_secs_f64());
-    assert!(
-        status.success(),
-        "{inner} failed inside the namespace: {status}"
-    );
+    common::netns::run_in_namespace(inner, INSIDE, LIMIT);
 }
 
 struct JanusProcess(Child);

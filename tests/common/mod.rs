@@ -2,6 +2,7 @@
 //! client that speaks JSON values, so the protocol is checked from the outside.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod netns;
 pub mod pulse;
 pub mod skip;
 
