@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::xvfb::Xvfb;
 
 use meshcall::media::video::screen::unchanged::SETTLE;
 use meshcall::media::video::screen::{
     GrabOptions, ListOptions, ScreenCapture, ScreenConfig, ScreenError, ScreenGrabber,
-    ScreenSource, ScreenTarget, SourceKind, list_sources,
+    ScreenSource, ScreenTarget, SourceKind, list_sources, window_title,
 };
 use meshcall::media::video::{
     EncoderSettings, FrameTime, H264Decoder, H264Encoder, I420Frame, i420_to_rgba, read_time_band,
@@ -23,54 +23,6 @@ use x11rb::protocol::xproto::{
 };
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
-
-/// A private X server, killed when the test ends however it ends.
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    /// A server with one screen of this size; None (after skip_or_fail) without Xvfb.
-    fn start(width: u32, height: u32) -> Option<Self> {
-        let spawned = Command::new("Xvfb")
-            // -displayfd: Xvfb picks a free display number and writes it once it accepts
-            // connections, so parallel tests never race for a number or poll for a socket.
-            .args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0"])
-            .arg(format!("{width}x{height}x24"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                common::skip::skip_or_fail(&format!(
-                    "Xvfb could not be started ({e}); scripts/setup --test installs it"
-                ));
-                return None;
-            }
-        };
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let number: u32 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("Xvfb did not report its display: {line:?}"));
-        Some(Self {
-            child,
-            display: format!(":{number}"),
-        })
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A window the test draws into, on its own connection (as another app's would be).
 struct TestWindow {
@@ -335,6 +287,11 @@ fn windows_are_listed_by_name_with_thumbnails_and_our_own_left_out() {
         .unwrap_or_else(|| panic!("window not listed: {sources:?}"));
     assert_eq!(found.kind, SourceKind::Window);
     assert_eq!(found.name, "Quarterly report - Editor");
+    // "You are sharing …" names the window the same way.
+    assert_eq!(
+        window_title(Some(&x.display), shared.id).as_deref(),
+        Some("Quarterly report - Editor")
+    );
     assert_eq!((found.width, found.height), (320, 240));
     let thumb = found.thumbnail.as_ref().unwrap();
     assert_eq!((thumb.width(), thumb.height()), (240, 180));

@@ -10,9 +10,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::TestServer;
+use common::xvfb::Xvfb;
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{
     ChangeWindowAttributesAux, ConnectionExt as _, CreateGCAux, CreateWindowAux, ImageFormat,
@@ -23,57 +24,6 @@ use x11rb::rust_connection::RustConnection;
 /// Where the text window sits, and its size: away from the pointer, which the share draws
 /// in and the reference grab leaves out.
 const WIN: (i16, i16, u16, u16) = (40, 40, 1280, 720);
-
-/// A private X server, killed when the test ends however it ends.
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    /// A 1920x1080 server; None (after skip_or_fail) without Xvfb.
-    fn start() -> Option<Self> {
-        let spawned = Command::new("Xvfb")
-            // -displayfd: Xvfb picks a free display number and says it once it accepts.
-            .args([
-                "-displayfd",
-                "1",
-                "-nolisten",
-                "tcp",
-                "-screen",
-                "0",
-                "1920x1080x24",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                common::skip::skip_or_fail(&format!(
-                    "Xvfb could not be started ({e}); scripts/setup --test installs it"
-                ));
-                return None;
-            }
-        };
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let number: u32 = line.trim().parse().unwrap();
-        Some(Self {
-            child,
-            display: format!(":{number}"),
-        })
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Lines of text the window shows: upper-case letters, digits and punctuation.
 fn text_lines() -> Vec<String> {
@@ -323,7 +273,9 @@ fn the_metrics_tell_legible_from_blurred_or_shifted_text() {
 
 #[test]
 fn shared_fine_text_arrives_legible() {
-    let Some(x) = Xvfb::start() else { return };
+    let Some(x) = Xvfb::start(1920, 1080) else {
+        return;
+    };
     let (w, h) = (WIN.2 as usize, WIN.3 as usize);
     let conn = show_window(&x.display, &render_text(w, h));
     let source = grab_region(&conn);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::media::pipeline::{RemoteMediaSink, SinkFactory};
+use crate::media::pipeline::{RemoteMediaSink, SinkFactory, VideoQuality};
 use crate::media::video::AccessUnit;
 
 /// Per-member counters.
@@ -56,6 +56,19 @@ impl RemoteMediaSink for CountingSink {
     }
     fn counts(&self) -> (u64, u64) {
         (self.0.video_frames(), self.0.audio_packets())
+    }
+    // Nothing is decoded here, so nothing can fail or be measured.
+    fn take_decoder_failure(&self) -> bool {
+        false
+    }
+    fn take_screen_decoder_failure(&self) -> bool {
+        false
+    }
+    fn video_quality(&self) -> Option<VideoQuality> {
+        None
+    }
+    fn audio_concealed(&self) -> u64 {
+        0
     }
 }
 

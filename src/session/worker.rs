@@ -17,7 +17,7 @@ use crate::media::pipeline::{
     AudioChoice, LocalPipelines, RemoteMedia, ScreenPipeline, VideoChoice, VideoFormat,
 };
 use crate::media::video::screen::{
-    ListOptions, ScreenConfig, ScreenSource, ScreenTarget, list_sources,
+    ListOptions, ScreenConfig, ScreenSource, ScreenTarget, list_sources, window_title,
 };
 
 type Wake = Arc<dyn Fn() + Send + Sync>;
@@ -446,13 +446,14 @@ impl Worker {
         let status = match (input, self.in_call) {
             (Some(input), true) => {
                 self.stop_share().await;
-                let name = share_name(&source);
+                // Both talk to the X server, so both stay off this task.
                 let started = tokio::task::spawn_blocking(move || {
-                    ScreenPipeline::start(&input, ScreenConfig::new(source))
+                    let name = share_name(&source);
+                    ScreenPipeline::start(&input, ScreenConfig::new(source)).map(|p| (p, name))
                 })
                 .await;
                 match started {
-                    Ok(Ok(p)) => {
+                    Ok(Ok((p, name))) => {
                         self.screen = Some(p);
                         self.send(Command::SetScreen(true)).await;
                         ShareStatus::Sharing { name }
@@ -505,14 +506,17 @@ async fn stop(pipelines: Option<LocalPipelines>) {
     }
 }
 
-/// What "You are sharing …" names: the picker's words for the source.
+/// What "You are sharing …" names: the picker's words for the source, a window by its
+/// title (its id only when it has none).
 fn share_name(source: &ScreenSource) -> String {
     match source {
         ScreenSource::Test { .. } => "Test screen".to_owned(),
-        ScreenSource::X11 { target, .. } => match target {
+        ScreenSource::X11 { display, target } => match target {
             ScreenTarget::Screen => "Entire screen".to_owned(),
             ScreenTarget::Monitor { width, height, .. } => format!("Monitor {width}x{height}"),
-            ScreenTarget::Window { id } => format!("Window 0x{id:x}"),
+            ScreenTarget::Window { id } => {
+                window_title(display.as_deref(), *id).unwrap_or_else(|| format!("Window 0x{id:x}"))
+            }
         },
     }
 }

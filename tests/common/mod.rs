@@ -5,6 +5,7 @@
 pub mod netns;
 pub mod pulse;
 pub mod skip;
+pub mod xvfb;
 
 use std::net::SocketAddr;
 use std::time::Duration;

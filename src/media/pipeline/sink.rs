@@ -15,28 +15,20 @@ pub(crate) trait RemoteMediaSink: Send + Sync + 'static {
     /// A complete, decodable H.264 access unit.
     fn video(&self, au: AccessUnit);
     /// A complete access unit of their screen share (the second video m-section).
-    fn screen(&self, _au: AccessUnit) {}
+    fn screen(&self, au: AccessUnit);
     /// Whether the share's decoder failed since the last call and needs a keyframe.
-    fn take_screen_decoder_failure(&self) -> bool {
-        false
-    }
+    fn take_screen_decoder_failure(&self) -> bool;
     /// One Opus packet with its RTP sequence number and timestamp.
     fn audio(&self, seq: u16, timestamp: u32, payload: Bytes);
     /// Whether the decoder failed since the last call and needs a keyframe.
-    fn take_decoder_failure(&self) -> bool {
-        false
-    }
+    fn take_decoder_failure(&self) -> bool;
     /// Video frames and audio packets delivered so far.
     fn counts(&self) -> (u64, u64);
     /// How their video looks once decoded: frame rate over the last 10 s, size, freezes.
     /// None from a sink that does not decode.
-    fn video_quality(&self) -> Option<VideoQuality> {
-        None
-    }
+    fn video_quality(&self) -> Option<VideoQuality>;
     /// Their audio frames made up by concealment because nothing came in time.
-    fn audio_concealed(&self) -> u64 {
-        0
-    }
+    fn audio_concealed(&self) -> u64;
 }
 
 /// Makes the sink for a new member's media.

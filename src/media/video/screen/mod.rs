@@ -17,6 +17,7 @@ pub use error::ScreenError;
 pub use synthetic::TestScreen;
 pub use x11::{
     GrabOptions, ListOptions, RawScreen, ScreenGrabber, ShareableSource, SourceKind, list_sources,
+    window_title,
 };
 
 /// What part of an X11 display to capture.

@@ -104,6 +104,14 @@ pub fn list_sources(
     Ok(sources)
 }
 
+/// The title of window `id` on `display` (None: `DISPLAY`), as the picker shows it; None
+/// when the window has none or the display cannot be reached.
+pub fn window_title(display: Option<&str>, id: Window) -> Option<String> {
+    let session = Session::connect(display).ok()?;
+    let atoms = Atoms::intern(&session).ok()?;
+    window_name(&session, &atoms, id)
+}
+
 /// Atoms looked up once per listing.
 struct Atoms {
     net_client_list: Atom,

@@ -24,7 +24,7 @@ use super::cursor::CursorImage;
 use super::error::ScreenError;
 
 pub use grab::{GrabOptions, RawScreen, ScreenGrabber};
-pub use list::{ListOptions, ShareableSource, SourceKind, list_sources};
+pub use list::{ListOptions, ShareableSource, SourceKind, list_sources, window_title};
 
 /// The display to use: `explicit` if given, else `DISPLAY` (passed in as `env`).
 pub(crate) fn display_name(
