@@ -648,7 +648,10 @@ fn assert_page_received_through_janus(r: &Value, from: &str, frames: u64) {
 fn assert_no_gap(r: &Value, from: &str, sampled_ms: u64) {
     let g = &r["gaps"][from];
     let gap = n(&g["maxGapMs"]);
-    println!("the page from {from}: longest gap {gap} ms over {} ms", g["sampledMs"]);
+    println!(
+        "the page from {from}: longest gap {gap} ms over {} ms",
+        g["sampledMs"]
+    );
     assert!(n(&g["sampledMs"]) >= sampled_ms, "from {from}: {g}");
     assert!(gap < 1000, "the page saw a {gap} ms gap from {from}: {g}");
 }
@@ -673,7 +676,12 @@ fn assert_page_on_janus(r: &Value, members: &[&str]) {
         .as_array()
         .unwrap_or_else(|| panic!("no participant list: {sfu}"))
         .iter()
-        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["publisher"] == true))
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["publisher"] == true,
+            )
+        })
         .collect();
     listed.sort();
     let mut want: Vec<(String, bool)> = members
@@ -689,7 +697,8 @@ fn assert_page_on_janus(r: &Value, members: &[&str]) {
 fn assert_headless_moved(r: &Value, me: &str) -> Value {
     let log = r["headless"][me]["log"].as_array().unwrap();
     assert!(
-        log.iter().any(|l| l.as_str().unwrap().contains("moved onto the SFU")),
+        log.iter()
+            .any(|l| l.as_str().unwrap().contains("moved onto the SFU")),
         "{me} never closed its mesh links and sent sfu-ready: {log:#?}"
     );
     assert_headless_received(r, me, "Web")
@@ -733,4 +742,64 @@ fn a_page_on_the_mesh_keeps_receiving_without_a_gap_when_the_room_moves_onto_jan
     let gap = n(&ann["max_gap_ms"]);
     assert!(gap < 1000, "Ann saw a {gap} ms gap from the page: {ann}");
     assert_headless_moved(&r, "Bob");
+}
+
+#[test]
+fn a_page_shares_its_screen_through_janus_as_its_feeds_second_video_stream() {
+    let Some(r) = run_sfu("sfu-share-pages") else {
+        return;
+    };
+    assert_eq!(r["moved"]["WebA"], true, "{r}");
+    assert_eq!(r["moved"]["WebB"], true, "{r}");
+    assert_eq!(r["sharer"]["button"], "Stop sharing", "{r}");
+    let shared = &r["sharer"]["shared"];
+    let size = (n(&shared["width"]), n(&shared["height"]));
+    // WebB decodes it through Janus at the shared screen's size, in the spotlight layout.
+    let first = &r["first"];
+    assert!(n(&first["framesDecoded"]) > 20, "{first}");
+    assert_eq!(
+        (n(&first["frameWidth"]), n(&first["frameHeight"])),
+        size,
+        "{first}"
+    );
+    assert_spotlight(&r["spotlight"], "WebA's screen");
+    // Stopped: the tile goes and no more frames come.
+    assert_no_share(&r["stoppedLayout"]);
+    assert_eq!(
+        n(&r["later"]["framesDecoded"]),
+        n(&r["atStop"]["framesDecoded"]),
+        "frames kept coming: {r}"
+    );
+    // Again, on the same stream: the publisher still has two video senders, not three.
+    let again = &r["again"];
+    assert!(
+        n(&again["framesDecoded"]) > n(&r["later"]["framesDecoded"]) + 20,
+        "{again}"
+    );
+    assert_eq!(again["tile"], "WebA's screen", "{again}");
+    assert_eq!(r["publisherVideo"], 2, "{r}");
+    // WebA's camera went on throughout (Chromium's fake camera: ~20 fps).
+    assert!(
+        n(&again["cameraFrames"]) > n(&first["cameraFrames"]) + 40,
+        "the camera stalled: {first} -> {again}"
+    );
+    for (me, others) in [("WebA", ["WebB", "Ann"]), ("WebB", ["WebA", "Ann"])] {
+        for from in others {
+            let got = &r["sfu"][me]["peers"][from];
+            assert_eq!(got["tileShowsSfu"], true, "{me} from {from}: {got}");
+            assert!(n(&got["framesDecoded"]) > 60, "{me} from {from}: {got}");
+            assert!(n(&got["audioSamples"]) > 48_000, "{me} from {from}: {got}");
+        }
+    }
+    // The headless member moved too and still gets both pages' cameras.
+    let log = r["headless"]["Ann"]["log"].as_array().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.as_str().unwrap().contains("moved onto the SFU")),
+        "{log:#?}"
+    );
+    for from in ["WebA", "WebB"] {
+        let got = headless_got(&r, "Ann", from);
+        assert!(n(&got["video_frames"]) > 100, "Ann from {from}: {got}");
+    }
 }

@@ -16,10 +16,6 @@ const ERRORS = {
   'bad-name': 'Please enter a name (at most 64 characters).',
 };
 
-/** The page cannot publish a screen share through Janus yet (docs/sfu.md). */
-const SFU_NO_SHARE = 'This room runs on a media server, where this browser page cannot share '
-  + 'its screen yet. The meshcall app can.';
-
 // `?relay` in the page's address (the room link): use only relay (TURN) candidates, as
 // `meshcall join --relay-only` does, so every connection goes through the TURN server.
 const RELAY_ONLY = new URLSearchParams(location.search).has('relay');
@@ -117,10 +113,6 @@ function showMeshTracks(id) {
  */
 function startSfu(sfu, moving) {
   if (state.sfu) return;
-  if (state.media.screen) {
-    stopShare();
-    notice(SFU_NO_SHARE);
-  }
   if (sfu.kind !== 'janus-videoroom') {
     send({ type: 'sfu-failed', reason: `unknown media server kind ${sfu.kind}` });
     return;
@@ -145,6 +137,8 @@ function startSfu(sfu, moving) {
       failed: (reason, duringMove) => sfuFailed(reason, duringMove),
     },
   });
+  // A share already on (a mesh room moving): Janus carries it too.
+  if (state.media.screen) state.sfu.setScreen(state.media.screen, state.media.screenStream);
 }
 
 /** Janus could not be used: a move is called off; in a room already on Janus we leave. */
@@ -325,10 +319,6 @@ async function toggleShare() {
     stopShare();
     return;
   }
-  if (state.sfu) {
-    notice(SFU_NO_SHARE);
-    return;
-  }
   $('share').disabled = true;
   const problem = await state.media.startShare(stopShare);
   $('share').disabled = false;
@@ -352,6 +342,7 @@ function stopShare() {
 function shareChanged() {
   const { screen, screenStream } = state.media;
   for (const l of state.links.values()) l.setScreen(screen, screenStream);
+  if (state.sfu) state.sfu.setScreen(screen, screenStream);
   state.myState = { ...state.myState, screen: !!screen };
   showButtons();
   send({ type: 'state', screen: !!screen });

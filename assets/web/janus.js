@@ -138,7 +138,9 @@ export class JanusRoom {
     this.closed = false;
     this.feed = null;          // our feed id
     this.privateId = null;
-    this.pub = null;           // { handle, pc, senders: { audio, video } }
+    this.pub = null;           // { handle, pc, senders: { audio, video, screen } }
+    this.pubOps = Promise.resolve(); // publisher renegotiations, one at a time
+    this.screen = null;        // { track, stream } to send as our feed's second video
     this.sub = null;           // { handle, pc } once subscribed to someone
     this.subOps = Promise.resolve(); // subscriber requests and answers, one at a time
     this.publishers = new Map(); // feed id -> the publisher as Janus lists it
@@ -163,7 +165,10 @@ export class JanusRoom {
     });
     this.feed = joined.data.id;
     this.privateId = joined.data.private_id;
-    await this.publish(handle);
+    this.pubOps = this.publish(handle);
+    await this.pubOps;
+    // A share that was on before we published (a mesh room moving) goes on Janus too.
+    if (this.screen && this.screen.track) await this.setScreen(this.screen.track, this.screen.stream);
     this.notePublishers(joined.data.publishers || []);
     this.retry = setInterval(() => this.subscribeWanted(), RETRY_MS);
     this.subscribeWanted();
@@ -209,6 +214,36 @@ export class JanusRoom {
     await pc.setLocalDescription();
     const r = await this.message(handle, { request: 'publish' }, pc.localDescription.toJSON());
     if (!r.jsep) throw new JanusError('publish', 'no answer SDP');
+    await pc.setRemoteDescription(r.jsep);
+  }
+
+  /**
+   * Sends `track` as our screen share, or nothing with null: the feed's second video
+   * stream (after the camera, as protocol.md orders a mesh's m-sections). The first share
+   * adds it by renegotiating with Janus (`configure`); it stays, and later shares reuse it.
+   */
+  setScreen(track, stream) {
+    this.screen = { track, stream };
+    this.pubOps = this.pubOps.then(() => this.applyScreen())
+      .catch((e) => console.warn('janus screen share', e));
+    return this.pubOps;
+  }
+
+  async applyScreen() {
+    if (this.closed || !this.pub) return;
+    const { track, stream } = this.screen;
+    const { pc, handle, senders } = this.pub;
+    if (senders.screen) {
+      await senders.screen.replaceTrack(track);
+      return;
+    }
+    if (!track) return; // never shared: nothing to stop
+    const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    onlyBaseline(t);
+    senders.screen = t.sender;
+    await pc.setLocalDescription();
+    const r = await this.message(handle, { request: 'configure' }, pc.localDescription.toJSON());
+    if (!r.jsep) throw new JanusError('configure', 'no answer SDP');
     await pc.setRemoteDescription(r.jsep);
   }
 

@@ -137,6 +137,11 @@ export class SfuMove {
     this.room.setSending(kind, track);
   }
 
+  /** Our screen share through Janus (null: stopped); resolves once Janus took it. */
+  setScreen(track, stream) {
+    return this.room.setScreen(track, stream);
+  }
+
   /** Receivers by slot for member `id` through Janus (tests read stats from them). */
   receivers(id) {
     return this.room.receivers(id);

@@ -21,7 +21,11 @@ fn csp(sfu_url: Option<&str>) -> String {
                     .chars()
                     .all(|c| c.is_ascii_graphic() && c != ';' && c != ',' && c != '\'') =>
         {
-            CSP.replacen("connect-src 'self'", &format!("connect-src 'self' {url}"), 1)
+            CSP.replacen(
+                "connect-src 'self'",
+                &format!("connect-src 'self' {url}"),
+                1,
+            )
         }
         _ => CSP.to_owned(),
     }

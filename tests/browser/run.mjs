@@ -426,7 +426,7 @@ async function receivedSfu(page) {
         });
       }
       // The tile shows the track Janus delivers.
-      const tile = document.querySelector(`.tile[data-peer="${id}"] video`);
+      const tile = document.querySelector(`.tile:not(.share)[data-peer="${id}"] video`);
       const shown = tile && tile.srcObject && tile.srcObject.getVideoTracks()[0];
       s.tileShowsSfu = !!(shown && r.camera && shown === r.camera.track);
       s.tileVideoSize = tile ? [tile.videoWidth, tile.videoHeight] : null;
@@ -516,7 +516,65 @@ async function gapReport(page) {
   });
 }
 
+/** `from`'s screen share as `page` receives it through Janus, and the share tile. */
+async function sfuScreen(page, from) {
+  return page.evaluate(async (name) => {
+    const { state } = window.meshcall;
+    const id = [...state.peers.values()].find((p) => p.name === name)?.id;
+    const r = id && state.sfu ? state.sfu.receivers(id) : {};
+    const out = { framesDecoded: 0, cameraFrames: 0 };
+    for (const [slot, receiver] of Object.entries(r)) {
+      (await receiver.getStats()).forEach((x) => {
+        if (x.type !== 'inbound-rtp' || x.kind !== 'video') return;
+        if (slot === 'screen') {
+          out.framesDecoded = x.framesDecoded || 0;
+          out.frameWidth = x.frameWidth;
+          out.frameHeight = x.frameHeight;
+        } else out.cameraFrames = x.framesDecoded || 0;
+      });
+    }
+    const tile = document.querySelector('.tile.share');
+    out.tile = tile && tile.querySelector('.label').textContent;
+    return out;
+  }, from);
+}
+
+/** Waits until `page` decodes over `above` + 20 frames of `from`'s share through Janus. */
+async function waitSfuShare(page, from, above = 0, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = await sfuScreen(page, from);
+    if ((got.framesDecoded > above + 20 && got.tile) || Date.now() > deadline) return got;
+    await sleep(250);
+  }
+}
+
 const scenarios = {
+  // Screen sharing in a room on Janus: WebA's share is the second video stream of its
+  // feed; WebB shows it as WebA's screen, it stops, and it comes back on the same stream.
+  async 'sfu-share-pages'(browser) {
+    const a = await browserMember(browser, 'WebA');
+    const b = await browserMember(browser, 'WebB');
+    await waitMedia(b, 15000);
+    const ann = headless('Ann', 26, [], { engineLog: true });
+    const moved = { WebA: await waitOnSfu(a), WebB: await waitOnSfu(b) };
+    const sharer = await startShare(a);
+    const first = await waitSfuShare(b, 'WebA');
+    const spotlight = await layout(b);
+    await screenshot(b, 'browser-sfu-share.png');
+    await a.click('#share');
+    const stoppedLayout = await waitNoShare(b);
+    const atStop = await sfuScreen(b, 'WebA');
+    await sleep(1500);
+    const later = await sfuScreen(b, 'WebA');
+    await startShare(a);
+    const again = await waitSfuShare(b, 'WebA', later.framesDecoded);
+    const publisherVideo = await a.evaluate(() => window.meshcall.state.sfu.room.pub.pc.getTransceivers()
+      .filter((t) => t.sender.track === null || t.sender.track.kind === 'video').length);
+    const got = { WebA: await receivedSfu(a), WebB: await receivedSfu(b) };
+    return { moved, sharer, first, spotlight, stoppedLayout, atStop, later, again, publisherVideo, sfu: got, headless: { Ann: await ann } };
+  },
+
   // Issue 14: two headless members talk over the mesh; the page's join (a third member,
   // `--sfu-above 2`) moves the room onto Janus. Everyone receives everyone through Janus.
   async 'sfu-page-moves'(browser) {
@@ -917,6 +975,7 @@ const SFU_ARGS = ['--sfu', `ws://127.0.0.1:${JANUS_PORT}`, '--sfu-above', '2'];
 const SERVER_ARGS = {
   'sfu-page-moves': SFU_ARGS,
   'sfu-page-on-mesh': SFU_ARGS,
+  'sfu-share-pages': SFU_ARGS,
   'room-full': ['--max-room-size', '1'],
   'resume-refused': ['--grace', '2'],
   'relay-only': ['--turn-url', `turn:127.0.0.1:${TURN_PORT}`, '--turn-secret', TURN_SECRET],
