@@ -803,3 +803,25 @@ fn a_page_shares_its_screen_through_janus_as_its_feeds_second_video_stream() {
         assert!(n(&got["video_frames"]) > 100, "Ann from {from}: {got}");
     }
 }
+
+#[test]
+fn a_move_that_fails_leaves_the_page_on_the_mesh_without_a_gap() {
+    let Some(r) = run_sfu("sfu-unreachable") else {
+        return;
+    };
+    // Whoever failed first (the page or Ann), the move was called off: the page closed
+    // Janus and is still in the call with Ann over the mesh.
+    let after = &r["after"];
+    assert_eq!(after["onSfu"], false, "{r}");
+    assert_eq!(after["lobbyHidden"], true, "the page left the call: {r}");
+    assert_eq!(after["peers"], serde_json::json!(["Ann"]), "{r}");
+    assert_browser_received_frames(&r, "Web", "Ann", 100);
+    // Sampled from just before Bob's join to 6 s after he was refused.
+    assert_no_gap(&r, "Ann", 5000);
+    // Bob, whose join caused the move, was removed again; Ann still gets the page.
+    let bob = headless_got(&r, "Ann", "Bob");
+    assert_eq!(bob["left"], true, "{bob}");
+    let web = headless_got(&r, "Ann", "Web");
+    assert!(n(&web["last_video_ms"]) < 1000, "{web}");
+    assert!(n(&web["max_gap_ms"]) < 1000, "{web}");
+}

@@ -550,6 +550,35 @@ async function waitSfuShare(page, from, above = 0, ms = 15000) {
 }
 
 const scenarios = {
+  // Janus is up for the server but members are sent an address where nothing listens
+  // (`--sfu-public`): the page's move fails, it says `sfu-failed`, the server cancels the
+  // move (Bob, whose join caused it, is refused), and the page stays on the mesh with Ann
+  // with no gap.
+  async 'sfu-unreachable'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const ann = headless('Ann', 20);
+    await waitMedia(page, 15000);
+    await startGapSampler(page);
+    await page.evaluate(() => {
+      // Every message the page sends, to see its sfu-failed.
+      const { signaling } = window.meshcall.state;
+      const send = signaling.send.bind(signaling);
+      window.sent = [];
+      signaling.send = (msg) => { window.sent.push(msg.type); send(msg); };
+    });
+    const bob = headless('Bob', 10).then(() => 'stayed', (e) => `refused: ${e.message}`);
+    const bobOutcome = await bob;
+    await sleep(6000);
+    const gaps = await gapReport(page);
+    const after = await page.evaluate(() => {
+      const { state } = window.meshcall;
+      return { onSfu: !!state.sfu, sent: window.sent, peers: [...state.peers.values()].map((p) => p.name),
+        lobbyHidden: document.getElementById('lobby').hidden };
+    });
+    const browserGot = await received(page);
+    return { bobOutcome, gaps, after, browser: { Web: browserGot }, headless: { Ann: await ann } };
+  },
+
   // Screen sharing in a room on Janus: WebA's share is the second video stream of its
   // feed; WebB shows it as WebA's screen, it stops, and it comes back on the same stream.
   async 'sfu-share-pages'(browser) {
@@ -976,6 +1005,8 @@ const SERVER_ARGS = {
   'sfu-page-moves': SFU_ARGS,
   'sfu-page-on-mesh': SFU_ARGS,
   'sfu-share-pages': SFU_ARGS,
+  // Port 9 (discard): nothing listens there in the namespace.
+  'sfu-unreachable': [...SFU_ARGS, '--sfu-public', 'ws://127.0.0.1:9'],
   'room-full': ['--max-room-size', '1'],
   'resume-refused': ['--grace', '2'],
   'relay-only': ['--turn-url', `turn:127.0.0.1:${TURN_PORT}`, '--turn-secret', TURN_SECRET],
