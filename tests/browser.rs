@@ -825,3 +825,18 @@ fn a_move_that_fails_leaves_the_page_on_the_mesh_without_a_gap() {
     assert!(n(&web["last_video_ms"]) < 1000, "{web}");
     assert!(n(&web["max_gap_ms"]) < 1000, "{web}");
 }
+
+#[test]
+fn a_page_joining_a_room_already_on_janus_makes_no_mesh_connection() {
+    let Some(r) = run_sfu("sfu-page-joins-janus-room") else {
+        return;
+    };
+    assert_eq!(r["maxLinks"], 0, "the page opened mesh connections: {r}");
+    assert_page_on_janus(&r, &["Ann", "Bob"]);
+    for from in ["Ann", "Bob"] {
+        assert_page_received_through_janus(&r, from, 100);
+    }
+    for me in ["Ann", "Bob"] {
+        assert_headless_moved(&r, me);
+    }
+}

@@ -550,6 +550,30 @@ async function waitSfuShare(page, from, above = 0, ms = 15000) {
 }
 
 const scenarios = {
+  // The room is on Janus already (`--sfu-above 1`: Bob's join moved it) when the page
+  // joins: `joined.sfu`, so it makes no mesh connection at all and gets media from Janus.
+  async 'sfu-page-joins-janus-room'(browser) {
+    const ann = headless('Ann', 20, [], { engineLog: true });
+    await waitMembers(1);
+    const bob = headless('Bob', 19, [], { engineLog: true });
+    await waitMembers(2);
+    await sleep(3000);
+    const page = await browserMember(browser, 'Web');
+    // The most mesh connections the page ever had, sampled until it is on Janus.
+    await page.evaluate(() => {
+      window.maxLinks = 0;
+      const t = setInterval(() => {
+        window.maxLinks = Math.max(window.maxLinks, window.meshcall.state.links.size);
+      }, 20);
+      setTimeout(() => clearInterval(t), 10000);
+    });
+    const moved = await waitOnSfu(page);
+    await sleep(8000);
+    const maxLinks = await page.evaluate(() => window.maxLinks);
+    const got = await receivedSfu(page);
+    return { moved, maxLinks, sfu: got, headless: { Ann: await ann, Bob: await bob } };
+  },
+
   // Janus is up for the server but members are sent an address where nothing listens
   // (`--sfu-public`): the page's move fails, it says `sfu-failed`, the server cancels the
   // move (Bob, whose join caused it, is refused), and the page stays on the mesh with Ann
@@ -1005,6 +1029,7 @@ const SERVER_ARGS = {
   'sfu-page-moves': SFU_ARGS,
   'sfu-page-on-mesh': SFU_ARGS,
   'sfu-share-pages': SFU_ARGS,
+  'sfu-page-joins-janus-room': ['--sfu', `ws://127.0.0.1:${JANUS_PORT}`, '--sfu-above', '1'],
   // Port 9 (discard): nothing listens there in the namespace.
   'sfu-unreachable': [...SFU_ARGS, '--sfu-public', 'ws://127.0.0.1:9'],
   'room-full': ['--max-room-size', '1'],
