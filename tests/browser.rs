@@ -717,6 +717,16 @@ fn a_page_whose_join_moves_the_room_onto_janus_receives_and_is_received_through_
     for me in ["Ann", "Bob"] {
         let got = assert_headless_moved(&r, me);
         println!("{me} from Web: {got}");
+        // The page muted ~6 s before the members left; its camera went on.
+        assert_eq!(got["state"]["audio"], false, "{me}: {got}");
+        assert!(
+            n(&got["last_audio_ms"]) >= 2000,
+            "{me}: audio kept coming: {got}"
+        );
+        assert!(
+            n(&got["last_video_ms"]) < 1000,
+            "{me}: video stopped: {got}"
+        );
     }
     let other = headless_got(&r, "Ann", "Bob");
     assert!(n(&other["video_frames"]) > 300, "{other}");

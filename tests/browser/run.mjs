@@ -645,6 +645,8 @@ const scenarios = {
     const gaps = await gapReport(page);
     const got = await receivedSfu(page);
     await screenshot(page, 'browser-sfu.png');
+    // Mute works as in a mesh: the page stops sending sound to Janus, video goes on.
+    await page.click('#toggle-mic');
     const headlessGot = { Ann: await ann, Bob: await bob };
     return { moved, movedAfterMs, gaps, sfu: got, headless: headlessGot };
   },
