@@ -620,3 +620,233 @@ fn a_page_shares_to_the_app_which_decodes_it_and_keeps_the_camera_smooth() {
     );
     assert!(n(&got["last_video_ms"]) < 1000, "video stopped: {got}");
 }
+
+/// Runs an SFU scenario (issue 14): the driver also starts Janus (`scripts/janus`) in the
+/// namespace and `meshcall serve --sfu … --sfu-above 2`.
+fn run_sfu(scenario: &str) -> Option<Value> {
+    if let Some(reason) = common::netns::janus_missing() {
+        common::skip::skip_or_fail(&reason);
+        return None;
+    }
+    run(scenario)
+}
+
+/// Checks that the page decodes H.264 and receives audio from `from` through Janus, shown
+/// in `from`'s tile.
+fn assert_page_received_through_janus(r: &Value, from: &str, frames: u64) {
+    let got = &r["sfu"]["peers"][from];
+    assert_eq!(got["videoCodec"], "video/H264", "from {from}: {got}");
+    assert!(n(&got["framesDecoded"]) > frames, "from {from}: {got}");
+    assert!(n(&got["audioSamples"]) > 48_000, "from {from}: {got}");
+    assert_eq!(
+        got["tileShowsSfu"], true,
+        "{from}'s tile does not show Janus' track: {got}"
+    );
+}
+
+/// The page's longest time without a new decoded frame of `from` (either path), checked.
+fn assert_no_gap(r: &Value, from: &str, sampled_ms: u64) {
+    let g = &r["gaps"][from];
+    let gap = n(&g["maxGapMs"]);
+    println!(
+        "the page from {from}: longest gap {gap} ms over {} ms",
+        g["sampledMs"]
+    );
+    assert!(n(&g["sampledMs"]) >= sampled_ms, "from {from}: {g}");
+    assert!(gap < 1000, "the page saw a {gap} ms gap from {from}: {g}");
+}
+
+/// Checks the page publishes to Janus (H.264 42e01f), subscribes, and has no mesh left.
+fn assert_page_on_janus(r: &Value, members: &[&str]) {
+    assert_eq!(r["moved"], true, "the page never finished the move: {r}");
+    let sfu = &r["sfu"];
+    assert_eq!(sfu["meshLinks"], 0, "{sfu}");
+    assert_eq!(sfu["publisher"], "connected", "{sfu}");
+    assert_eq!(sfu["subscriber"], "connected", "{sfu}");
+    assert_eq!(sfu["sentCodec"], "video/H264", "{sfu}");
+    assert!(
+        sfu["sentFmtp"]
+            .as_str()
+            .is_some_and(|f| f.contains("profile-level-id=42e01f")),
+        "{sfu}"
+    );
+    assert!(n(&sfu["sentFrames"]) > 50, "{sfu}");
+    // Janus lists every member as a publisher, named by peer id (our own feed as `self`).
+    let mut listed: Vec<(String, bool)> = sfu["janusParticipants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no participant list: {sfu}"))
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["publisher"] == true,
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut want: Vec<(String, bool)> = members
+        .iter()
+        .chain(&["self"])
+        .map(|m| ((*m).to_owned(), true))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want, "{sfu}");
+}
+
+/// Checks headless `me` finished the move (no mesh link left) and got the page's media.
+fn assert_headless_moved(r: &Value, me: &str) -> Value {
+    let log = r["headless"][me]["log"].as_array().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.as_str().unwrap().contains("moved onto the SFU")),
+        "{me} never closed its mesh links and sent sfu-ready: {log:#?}"
+    );
+    assert_headless_received(r, me, "Web")
+}
+
+#[test]
+fn a_page_whose_join_moves_the_room_onto_janus_receives_and_is_received_through_it() {
+    let Some(r) = run_sfu("sfu-page-moves") else {
+        return;
+    };
+    assert_page_on_janus(&r, &["Ann", "Bob"]);
+    for from in ["Ann", "Bob"] {
+        assert_page_received_through_janus(&r, from, 100);
+        assert_no_gap(&r, from, 7000);
+    }
+    for me in ["Ann", "Bob"] {
+        let got = assert_headless_moved(&r, me);
+        println!("{me} from Web: {got}");
+        // The page muted ~6 s before the members left; its camera went on.
+        assert_eq!(got["state"]["audio"], false, "{me}: {got}");
+        assert!(
+            n(&got["last_audio_ms"]) >= 2000,
+            "{me}: audio kept coming: {got}"
+        );
+        assert!(
+            n(&got["last_video_ms"]) < 1000,
+            "{me}: video stopped: {got}"
+        );
+    }
+    let other = headless_got(&r, "Ann", "Bob");
+    assert!(n(&other["video_frames"]) > 300, "{other}");
+}
+
+#[test]
+fn a_page_on_the_mesh_keeps_receiving_without_a_gap_when_the_room_moves_onto_janus() {
+    let Some(r) = run_sfu("sfu-page-on-mesh") else {
+        return;
+    };
+    assert!(
+        n(&r["meshBefore"]["Ann"]["framesDecoded"]) > 0,
+        "no mesh media before the move: {r}"
+    );
+    assert_page_on_janus(&r, &["Ann", "Bob"]);
+    // Ann: sampled from well before the move to 6 s after it.
+    assert_no_gap(&r, "Ann", 9000);
+    assert_no_gap(&r, "Bob", 5000);
+    for from in ["Ann", "Bob"] {
+        assert_page_received_through_janus(&r, from, 60);
+    }
+    let ann = assert_headless_moved(&r, "Ann");
+    let gap = n(&ann["max_gap_ms"]);
+    assert!(gap < 1000, "Ann saw a {gap} ms gap from the page: {ann}");
+    assert_headless_moved(&r, "Bob");
+}
+
+#[test]
+fn a_page_shares_its_screen_through_janus_as_its_feeds_second_video_stream() {
+    let Some(r) = run_sfu("sfu-share-pages") else {
+        return;
+    };
+    assert_eq!(r["moved"]["WebA"], true, "{r}");
+    assert_eq!(r["moved"]["WebB"], true, "{r}");
+    assert_eq!(r["sharer"]["button"], "Stop sharing", "{r}");
+    let shared = &r["sharer"]["shared"];
+    let size = (n(&shared["width"]), n(&shared["height"]));
+    // WebB decodes it through Janus at the shared screen's size, in the spotlight layout.
+    let first = &r["first"];
+    assert!(n(&first["framesDecoded"]) > 20, "{first}");
+    assert_eq!(
+        (n(&first["frameWidth"]), n(&first["frameHeight"])),
+        size,
+        "{first}"
+    );
+    assert_spotlight(&r["spotlight"], "WebA's screen");
+    // Stopped: the tile goes and no more frames come.
+    assert_no_share(&r["stoppedLayout"]);
+    assert_eq!(
+        n(&r["later"]["framesDecoded"]),
+        n(&r["atStop"]["framesDecoded"]),
+        "frames kept coming: {r}"
+    );
+    // Again, on the same stream: the publisher still has two video senders, not three.
+    let again = &r["again"];
+    assert!(
+        n(&again["framesDecoded"]) > n(&r["later"]["framesDecoded"]) + 20,
+        "{again}"
+    );
+    assert_eq!(again["tile"], "WebA's screen", "{again}");
+    assert_eq!(r["publisherVideo"], 2, "{r}");
+    // WebA's camera went on throughout (Chromium's fake camera: ~20 fps).
+    assert!(
+        n(&again["cameraFrames"]) > n(&first["cameraFrames"]) + 40,
+        "the camera stalled: {first} -> {again}"
+    );
+    for (me, others) in [("WebA", ["WebB", "Ann"]), ("WebB", ["WebA", "Ann"])] {
+        for from in others {
+            let got = &r["sfu"][me]["peers"][from];
+            assert_eq!(got["tileShowsSfu"], true, "{me} from {from}: {got}");
+            assert!(n(&got["framesDecoded"]) > 60, "{me} from {from}: {got}");
+            assert!(n(&got["audioSamples"]) > 48_000, "{me} from {from}: {got}");
+        }
+    }
+    // The headless member moved too and still gets both pages' cameras.
+    let log = r["headless"]["Ann"]["log"].as_array().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.as_str().unwrap().contains("moved onto the SFU")),
+        "{log:#?}"
+    );
+    for from in ["WebA", "WebB"] {
+        let got = headless_got(&r, "Ann", from);
+        assert!(n(&got["video_frames"]) > 100, "Ann from {from}: {got}");
+    }
+}
+
+#[test]
+fn a_move_that_fails_leaves_the_page_on_the_mesh_without_a_gap() {
+    let Some(r) = run_sfu("sfu-unreachable") else {
+        return;
+    };
+    // Whoever failed first (the page or Ann), the move was called off: the page closed
+    // Janus and is still in the call with Ann over the mesh.
+    let after = &r["after"];
+    assert_eq!(after["onSfu"], false, "{r}");
+    assert_eq!(after["lobbyHidden"], true, "the page left the call: {r}");
+    assert_eq!(after["peers"], serde_json::json!(["Ann"]), "{r}");
+    assert_browser_received_frames(&r, "Web", "Ann", 100);
+    // Sampled from just before Bob's join to 6 s after he was refused.
+    assert_no_gap(&r, "Ann", 5000);
+    // Bob, whose join caused the move, was removed again; Ann still gets the page.
+    let bob = headless_got(&r, "Ann", "Bob");
+    assert_eq!(bob["left"], true, "{bob}");
+    let web = headless_got(&r, "Ann", "Web");
+    assert!(n(&web["last_video_ms"]) < 1000, "{web}");
+    assert!(n(&web["max_gap_ms"]) < 1000, "{web}");
+}
+
+#[test]
+fn a_page_joining_a_room_already_on_janus_makes_no_mesh_connection() {
+    let Some(r) = run_sfu("sfu-page-joins-janus-room") else {
+        return;
+    };
+    assert_eq!(r["maxLinks"], 0, "the page opened mesh connections: {r}");
+    assert_page_on_janus(&r, &["Ann", "Bob"]);
+    for from in ["Ann", "Bob"] {
+        assert_page_received_through_janus(&r, from, 100);
+    }
+    for me in ["Ann", "Bob"] {
+        assert_headless_moved(&r, me);
+    }
+}

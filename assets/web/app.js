@@ -2,6 +2,8 @@
 
 import { Signaling } from './signaling.js';
 import { PeerLink } from './peer.js';
+import { slotOf } from './slots.js';
+import { SfuMove } from './sfu.js';
 import { LocalMedia } from './media.js';
 import { Tiles, addChat, clearChat } from './ui.js';
 
@@ -27,6 +29,7 @@ const state = {
   myState: null,
   iceServers: [],
   links: new Map(),  // peer id -> PeerLink
+  sfu: null,         // SfuMove while the room's media goes (or is going) through Janus
   peers: new Map(),  // peer id -> peer object
   inCall: false,
   mediaWarning: '',  // why a device is off since join, for the call view
@@ -90,6 +93,78 @@ function dropPeer(id) {
   state.links.delete(id);
   state.peers.delete(id);
   state.tiles.remove(id);
+  if (state.sfu) state.sfu.forget(id);
+}
+
+/** Shows member `id`'s media from its mesh connection again (a move was called off). */
+function showMeshTracks(id) {
+  const l = state.links.get(id);
+  if (!l) return;
+  for (const t of l.pc.getTransceivers()) {
+    const slot = !t.stopped && t.receiver.track && slotOf(l.pc, t);
+    if (slot) state.tiles.attach(id, t.receiver.track, slot);
+  }
+}
+
+/**
+ * Media through Janus: `moving` for a mesh room on its way (make-before-break, mesh
+ * connections close as each member's media arrives through Janus), else the room is on
+ * Janus already and no mesh connection is made.
+ */
+function startSfu(sfu, moving) {
+  if (state.sfu) return;
+  if (sfu.kind !== 'janus-videoroom') {
+    send({ type: 'sfu-failed', reason: `unknown media server kind ${sfu.kind}` });
+    return;
+  }
+  state.sfu = new SfuMove({
+    sfu,
+    moving,
+    selfId: state.self,
+    iceServers: state.iceServers,
+    relayOnly: state.relayOnly,
+    media: state.media,
+    peers: state.peers,
+    links: state.links,
+    hooks: {
+      show: (id, track, slot) => state.tiles.attach(id, track, slot),
+      closeLink: (id) => {
+        const l = state.links.get(id);
+        if (l) l.close();
+        state.links.delete(id);
+      },
+      ready: (feed) => send({ type: 'sfu-ready', feed }),
+      failed: (reason, duringMove) => sfuFailed(reason, duringMove),
+    },
+  });
+  // A share already on (a mesh room moving): Janus carries it too.
+  if (state.media.screen) state.sfu.setScreen(state.media.screen, state.media.screenStream);
+}
+
+/** Janus could not be used: a move is called off; in a room already on Janus we leave. */
+function sfuFailed(reason, duringMove) {
+  console.warn('media server:', reason);
+  state.sfu = null;
+  if (duringMove) {
+    send({ type: 'sfu-failed', reason });
+    for (const id of state.links.keys()) showMeshTracks(id);
+    return;
+  }
+  leave();
+  lobbyMessage(`The call's media server failed (${reason}). Join again to continue.`);
+}
+
+/** `move-cancelled`: Janus goes, the mesh stays. */
+function cancelMove() {
+  if (!state.sfu) return;
+  state.sfu.close();
+  state.sfu = null;
+  for (const id of state.links.keys()) showMeshTracks(id);
+}
+
+function stopSfu() {
+  if (state.sfu) state.sfu.close();
+  state.sfu = null;
 }
 
 function showPeer(peer) {
@@ -103,11 +178,13 @@ function onJoined(msg) {
     const present = new Set(msg.peers.map((p) => p.id));
     for (const id of [...state.peers.keys()]) if (!present.has(id)) dropPeer(id);
     for (const p of msg.peers) showPeer(p);
+    if (msg.sfu && !state.sfu) startSfu(msg.sfu, false);
     status('');
     return;
   }
   // A fresh join (first, or after the grace period ran out): start over as the newcomer,
   // with a new id, so every old connection and tile goes, our own old tile included.
+  stopSfu();
   for (const id of new Set([...state.links.keys(), ...state.peers.keys()])) dropPeer(id);
   if (state.self) state.tiles.remove(state.self);
   state.self = msg.self;
@@ -130,8 +207,16 @@ function onJoined(msg) {
   if (state.media.screen) send({ type: 'state', screen: true });
   for (const p of msg.peers) {
     showPeer(p);
-    link(p.id, true);
+    // A room on Janus already: no mesh connections at all (protocol-sfu.md).
+    if (!msg.sfu) link(p.id, true);
   }
+  if (msg.sfu) startSfu(msg.sfu, false);
+}
+
+/** A mesh signal: new connections only while the room is a mesh or moving. */
+function onSignal(msg) {
+  if (state.sfu && !state.sfu.moving && !state.links.has(msg.from)) return;
+  link(msg.from, false).receive(msg.payload);
 }
 
 function onError(msg) {
@@ -160,7 +245,11 @@ function onMessage(msg) {
     case 'peer-joined': return showPeer(msg.peer);
     case 'peer-updated': return showPeer(msg.peer);
     case 'peer-left': return dropPeer(msg.id);
-    case 'signal': return link(msg.from, false).receive(msg.payload);
+    case 'signal': return onSignal(msg);
+    case 'move-to-sfu':
+      state.iceServers = msg.iceServers || state.iceServers;
+      return startSfu(msg.sfu, true);
+    case 'move-cancelled': return cancelMove();
     case 'chat': return addChat(msg);
     case 'error': return onError(msg);
     default: return undefined;
@@ -189,7 +278,9 @@ async function join(ev) {
       state.media.stop();
     },
   });
-  state.signaling.start({ room: room || null, name, passcode: passcode || null, ...mediaFlags() });
+  state.signaling.start({
+    room: room || null, name, passcode: passcode || null, ...mediaFlags(), features: ['sfu-janus'],
+  });
 }
 
 function mediaFlags() {
@@ -213,6 +304,7 @@ async function toggle(kind) {
     track = state.media.toggle(kind);
   }
   for (const l of state.links.values()) l.setSending(kind, track, state.media.stream);
+  if (state.sfu) state.sfu.setSending(kind, track);
   const on = state.media.sending(kind);
   showButtons();
   state.myState = { ...state.myState, ...mediaFlags() };
@@ -250,12 +342,14 @@ function stopShare() {
 function shareChanged() {
   const { screen, screenStream } = state.media;
   for (const l of state.links.values()) l.setScreen(screen, screenStream);
+  if (state.sfu) state.sfu.setScreen(screen, screenStream);
   state.myState = { ...state.myState, screen: !!screen };
   showButtons();
   send({ type: 'state', screen: !!screen });
 }
 
 function leave() {
+  stopSfu();
   state.signaling.leave();
   for (const id of [...state.links.keys()]) dropPeer(id);
   state.tiles.clear();

@@ -199,7 +199,9 @@ pub async fn serve(
 fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route(WS_PATH, get(ws_upgrade))
-        .route("/", get(|| async { pages::index(None) }))
+        .route("/", get(|State(hub): State<Arc<Hub>>| async move {
+            pages::index(None, sfu_public_url(&hub))
+        }))
         .route("/r/{code}", get(room_page))
         .route(
             "/assets/{file}",
@@ -260,9 +262,15 @@ async fn ws_upgrade(
         .on_upgrade(move |socket| tasks.track_future(conn::run(hub, socket, peer, admission)))
 }
 
-async fn room_page(Path(code): Path<String>) -> Response {
+/// Janus' WebSocket as members reach it (`--sfu-public`, else `--sfu`), if rooms move.
+fn sfu_public_url(hub: &Hub) -> Option<&str> {
+    let sfu = hub.config.sfu.as_ref()?;
+    Some(sfu.public_url.as_deref().unwrap_or(&sfu.url))
+}
+
+async fn room_page(State(hub): State<Arc<Hub>>, Path(code): Path<String>) -> Response {
     match normalize_room_code(&code) {
-        Some(code) => pages::index(Some(&code)),
+        Some(code) => pages::index(Some(&code), sfu_public_url(&hub)),
         None => (StatusCode::NOT_FOUND, "No such room code.").into_response(),
     }
 }

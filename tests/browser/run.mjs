@@ -6,7 +6,8 @@
 // env: MESHCALL_BIN (the binary), ARTIFACTS (folder for screenshots)
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, openSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -18,6 +19,7 @@ const ROOM = 'browser-test';
 const BASE = `http://127.0.0.1:${PORT}`;
 const TURN_PORT = 3478;
 const TURN_SECRET = 'browser-test-secret';
+const JANUS_PORT = 8188;
 const tmp = mkdtempSync(join(tmpdir(), 'meshcall-browser-'));
 const children = [];
 let server = null;
@@ -95,22 +97,55 @@ async function waitMedia(page, ms = 10000) {
   }
 }
 
-/** Starts `meshcall join`; resolves its report when it exits. */
-function headless(name, seconds, extra = []) {
+/**
+ * Starts `meshcall join`; resolves its report when it exits. With `engineLog` its log (the
+ * engine at info) goes to a file whose lines come back as the report's `log`.
+ */
+function headless(name, seconds, extra = [], { engineLog = false } = {}) {
   const report = join(tmp, `${name}.json`);
+  const logFile = join(tmp, `${name}.log`);
+  const quiet = 'warn,rtc_interceptor::registry=error,rtc_dtls=error,rtc_ice=error';
   const child = spawn(BIN, ['join', '--server', `ws://127.0.0.1:${PORT}`, '--room', ROOM, '--name', name,
     '--duration', String(seconds), '--report', report, ...extra], {
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'ignore', engineLog ? openSync(logFile, 'w') : 'inherit'],
     env: { ...process.env, MESHCALL_ICE_IP: '127.0.0.1',
-      RUST_LOG: process.env.RUST_LOG || 'warn,rtc_interceptor::registry=error,rtc_dtls=error,rtc_ice=error' },
+      RUST_LOG: engineLog ? `${quiet},meshcall::engine=info` : (process.env.RUST_LOG || quiet) },
   });
   children.push(child);
   return new Promise((resolve, reject) => {
     child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`meshcall join ${name} exited with ${code}`));
-      resolve(JSON.parse(readFileSync(report, 'utf8')));
+      const log = engineLog ? readFileSync(logFile, 'utf8') : '';
+      if (code !== 0) {
+        if (log) log.split('\n').slice(-30).forEach((l) => log && console.error(`[${name}] ${l}`));
+        return reject(new Error(`meshcall join ${name} exited with ${code}`));
+      }
+      const r = JSON.parse(readFileSync(report, 'utf8'));
+      if (engineLog) r.log = log.split('\n').filter((l) => /SFU|mesh link/.test(l)).map((l) => l.replace(/\x1b\[[0-9;]*m/g, ''));
+      resolve(r);
     });
   });
+}
+
+/** Resolves once something listens on 127.0.0.1:`port`. */
+async function waitPort(port, what) {
+  for (let i = 0; i < 150; i++) {
+    const up = await new Promise((r) => {
+      const s = connect(port, '127.0.0.1', () => { s.end(); r(true); });
+      s.on('error', () => r(false));
+    });
+    if (up) return;
+    await sleep(100);
+  }
+  throw new Error(`${what} did not listen on ${port}`);
+}
+
+/** Starts Janus (`scripts/janus`, which makes its ICE work in this lo-only namespace). */
+async function startJanus() {
+  const script = new URL('../../scripts/janus', import.meta.url).pathname;
+  const out = openSync(join(tmp, 'janus.log'), 'w');
+  const child = spawn(script, ['--port', String(JANUS_PORT)], { stdio: ['ignore', out, out], env: { ...process.env, TMPDIR: tmp } });
+  children.push(child);
+  await waitPort(JANUS_PORT, 'Janus');
 }
 
 /**
@@ -338,7 +373,302 @@ async function waitNegotiated(page, n, ms = 10000) {
   }
 }
 
+/** Whether `page`'s move onto Janus is over: publishing, no mesh connection left. */
+async function waitOnSfu(page, ms = 20000) {
+  try {
+    await page.waitForFunction(() => {
+      const { state } = window.meshcall;
+      return state.sfu && !state.sfu.moving && state.sfu.feed !== null && state.links.size === 0;
+    }, null, { timeout: ms, polling: 100 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What `page` receives through Janus from each member (by name), as `received` reports a
+ * mesh connection, plus which members Janus lists in the room (display = peer id).
+ */
+async function receivedSfu(page) {
+  return page.evaluate(async () => {
+    const { state } = window.meshcall;
+    const out = { peers: {}, onSfu: !!state.sfu, meshLinks: state.links.size };
+    if (!state.sfu) return out;
+    const { room } = state.sfu;
+    out.subscriber = room.sub && room.sub.pc.connectionState;
+    out.publisher = room.pub && room.pub.pc.connectionState;
+    // What our publisher connection sends: the codec Janus accepted.
+    const sent = await room.pub.pc.getStats();
+    sent.forEach((x) => {
+      if (x.type !== 'outbound-rtp' || x.kind !== 'video') return;
+      const codec = x.codecId && sent.get(x.codecId);
+      out.sentFrames = x.framesEncoded || 0;
+      out.sentCodec = codec && codec.mimeType;
+      out.sentFmtp = codec && codec.sdpFmtpLine;
+    });
+    for (const [id, peer] of state.peers) {
+      const r = state.sfu.receivers(id);
+      const s = { framesDecoded: 0, audioSamples: 0, audioPackets: 0 };
+      for (const [slot, receiver] of Object.entries(r)) {
+        const report = await receiver.getStats();
+        report.forEach((x) => {
+          if (x.type !== 'inbound-rtp') return;
+          const codec = x.codecId && report.get(x.codecId);
+          if (slot === 'camera') {
+            s.framesDecoded = x.framesDecoded || 0;
+            s.videoCodec = codec && codec.mimeType;
+          } else if (slot === 'audio') {
+            s.audioSamples = x.totalSamplesReceived || 0;
+            s.audioPackets = x.packetsReceived || 0;
+            s.audioCodec = codec && codec.mimeType;
+          }
+        });
+      }
+      // The tile shows the track Janus delivers.
+      const tile = document.querySelector(`.tile:not(.share)[data-peer="${id}"] video`);
+      const shown = tile && tile.srcObject && tile.srcObject.getVideoTracks()[0];
+      s.tileShowsSfu = !!(shown && r.camera && shown === r.camera.track);
+      s.tileVideoSize = tile ? [tile.videoWidth, tile.videoHeight] : null;
+      out.peers[peer.name] = s;
+    }
+    // Janus' own list of the room's participants, asked on our publisher handle.
+    const list = await room.message(room.pub.handle, { request: 'listparticipants', room: room.sfu.room })
+      .catch((e) => ({ data: { error: e.message } }));
+    out.janusParticipants = (list.data.participants || []).map((p) => {
+      const peer = state.peers.get(p.display);
+      return { name: p.display === state.self ? 'self' : (peer ? peer.name : p.display), publisher: p.publisher };
+    });
+    return out;
+  });
+}
+
+/**
+ * Starts sampling, every 100 ms, every video frame `page` decodes from each member by
+ * either path (its mesh connection's camera receiver and its camera through Janus);
+ * `gapReport` then gives per member the longest time without a new frame since the first.
+ */
+async function startGapSampler(page) {
+  await page.evaluate(async () => {
+    const { videoTransceivers } = await import('/assets/slots.js');
+    const { state } = window.meshcall;
+    const seen = new Map(); // receiver -> frames decoded so far
+    const gaps = {};        // peer id -> { first, last, max, samples }
+    window.gapSampler = { gaps, stop: false };
+    const receiversOf = (id) => {
+      const out = [];
+      const link = state.links.get(id);
+      if (link) {
+        const [camera] = videoTransceivers(link.pc);
+        if (camera) out.push(camera.receiver);
+      }
+      if (state.sfu) {
+        const r = state.sfu.receivers(id);
+        if (r.camera) out.push(r.camera);
+      }
+      return out;
+    };
+    const tick = async () => {
+      const now = performance.now();
+      for (const id of state.peers.keys()) {
+        let grew = false;
+        for (const receiver of receiversOf(id)) {
+          let frames = 0;
+          try {
+            (await receiver.getStats()).forEach((x) => {
+              if (x.type === 'inbound-rtp') frames = x.framesDecoded || 0;
+            });
+          } catch { continue; }
+          if (frames > (seen.get(receiver) || 0)) grew = true;
+          seen.set(receiver, Math.max(frames, seen.get(receiver) || 0));
+        }
+        const g = gaps[id] || (gaps[id] = { first: null, last: null, max: 0, samples: 0 });
+        g.samples += 1;
+        if (grew) {
+          if (g.last !== null) g.max = Math.max(g.max, now - g.last);
+          if (g.first === null) g.first = now;
+          g.last = now;
+        }
+      }
+      if (!window.gapSampler.stop) setTimeout(tick, 100);
+    };
+    tick();
+  });
+}
+
+/** Stops the sampler: per member name, the longest gap (ms, up to now) and frames seen. */
+async function gapReport(page) {
+  return page.evaluate(() => {
+    const { state } = window.meshcall;
+    window.gapSampler.stop = true;
+    const now = performance.now();
+    const out = {};
+    for (const [id, g] of Object.entries(window.gapSampler.gaps)) {
+      const peer = state.peers.get(id);
+      const trailing = g.last === null ? null : now - g.last;
+      out[peer ? peer.name : id] = {
+        maxGapMs: g.last === null ? null : Math.round(Math.max(g.max, trailing)),
+        sampledMs: g.first === null ? 0 : Math.round(now - g.first),
+        samples: g.samples,
+      };
+    }
+    return out;
+  });
+}
+
+/** `from`'s screen share as `page` receives it through Janus, and the share tile. */
+async function sfuScreen(page, from) {
+  return page.evaluate(async (name) => {
+    const { state } = window.meshcall;
+    const id = [...state.peers.values()].find((p) => p.name === name)?.id;
+    const r = id && state.sfu ? state.sfu.receivers(id) : {};
+    const out = { framesDecoded: 0, cameraFrames: 0 };
+    for (const [slot, receiver] of Object.entries(r)) {
+      (await receiver.getStats()).forEach((x) => {
+        if (x.type !== 'inbound-rtp' || x.kind !== 'video') return;
+        if (slot === 'screen') {
+          out.framesDecoded = x.framesDecoded || 0;
+          out.frameWidth = x.frameWidth;
+          out.frameHeight = x.frameHeight;
+        } else out.cameraFrames = x.framesDecoded || 0;
+      });
+    }
+    const tile = document.querySelector('.tile.share');
+    out.tile = tile && tile.querySelector('.label').textContent;
+    return out;
+  }, from);
+}
+
+/** Waits until `page` decodes over `above` + 20 frames of `from`'s share through Janus. */
+async function waitSfuShare(page, from, above = 0, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = await sfuScreen(page, from);
+    if ((got.framesDecoded > above + 20 && got.tile) || Date.now() > deadline) return got;
+    await sleep(250);
+  }
+}
+
 const scenarios = {
+  // The room is on Janus already (`--sfu-above 1`: Bob's join moved it) when the page
+  // joins: `joined.sfu`, so it makes no mesh connection at all and gets media from Janus.
+  async 'sfu-page-joins-janus-room'(browser) {
+    const ann = headless('Ann', 20, [], { engineLog: true });
+    await waitMembers(1);
+    const bob = headless('Bob', 19, [], { engineLog: true });
+    await waitMembers(2);
+    await sleep(3000);
+    const page = await browserMember(browser, 'Web');
+    // The most mesh connections the page ever had, sampled until it is on Janus.
+    await page.evaluate(() => {
+      window.maxLinks = 0;
+      const t = setInterval(() => {
+        window.maxLinks = Math.max(window.maxLinks, window.meshcall.state.links.size);
+      }, 20);
+      setTimeout(() => clearInterval(t), 10000);
+    });
+    const moved = await waitOnSfu(page);
+    await sleep(8000);
+    const maxLinks = await page.evaluate(() => window.maxLinks);
+    const got = await receivedSfu(page);
+    return { moved, maxLinks, sfu: got, headless: { Ann: await ann, Bob: await bob } };
+  },
+
+  // Janus is up for the server but members are sent an address where nothing listens
+  // (`--sfu-public`): the page's move fails, it says `sfu-failed`, the server cancels the
+  // move (Bob, whose join caused it, is refused), and the page stays on the mesh with Ann
+  // with no gap.
+  async 'sfu-unreachable'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const ann = headless('Ann', 20);
+    await waitMedia(page, 15000);
+    await startGapSampler(page);
+    await page.evaluate(() => {
+      // Every message the page sends, to see its sfu-failed.
+      const { signaling } = window.meshcall.state;
+      const send = signaling.send.bind(signaling);
+      window.sent = [];
+      signaling.send = (msg) => { window.sent.push(msg.type); send(msg); };
+    });
+    const bob = headless('Bob', 10).then(() => 'stayed', (e) => `refused: ${e.message}`);
+    const bobOutcome = await bob;
+    await sleep(6000);
+    const gaps = await gapReport(page);
+    const after = await page.evaluate(() => {
+      const { state } = window.meshcall;
+      return { onSfu: !!state.sfu, sent: window.sent, peers: [...state.peers.values()].map((p) => p.name),
+        lobbyHidden: document.getElementById('lobby').hidden };
+    });
+    const browserGot = await received(page);
+    return { bobOutcome, gaps, after, browser: { Web: browserGot }, headless: { Ann: await ann } };
+  },
+
+  // Screen sharing in a room on Janus: WebA's share is the second video stream of its
+  // feed; WebB shows it as WebA's screen, it stops, and it comes back on the same stream.
+  async 'sfu-share-pages'(browser) {
+    const a = await browserMember(browser, 'WebA');
+    const b = await browserMember(browser, 'WebB');
+    await waitMedia(b, 15000);
+    const ann = headless('Ann', 26, [], { engineLog: true });
+    const moved = { WebA: await waitOnSfu(a), WebB: await waitOnSfu(b) };
+    const sharer = await startShare(a);
+    const first = await waitSfuShare(b, 'WebA');
+    const spotlight = await layout(b);
+    await screenshot(b, 'browser-sfu-share.png');
+    await a.click('#share');
+    const stoppedLayout = await waitNoShare(b);
+    const atStop = await sfuScreen(b, 'WebA');
+    await sleep(1500);
+    const later = await sfuScreen(b, 'WebA');
+    await startShare(a);
+    const again = await waitSfuShare(b, 'WebA', later.framesDecoded);
+    const publisherVideo = await a.evaluate(() => window.meshcall.state.sfu.room.pub.pc.getTransceivers()
+      .filter((t) => t.sender.track === null || t.sender.track.kind === 'video').length);
+    const got = { WebA: await receivedSfu(a), WebB: await receivedSfu(b) };
+    return { moved, sharer, first, spotlight, stoppedLayout, atStop, later, again, publisherVideo, sfu: got, headless: { Ann: await ann } };
+  },
+
+  // Issue 14: two headless members talk over the mesh; the page's join (a third member,
+  // `--sfu-above 2`) moves the room onto Janus. Everyone receives everyone through Janus.
+  async 'sfu-page-moves'(browser) {
+    const ann = headless('Ann', 24, [], { engineLog: true });
+    await waitMembers(1);
+    const bob = headless('Bob', 23, [], { engineLog: true });
+    await waitMembers(2);
+    await sleep(2000);
+    const t0 = Date.now();
+    const page = await browserMember(browser, 'Web');
+    const moved = await waitOnSfu(page);
+    const movedAfterMs = Date.now() - t0;
+    await startGapSampler(page);
+    await sleep(8000);
+    const gaps = await gapReport(page);
+    const got = await receivedSfu(page);
+    await screenshot(page, 'browser-sfu.png');
+    // Mute works as in a mesh: the page stops sending sound to Janus, video goes on.
+    await page.click('#toggle-mic');
+    const headlessGot = { Ann: await ann, Bob: await bob };
+    return { moved, movedAfterMs, gaps, sfu: got, headless: headlessGot };
+  },
+
+  // The page is on the mesh with Ann when Bob's join moves the room: it keeps receiving
+  // Ann with no gap over 1 s (frames decoded by either path, sampled every 100 ms).
+  async 'sfu-page-on-mesh'(browser) {
+    const page = await browserMember(browser, 'Web');
+    const ann = headless('Ann', 26, [], { engineLog: true });
+    await waitMedia(page, 15000);
+    await startGapSampler(page);
+    await sleep(2000);
+    const meshBefore = await received(page);
+    const bob = headless('Bob', 18, [], { engineLog: true });
+    const moved = await waitOnSfu(page);
+    await sleep(6000);
+    const gaps = await gapReport(page);
+    const got = await receivedSfu(page);
+    const headlessGot = { Ann: await ann, Bob: await bob };
+    return { moved, meshBefore, gaps, sfu: got, headless: headlessGot };
+  },
+
   // Screen sharing between pages: WebA shares to WebB, stops, shares again on the same
   // m-section, WebC joins during the share, and the browser's own "Stop sharing" ends it.
   async 'share-browsers'(browser) {
@@ -696,7 +1026,14 @@ const scenarios = {
 };
 
 /** Server flags a scenario needs. */
+const SFU_ARGS = ['--sfu', `ws://127.0.0.1:${JANUS_PORT}`, '--sfu-above', '2'];
 const SERVER_ARGS = {
+  'sfu-page-moves': SFU_ARGS,
+  'sfu-page-on-mesh': SFU_ARGS,
+  'sfu-share-pages': SFU_ARGS,
+  'sfu-page-joins-janus-room': ['--sfu', `ws://127.0.0.1:${JANUS_PORT}`, '--sfu-above', '1'],
+  // Port 9 (discard): nothing listens there in the namespace.
+  'sfu-unreachable': [...SFU_ARGS, '--sfu-public', 'ws://127.0.0.1:9'],
   'room-full': ['--max-room-size', '1'],
   'resume-refused': ['--grace', '2'],
   'relay-only': ['--turn-url', `turn:127.0.0.1:${TURN_PORT}`, '--turn-secret', TURN_SECRET],
@@ -721,6 +1058,7 @@ async function main() {
   const run = scenarios[scenario];
   if (!run) throw new Error(`unknown scenario ${scenario}`);
   if (scenario === 'relay-only') await startTurn();
+  if (scenario.startsWith('sfu-')) await startJanus();
   await startServer(SERVER_ARGS[scenario]);
   const browser = await launch({ askPermission: ASKS_PERMISSION.has(scenario) });
   try {
