@@ -15,6 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use meshcall::engine::EngineConfig;
+use meshcall::media::pipeline::{AudioChoice, Speaker, VideoChoice};
+use meshcall::media::video::I420Frame;
+use meshcall::session::{CallBackend, DeviceChoice, Notice, Request, Session};
+use meshcall::ui::app::MeshcallUi;
+use meshcall::ui::settings::Settings;
+
 mod common;
 use common::netns::repo;
 
@@ -358,7 +368,10 @@ fn inside_share() {
         if me == "dan" {
             // Joining mid-share: a keyframe of the share at once, not at the next one.
             let first = n(&share["screen_first_ms"]);
-            assert!(first < 5000, "dan: first screen frame {first} ms after joining");
+            assert!(
+                first < 5000,
+                "dan: first screen frame {first} ms after joining"
+            );
         }
         // Stopped 11 s before the end: nothing in the last 10 s.
         assert_eq!(share["screen_fps"].as_f64(), Some(0.0), "{me}: {share:#}");
@@ -425,7 +438,10 @@ fn inside_share_move() {
         assert_eq!(share["screen_size"], serde_json::json!([1920, 1080]));
         // The room is on Janus by ~8 s: the last 10 s of the share all came through it.
         let after_move = share["screen_fps"].as_f64().unwrap() * 10.0;
-        assert!(after_move >= 10.0, "{me}: {after_move} screen frames: {share:#}");
+        assert!(
+            after_move >= 10.0,
+            "{me}: {after_move} screen frames: {share:#}"
+        );
         // Ann's camera goes on beside the share. (No bound on its longest gap here: a
         // share's first 1080p keyframe drops the congestion controller's estimate to
         // ~65 kbit/s, which pauses the camera for ~3 s on a mesh link and through Janus
@@ -433,4 +449,194 @@ fn inside_share_move() {
         assert!(n(&share["video_frames"]) >= 250, "{me}: {share:#}");
         assert!(share["fps"].as_f64().unwrap() >= 20.0, "{me}: {share:#}");
     }
+}
+
+/// The real session under the window, counting the frames the window takes per member.
+struct Counting {
+    session: Session,
+    taken: std::collections::HashMap<String, u64>,
+}
+
+impl CallBackend for Counting {
+    fn request(&mut self, request: Request) {
+        self.session.request(request);
+    }
+    fn poll(&mut self) -> Option<Notice> {
+        self.session.poll()
+    }
+    fn take_frame(&mut self, id: &str) -> Option<std::sync::Arc<I420Frame>> {
+        let f = self.session.take_frame(id)?;
+        *self.taken.entry(id.to_owned()).or_default() += 1;
+        Some(f)
+    }
+    fn take_screen_frame(&mut self, id: &str) -> Option<std::sync::Arc<I420Frame>> {
+        self.session.take_screen_frame(id)
+    }
+    fn level(&self, id: &str) -> f32 {
+        self.session.level(id)
+    }
+    fn preview(&self) -> Option<std::sync::Arc<I420Frame>> {
+        self.session.preview()
+    }
+    fn mic_level(&self) -> f32 {
+        self.session.mic_level()
+    }
+}
+
+type Window = Harness<'static, MeshcallUi<Counting>>;
+
+/// Redraws the window (as its event loop would, every ~30 ms) until `done` or `limit`.
+fn step_until(
+    h: &mut Window,
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut(&mut Window) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        h.step();
+        if done(h) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let texts: Vec<String> = h
+                .root()
+                .children_recursive()
+                .filter_map(|n| {
+                    let n = n.accesskit_node();
+                    n.label().or_else(|| n.value())
+                })
+                .collect();
+            panic!("no {what} within {limit:?}; the window shows {texts:?}");
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+fn has_label(h: &Window, label: &str) -> bool {
+    h.query_by_label(label).is_some()
+}
+
+/// Frames the window took so far, per member id.
+fn frames_taken(h: &Window) -> std::collections::HashMap<String, u64> {
+    h.state().backend().taken.clone()
+}
+
+/// Issue 14: the desktop window in a room that moves onto Janus. The window (its real UI
+/// over a real `Session`, driven through AccessKit as `tests/desktop_ui.rs` does) makes the
+/// room; Bob joins (a mesh), then Cyd, whose join moves the room. Before and after the move
+/// the window shows both with video (a texture each, fresh frames taken every second), and
+/// Bob muting himself afterwards shows on his tile.
+#[test]
+fn the_desktop_window_shows_everyone_through_a_move_onto_janus() {
+    run_in_namespace("inside_desktop");
+}
+
+#[test]
+#[ignore = "run by the_desktop_window_shows_everyone_through_a_move_onto_janus inside a namespace"]
+fn inside_desktop() {
+    if !inside() {
+        return;
+    }
+    let (_janus, serve) = start_servers("desktop");
+    let serve_log = tmp("sfu_move-desktop-serve.log");
+    let session = Session::start(
+        EngineConfig {
+            ice_ips: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+            ..EngineConfig::default()
+        },
+        DeviceChoice {
+            video: VideoChoice::TestPattern,
+            audio: AudioChoice::None,
+            speaker: Speaker::None,
+            name: "Ada".into(),
+            camera_on: true,
+            mic_on: false,
+        },
+        std::sync::Arc::new(|| {}),
+    )
+    .unwrap();
+    let backend = Counting {
+        session,
+        taken: std::collections::HashMap::new(),
+    };
+    let settings = Settings {
+        name: "Ada".into(),
+        ..Settings::default()
+    };
+    let app = MeshcallUi::new(backend, settings, false);
+    let mut h: Window = Harness::builder()
+        .with_size(egui::vec2(1000.0, 640.0))
+        .build_ui_state(|ui, app: &mut MeshcallUi<Counting>| app.ui(ui), app);
+    h.step();
+    // The lobby's default server is ws://127.0.0.1:8787, the one started above.
+    h.get_by_role_and_label(Role::Button, "New room").click();
+    step_until(&mut h, "call", Duration::from_secs(10), |h| {
+        h.state().in_call()
+    });
+    let mut room = None;
+    step_until(&mut h, "room code", Duration::from_secs(5), |h| {
+        room = h
+            .query_all_by_label_contains("Room ")
+            .filter_map(|n| {
+                let n = n.accesskit_node();
+                n.label().or_else(|| n.value())
+            })
+            .find_map(|l| l.strip_prefix("Room ").map(str::to_owned))
+            .filter(|r| !r.is_empty());
+        room.is_some()
+    });
+    let room = room.unwrap();
+    // Bob mutes himself 14 s after joining, when the room is on Janus.
+    let (_bob, _) = join(
+        "desktop",
+        Some(&room),
+        "bob",
+        &["--duration", "40", "--mute-audio-at", "14"],
+    );
+    step_until(
+        &mut h,
+        "Bob's video over the mesh",
+        Duration::from_secs(15),
+        |h| has_label(h, "bob's video") && frames_taken(h).values().any(|n| *n >= 30),
+    );
+    let muted_before = h.query_all_by_label("Muted").count();
+    let (_cyd, _) = join("desktop", Some(&room), "cyd", &["--duration", "40"]);
+    step_until(
+        &mut h,
+        "the move onto Janus",
+        Duration::from_secs(20),
+        |_| {
+            std::fs::read_to_string(&serve_log)
+                .is_ok_and(|l| l.contains("every member is on the SFU"))
+        },
+    );
+    // Every mesh link has closed (the server heard `sfu-ready` from all three): what the
+    // window shows from now on comes through Janus.
+    let before = frames_taken(&h);
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(3) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let after = frames_taken(&h);
+    println!("frames the window took per member: at the move {before:?}, 3 s later {after:?}");
+    assert_eq!(after.len(), 2, "frames from two members: {after:?}");
+    for (id, a) in &after {
+        let b = before.get(id).copied().unwrap_or(0);
+        // 30 fps, one frame per redraw at most: at least 10 per second from each.
+        assert!(
+            a - b >= 30,
+            "too few fresh frames through Janus: {before:?} -> {after:?}"
+        );
+    }
+    assert!(has_label(&h, "bob's video"), "no video tile for Bob");
+    assert!(has_label(&h, "cyd's video"), "no video tile for Cyd");
+    // Our own view and the two members'.
+    assert_eq!(h.state().texture_count(), 3);
+    h.get_by_label("3 people");
+    step_until(&mut h, "Bob's muted badge", Duration::from_secs(15), |h| {
+        h.query_all_by_label("Muted").count() == muted_before + 1
+    });
+    drop(serve);
 }

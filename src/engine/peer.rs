@@ -637,11 +637,7 @@ impl ScreenSend {
     /// Once the track is added and media can flow: the leg's writer and the watch for
     /// their keyframe requests. The leg stays for the connection's life; between shares
     /// the fan-out simply has nothing to send (we stop writing, as protocol.md asks).
-    pub(super) fn start_leg(
-        &mut self,
-        media: &Arc<LocalMedia>,
-        peer: &str,
-    ) -> Vec<JoinHandle<()>> {
+    pub(super) fn start_leg(&mut self, media: &Arc<LocalMedia>, peer: &str) -> Vec<JoinHandle<()>> {
         if self.sender.is_none() || self.leg_started {
             return Vec::new();
         }

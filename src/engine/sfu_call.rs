@@ -113,11 +113,7 @@ pub(crate) fn spawn(setup: SfuSetup) -> SfuHandle {
     SfuHandle { stop, input, task }
 }
 
-async fn run(
-    setup: SfuSetup,
-    mut stop: mpsc::Receiver<()>,
-    mut input: mpsc::Receiver<SfuInput>,
-) {
+async fn run(setup: SfuSetup, mut stop: mpsc::Receiver<()>, mut input: mpsc::Receiver<SfuInput>) {
     let events = setup.events.clone();
     let opened = tokio::select! {
         r = Live::open(setup) => r,

@@ -15,7 +15,7 @@ use crate::engine::sfu_call::{self, SFU_LEG, SfuEvent, SfuHandle, SfuInput, SfuS
 use crate::proto::{ClientMessage, SFU_KIND_JANUS, SfuRoom};
 
 /// How long a move waits for a member's media through Janus before closing its mesh link
-/// anyway, when nothing of theirs came through Janus at all (they send nothing).
+/// anyway, when not all of it came (they send nothing, or not everything they announce).
 const NOTHING_ARRIVED: Duration = Duration::from_secs(5);
 /// How long a mesh link stays after its member's media came through Janus. Closing it
 /// cuts both directions, and the member may not have our media through Janus yet (its
@@ -201,7 +201,11 @@ impl Actor {
                 if now.duration_since(since) >= LINGER {
                     done.push(id.clone());
                 }
-            } else if waited && !video && !audio {
+            } else if waited {
+                // Nothing (or not everything) of theirs came through Janus in that time: a
+                // member may announce a kind it has no device for (a window's microphone
+                // "on" on a machine without sound), which never comes by either path;
+                // waiting on would only let the server call the move off.
                 done.push(id.clone());
             }
         }
