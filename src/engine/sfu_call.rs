@@ -844,3 +844,66 @@ async fn read_track(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(kind: &str, mindex: u32, mid: &str) -> StreamInfo {
+        StreamInfo {
+            kind: kind.to_owned(),
+            mindex,
+            mid: Some(mid.to_owned()),
+            feed_id: None,
+            feed_display: None,
+            feed_mid: None,
+            codec: None,
+        }
+    }
+
+    fn publisher(id: u64, streams: Vec<StreamInfo>) -> PublisherInfo {
+        PublisherInfo {
+            id,
+            display: Some(format!("p{id}")),
+            streams,
+        }
+    }
+
+    #[test]
+    fn a_feeds_second_video_stream_in_its_publishers_order_is_its_share() {
+        let mut feeds = Feeds::default();
+        // Listed out of order: the m-line index decides, not the list's order.
+        feeds.note_publisher(&publisher(
+            7,
+            vec![
+                stream("video", 2, "s"),
+                stream("audio", 0, "a"),
+                stream("video", 1, "c"),
+            ],
+        ));
+        assert!(feeds.is_screen(7, Some("s")));
+        assert!(!feeds.is_screen(7, Some("c")));
+        assert!(!feeds.is_screen(7, Some("a")));
+        assert!(!feeds.is_screen(7, None));
+        // A feed without a share, and one we know nothing of.
+        feeds.note_publisher(&publisher(
+            8,
+            vec![stream("audio", 0, "0"), stream("video", 1, "1")],
+        ));
+        assert!(!feeds.is_screen(8, Some("1")));
+        assert!(!feeds.is_screen(9, Some("2")));
+    }
+
+    #[test]
+    fn only_media_streams_a_subscription_lacks_are_wanted() {
+        let streams = [
+            stream("audio", 0, "0"),
+            stream("video", 1, "1"),
+            stream("video", 2, "2"),
+            stream("data", 3, "3"),
+        ];
+        let have: HashSet<String> = ["0", "1"].map(str::to_owned).into();
+        assert_eq!(new_media_mids(&streams, Some(&have)), vec!["2".to_owned()]);
+        assert_eq!(new_media_mids(&streams, None).len(), 3);
+    }
+}
