@@ -455,6 +455,7 @@ fn inside_share_move() {
 struct Counting {
     session: Session,
     taken: std::collections::HashMap<String, u64>,
+    screens_taken: u64,
 }
 
 impl CallBackend for Counting {
@@ -470,7 +471,9 @@ impl CallBackend for Counting {
         Some(f)
     }
     fn take_screen_frame(&mut self, id: &str) -> Option<std::sync::Arc<I420Frame>> {
-        self.session.take_screen_frame(id)
+        let f = self.session.take_screen_frame(id)?;
+        self.screens_taken += 1;
+        Some(f)
     }
     fn level(&self, id: &str) -> f32 {
         self.session.level(id)
@@ -525,8 +528,9 @@ fn frames_taken(h: &Window) -> std::collections::HashMap<String, u64> {
 /// Issue 14: the desktop window in a room that moves onto Janus. The window (its real UI
 /// over a real `Session`, driven through AccessKit as `tests/desktop_ui.rs` does) makes the
 /// room; Bob joins (a mesh), then Cyd, whose join moves the room. Before and after the move
-/// the window shows both with video (a texture each, fresh frames taken every second), and
-/// Bob muting himself afterwards shows on his tile.
+/// the window shows both with video (a texture each, fresh frames taken every second); then
+/// Cyd's screen share (started on Janus) shows as its own large tile, and Bob muting
+/// himself shows on his tile.
 #[test]
 fn the_desktop_window_shows_everyone_through_a_move_onto_janus() {
     run_in_namespace("inside_desktop");
@@ -559,6 +563,7 @@ fn inside_desktop() {
     let backend = Counting {
         session,
         taken: std::collections::HashMap::new(),
+        screens_taken: 0,
     };
     let settings = Settings {
         name: "Ada".into(),
@@ -601,7 +606,12 @@ fn inside_desktop() {
         |h| has_label(h, "bob's video") && frames_taken(h).values().any(|n| *n >= 30),
     );
     let muted_before = h.query_all_by_label("Muted").count();
-    let (_cyd, _) = join("desktop", Some(&room), "cyd", &["--duration", "40"]);
+    let (_cyd, _) = join(
+        "desktop",
+        Some(&room),
+        "cyd",
+        &["--duration", "40", "--screen", "test", "--screen-at", "8"],
+    );
     step_until(
         &mut h,
         "the move onto Janus",
@@ -635,6 +645,14 @@ fn inside_desktop() {
     // Our own view and the two members'.
     assert_eq!(h.state().texture_count(), 3);
     h.get_by_label("3 people");
+    step_until(
+        &mut h,
+        "Cyd's share through Janus",
+        Duration::from_secs(15),
+        |h| has_label(h, "cyd's screen") && h.state().backend().screens_taken >= 5,
+    );
+    // The share's texture beside the three cameras'.
+    assert_eq!(h.state().texture_count(), 4);
     step_until(&mut h, "Bob's muted badge", Duration::from_secs(15), |h| {
         h.query_all_by_label("Muted").count() == muted_before + 1
     });
