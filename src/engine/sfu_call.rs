@@ -358,15 +358,15 @@ impl Live {
             .add_track(Arc::clone(&self.screen.track) as _)
             .await
             .map_err(conn_err)?;
+        if let Err(e) = renegotiate(pc, &self.publisher).await {
+            // Back to where we were, so the camera goes on and the next share tries again.
+            if let Ok(rollback) = RTCSessionDescription::rollback(None) {
+                let _ = pc.set_local_description(rollback).await;
+            }
+            let _ = pc.remove_track(&sender).await;
+            return Err(e);
+        }
         self.screen.sender = Some(sender);
-        let offer = pc.create_offer(None).await.map_err(conn_err)?;
-        pc.set_local_description(offer.clone())
-            .await
-            .map_err(conn_err)?;
-        let answer_sdp = self.publisher.configure(&offer.sdp).await?;
-        pc.set_remote_description(RTCSessionDescription::answer(answer_sdp).map_err(conn_err)?)
-            .await
-            .map_err(conn_err)?;
         self.screen.refresh_payload_type().await;
         if self.legs_added {
             let media = Arc::clone(&self.setup.media);
@@ -670,6 +670,21 @@ impl Live {
             let _ = tokio::time::timeout(CLOSE_STEP, session.destroy()).await;
         }
     }
+}
+
+/// Offers our publisher's current tracks to Janus again (`configure`) and applies its answer.
+async fn renegotiate(
+    pc: &Arc<dyn PeerConnection>,
+    publisher: &VideoRoom,
+) -> Result<(), JanusMemberError> {
+    let offer = pc.create_offer(None).await.map_err(conn_err)?;
+    pc.set_local_description(offer.clone())
+        .await
+        .map_err(conn_err)?;
+    let answer_sdp = publisher.configure(&offer.sdp).await?;
+    pc.set_remote_description(RTCSessionDescription::answer(answer_sdp).map_err(conn_err)?)
+        .await
+        .map_err(conn_err)
 }
 
 async fn next_subscriber_event(sub: &mut Option<Subscriber>) -> Option<VideoRoomEvent> {
