@@ -812,6 +812,15 @@ fn a_page_shares_its_screen_through_janus_as_its_feeds_second_video_stream() {
         let got = headless_got(&r, "Ann", from);
         assert!(n(&got["video_frames"]) > 100, "Ann from {from}: {got}");
     }
+    // meshcall's engine reads the page's share the same way (its feed's second video
+    // stream, docs/protocol-sfu.md) and decodes it at full size.
+    let got = headless_got(&r, "Ann", "WebA");
+    assert!(n(&got["screen_frames"]) > 20, "Ann from WebA: {got}");
+    assert_eq!(
+        (n(&got["screen_size"][0]), n(&got["screen_size"][1])),
+        size,
+        "Ann from WebA: {got}"
+    );
 }
 
 #[test]

@@ -261,6 +261,7 @@ impl Actor {
                     for handle in call.peers.values() {
                         let _ = handle.input.send(PeerInput::ScreenOn).await;
                     }
+                    sfu_move::screen_on(call).await;
                     apply_plan(&self.media, call);
                 }
                 self.send_state(StateUpdate {

@@ -535,16 +535,24 @@ pub(super) async fn payload_type(sender: &Arc<dyn RtpSender>, mime: &str, ours: 
 /// each m-section's SSRC (`a=ssrc:`) and mid, and VideoRoom's stream list maps mids to
 /// feeds.
 pub(super) fn feeds_by_ssrc(sdp: &str, streams: &[StreamInfo]) -> HashMap<u32, (u64, String)> {
+    streams_by_ssrc(sdp, streams)
+        .into_iter()
+        .filter_map(|(ssrc, s)| Some((ssrc, (s.feed_id?, s.kind))))
+        .collect()
+}
+
+/// Which of Janus' subscription streams each SSRC in its offer belongs to (by the
+/// m-section's mid).
+pub(super) fn streams_by_ssrc(sdp: &str, streams: &[StreamInfo]) -> HashMap<u32, StreamInfo> {
     let mut out = HashMap::new();
     let mut mid: Option<String> = None;
     let mut ssrcs: Vec<u32> = Vec::new();
     let mut flush = |mid: &Option<String>, ssrcs: &mut Vec<u32>| {
         if let Some(m) = mid
             && let Some(s) = streams.iter().find(|s| s.mid.as_deref() == Some(m))
-            && let Some(feed) = s.feed_id
         {
             for ssrc in ssrcs.iter() {
-                out.insert(*ssrc, (feed, s.kind.clone()));
+                out.insert(*ssrc, s.clone());
             }
         }
         ssrcs.clear();
@@ -1046,6 +1054,7 @@ mod tests {
             mid: Some(mid.to_owned()),
             feed_id: Some(feed),
             feed_display: None,
+            feed_mid: None,
             codec: None,
         };
         let streams = [

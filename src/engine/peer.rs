@@ -608,16 +608,16 @@ async fn watch_keyframe_requests_of(
 
 /// Our screen share on one connection: its track (bound here for good once added), the
 /// payload type negotiated for it, and whether its leg of the fan-out runs.
-struct ScreenSend {
-    track: Arc<TrackLocalStaticRTP>,
-    sender: Option<Arc<dyn RtpSender>>,
+pub(super) struct ScreenSend {
+    pub(super) track: Arc<TrackLocalStaticRTP>,
+    pub(super) sender: Option<Arc<dyn RtpSender>>,
     payload_type: Arc<AtomicU8>,
     ssrc: u32,
     leg_started: bool,
 }
 
 impl ScreenSend {
-    fn new(self_id: &str, ssrc: u32) -> Self {
+    pub(super) fn new(self_id: &str, ssrc: u32) -> Self {
         Self {
             track: screen_track(self_id, ssrc),
             sender: None,
@@ -627,7 +627,7 @@ impl ScreenSend {
         }
     }
 
-    async fn refresh_payload_type(&self) {
+    pub(super) async fn refresh_payload_type(&self) {
         if self.sender.is_some() {
             let pt = payload_type(self.sender.as_ref(), MIME_TYPE_H264, H264_PT).await;
             self.payload_type.store(pt, Ordering::Relaxed);
@@ -637,7 +637,7 @@ impl ScreenSend {
     /// Once the track is added and media can flow: the leg's writer and the watch for
     /// their keyframe requests. The leg stays for the connection's life; between shares
     /// the fan-out simply has nothing to send (we stop writing, as protocol.md asks).
-    fn start_leg(&mut self, media: &Arc<LocalMedia>, peer: &str) -> Vec<JoinHandle<()>> {
+    pub(super) fn start_leg(&mut self, media: &Arc<LocalMedia>, peer: &str) -> Vec<JoinHandle<()>> {
         if self.sender.is_none() || self.leg_started {
             return Vec::new();
         }

@@ -5,8 +5,13 @@
 //! per-member sinks a mesh link feeds (found by the publisher's `display`, which is its
 //! peer id). One task owns the Janus session and both connections; it ends (leaving
 //! Janus) when its handle is dropped.
+//!
+//! Screen shares (docs/protocol-sfu.md, "Screen sharing"): our share is a second video
+//! stream of our publisher connection, added with a renegotiation (`configure`) when it
+//! first starts and kept after (as on a mesh link); a member's share is the second video
+//! stream of its feed, in its publisher's order, which we subscribe to when Janus lists it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,19 +32,19 @@ use webrtc::peer_connection::{
 
 use super::api::MemberStats;
 use super::janus_member::{
-    Forward, JanusMemberError, PcEvent, answer, conn_err, feeds_by_ssrc, payload_type,
-    send_candidate,
+    Forward, JanusMemberError, PcEvent, answer, conn_err, payload_type, send_candidate,
+    streams_by_ssrc,
 };
 use super::local_media::LocalMedia;
 use super::pacer::LinkMeter;
-use super::peer::{local_track, watch_keyframe_requests, write_leg, write_video_leg};
+use super::peer::{ScreenSend, local_track, watch_keyframe_requests, write_leg, write_video_leg};
 use super::peer_factory::{H264_PT, OPUS_PT, PeerFactory, SendSide};
 use super::sink_handover::{Side, SinkBook};
 use super::video_receive::{Assembled, FrameBuffer};
 use crate::media::pipeline::RemoteMediaSink;
 use crate::proto::{IceServer, SfuRoom};
 use crate::sfu::janus::{
-    Janus, PublisherInfo, Session, SubscriberOffer, VideoRoom, VideoRoomEvent,
+    Janus, PublisherInfo, Session, StreamInfo, SubscriberOffer, VideoRoom, VideoRoomEvent,
 };
 
 /// The fan-out leg (and policy entry) of our publisher connection; peer ids start with `p`.
@@ -76,6 +81,8 @@ pub(crate) enum SfuEvent {
     Published(u64),
     /// A member's video (`video`) or audio now comes through Janus into its sink.
     Arrived { peer: String, video: bool },
+    /// A member's screen share now comes through Janus into its sink.
+    ScreenArrived(String),
     /// The congestion controller's estimate toward Janus moved, bits per second.
     Estimate(u32),
     /// Numbers about one member's media through Janus.
@@ -84,20 +91,29 @@ pub(crate) enum SfuEvent {
     Failed(String),
 }
 
+/// What the actor tells the SFU task.
+#[derive(Debug)]
+pub(crate) enum SfuInput {
+    /// Our screen share started: the publisher needs its screen stream, if it has none.
+    ScreenOn,
+}
+
 /// The actor's handle; dropping `stop` ends the task, which then leaves Janus.
 pub(crate) struct SfuHandle {
     pub(crate) stop: mpsc::Sender<()>,
+    pub(crate) input: mpsc::Sender<SfuInput>,
     pub(crate) task: JoinHandle<()>,
 }
 
 /// Starts the SFU task.
 pub(crate) fn spawn(setup: SfuSetup) -> SfuHandle {
     let (stop, rx) = mpsc::channel(1);
-    let task = tokio::spawn(run(setup, rx));
-    SfuHandle { stop, task }
+    let (input, input_rx) = mpsc::channel(8);
+    let task = tokio::spawn(run(setup, rx, input_rx));
+    SfuHandle { stop, input, task }
 }
 
-async fn run(setup: SfuSetup, mut stop: mpsc::Receiver<()>) {
+async fn run(setup: SfuSetup, mut stop: mpsc::Receiver<()>, mut input: mpsc::Receiver<SfuInput>) {
     let events = setup.events.clone();
     let opened = tokio::select! {
         r = Live::open(setup) => r,
@@ -109,7 +125,7 @@ async fn run(setup: SfuSetup, mut stop: mpsc::Receiver<()>) {
             let _ = events.send(SfuEvent::Failed(e.to_string())).await;
         }
         Ok(mut live) => {
-            if let Err(reason) = live.drive(&mut stop).await {
+            if let Err(reason) = live.drive(&mut stop, &mut input).await {
                 tracing::warn!("SFU connection failed: {reason}");
                 let _ = events.send(SfuEvent::Failed(reason)).await;
             }
@@ -118,11 +134,40 @@ async fn run(setup: SfuSetup, mut stop: mpsc::Receiver<()>) {
     }
 }
 
-/// Which publisher each SSRC Janus sends us belongs to, and whose (peer id) each feed is.
+/// Which publisher (and which of its streams, by the publisher's mid) each SSRC Janus
+/// sends us belongs to, whose (peer id) each feed is, and which stream is its share.
 #[derive(Default)]
 struct Feeds {
-    by_ssrc: HashMap<u32, u64>,
+    by_ssrc: HashMap<u32, (u64, Option<String>)>,
     display: HashMap<u64, String>,
+    /// Each feed's video streams as its publisher lists them: (mindex, mid).
+    video_mids: HashMap<u64, Vec<(u32, String)>>,
+}
+
+impl Feeds {
+    /// Whether the publisher's stream `mid` of `feed` is its screen share: its second video
+    /// stream, in the publisher's m-line order (the camera comes first).
+    fn is_screen(&self, feed: u64, mid: Option<&str>) -> bool {
+        let (Some(mid), Some(videos)) = (mid, self.video_mids.get(&feed)) else {
+            return false;
+        };
+        let mut videos = videos.clone();
+        videos.sort_by_key(|(mindex, _)| *mindex);
+        videos.iter().position(|(_, m)| m == mid) == Some(1)
+    }
+
+    /// Notes a publisher's video streams (from a `publishers` list).
+    fn note_publisher(&mut self, p: &PublisherInfo) {
+        let videos: Vec<(u32, String)> = p
+            .streams
+            .iter()
+            .filter(|s| s.kind == "video")
+            .filter_map(|s| Some((s.mindex, s.mid.clone()?)))
+            .collect();
+        if !videos.is_empty() {
+            self.video_mids.insert(p.id, videos);
+        }
+    }
 }
 
 type SharedFeeds = Arc<Mutex<Feeds>>;
@@ -153,6 +198,8 @@ struct Live {
     private_id: Option<u64>,
     video: Arc<TrackLocalStaticRTP>,
     audio: Arc<TrackLocalStaticRTP>,
+    /// Our share's stream on the publisher connection (added at its first start).
+    screen: ScreenSend,
     video_pt: Arc<AtomicU8>,
     audio_pt: Arc<AtomicU8>,
     meter: Arc<LinkMeter>,
@@ -161,6 +208,10 @@ struct Live {
     wanted: HashMap<u64, String>,
     /// Feeds in our subscription.
     subscribed: HashMap<u64, String>,
+    /// Of each subscribed feed, the publisher's streams (mids) our subscription carries.
+    subscribed_mids: HashMap<u64, HashSet<String>>,
+    /// Streams a subscribed feed added later (a share), not in our subscription yet.
+    wanted_mids: HashSet<(u64, String)>,
     feeds: SharedFeeds,
     /// Frames per member at the last stats tick, for a frame rate.
     last_frames: HashMap<String, (Instant, u64)>,
@@ -184,7 +235,13 @@ impl Live {
         let (pc_tx, publisher_events) = mpsc::unbounded_channel();
         let pc = setup
             .factory
-            .build(&setup.ice_servers, true, &send, Arc::new(Forward(pc_tx)))
+            .build_sharing(
+                &setup.ice_servers,
+                true,
+                &send,
+                Some(setup.media.screen.ssrc()),
+                Arc::new(Forward(pc_tx)),
+            )
             .await
             .map_err(conn_err)?;
         let video = local_track(
@@ -206,6 +263,16 @@ impl Live {
             .add_track(Arc::clone(&video) as _)
             .await
             .map_err(conn_err)?;
+        // Sharing already (joining a room on Janus, or a move during our share): the
+        // share is the second video stream from the first offer on.
+        let mut screen = ScreenSend::new(&setup.self_id, setup.media.screen.ssrc());
+        if setup.media.screen_on() {
+            screen.sender = Some(
+                pc.add_track(Arc::clone(&screen.track) as _)
+                    .await
+                    .map_err(conn_err)?,
+            );
+        }
         let offer = pc.create_offer(None).await.map_err(conn_err)?;
         pc.set_local_description(offer.clone())
             .await
@@ -216,6 +283,7 @@ impl Live {
             .map_err(conn_err)?;
         let audio_pt = payload_type(&audio_sender, MIME_TYPE_OPUS, OPUS_PT).await;
         let video_pt = payload_type(&video_sender, MIME_TYPE_H264, H264_PT).await;
+        screen.refresh_payload_type().await;
         let tasks = vec![tokio::spawn(watch_keyframe_requests(
             Arc::clone(&video),
             Arc::clone(&setup.media),
@@ -234,12 +302,15 @@ impl Live {
             private_id: joined.private_id,
             video,
             audio,
+            screen,
             video_pt: Arc::new(AtomicU8::new(video_pt)),
             audio_pt: Arc::new(AtomicU8::new(audio_pt)),
             meter,
             legs_added: false,
             wanted: HashMap::new(),
             subscribed: HashMap::new(),
+            subscribed_mids: HashMap::new(),
+            wanted_mids: HashSet::new(),
             feeds: Arc::default(),
             last_frames: HashMap::new(),
             setup,
@@ -248,20 +319,69 @@ impl Live {
         Ok(live)
     }
 
-    /// Notes the publishers that are members (display = a peer id other than ours).
+    /// Notes the publishers that are members (display = a peer id other than ours), and
+    /// the streams a subscribed member added since (its share).
     fn want(&mut self, publishers: &[PublisherInfo]) {
         for p in publishers {
-            if let Some(d) = &p.display
-                && *d != self.setup.self_id
-                && !self.subscribed.contains_key(&p.id)
-            {
+            let Some(d) = &p.display else { continue };
+            if *d == self.setup.self_id {
+                continue;
+            }
+            lock(&self.feeds).note_publisher(p);
+            if !self.subscribed.contains_key(&p.id) {
                 self.wanted.insert(p.id, d.clone());
+                continue;
+            }
+            let have = self.subscribed_mids.get(&p.id);
+            for mid in new_media_mids(&p.streams, have) {
+                self.wanted_mids.insert((p.id, mid));
             }
         }
     }
 
+    /// Forgets a feed that left or stopped publishing.
+    fn forget_feed(&mut self, feed: u64) {
+        self.wanted.remove(&feed);
+        self.subscribed.remove(&feed);
+        self.subscribed_mids.remove(&feed);
+        self.wanted_mids.retain(|(f, _)| *f != feed);
+    }
+
+    /// Adds our share's stream to the publisher connection (once; later shares reuse it)
+    /// and renegotiates with Janus, which tells the other members.
+    async fn add_screen(&mut self) -> Result<(), JanusMemberError> {
+        if self.screen.sender.is_some() {
+            return Ok(());
+        }
+        let pc = &self.publisher_pc;
+        let sender = pc
+            .add_track(Arc::clone(&self.screen.track) as _)
+            .await
+            .map_err(conn_err)?;
+        if let Err(e) = renegotiate(pc, &self.publisher).await {
+            // Back to where we were, so the camera goes on and the next share tries again.
+            if let Ok(rollback) = RTCSessionDescription::rollback(None) {
+                let _ = pc.set_local_description(rollback).await;
+            }
+            let _ = pc.remove_track(&sender).await;
+            return Err(e);
+        }
+        self.screen.sender = Some(sender);
+        self.screen.refresh_payload_type().await;
+        if self.legs_added {
+            let media = Arc::clone(&self.setup.media);
+            self.tasks.extend(self.screen.start_leg(&media, SFU_LEG));
+        }
+        tracing::info!("our screen share is a stream on the SFU now");
+        Ok(())
+    }
+
     /// Runs until stopped (`Ok`) or until Janus fails us (`Err` with the reason).
-    async fn drive(&mut self, stop: &mut mpsc::Receiver<()>) -> Result<(), String> {
+    async fn drive(
+        &mut self,
+        stop: &mut mpsc::Receiver<()>,
+        input: &mut mpsc::Receiver<SfuInput>,
+    ) -> Result<(), String> {
         let mut retry = tokio::time::interval(RETRY);
         let mut estimate_check = tokio::time::interval(ESTIMATE_CHECK);
         let mut stats = tokio::time::interval(self.setup.stats_interval);
@@ -269,6 +389,12 @@ impl Live {
         loop {
             tokio::select! {
                 _ = stop.recv() => return Ok(()),
+                Some(SfuInput::ScreenOn) = input.recv() => {
+                    if let Err(e) = self.add_screen().await {
+                        // The camera and audio go on; the share reaches no one.
+                        tracing::warn!("cannot add our screen share on the SFU: {e}");
+                    }
+                }
                 ev = self.publisher.next_event() => match ev {
                     None => return Err("the connection to the media server closed".into()),
                     Some(VideoRoomEvent::WebrtcUp) => {
@@ -279,8 +405,7 @@ impl Live {
                         self.subscribe_wanted().await;
                     }
                     Some(VideoRoomEvent::Unpublished(feed) | VideoRoomEvent::Leaving(feed)) => {
-                        self.wanted.remove(&feed);
-                        self.subscribed.remove(&feed);
+                        self.forget_feed(feed);
                     }
                     Some(VideoRoomEvent::Hangup(reason)) => {
                         return Err(format!("the media server hung up: {reason}"));
@@ -303,6 +428,9 @@ impl Live {
                 _ = estimate_check.tick() => {
                     if self.meter.video_gap.swap(false, Ordering::Relaxed) {
                         self.setup.media.video.request_keyframe_for(SFU_LEG);
+                    }
+                    if self.meter.screen_gap.swap(false, Ordering::Relaxed) {
+                        self.setup.media.screen.request_keyframe_for(SFU_LEG);
                     }
                     let estimate = self.meter.estimate_bps.load(Ordering::Relaxed);
                     if estimate > 0
@@ -343,6 +471,8 @@ impl Live {
                         Arc::clone(&self.audio),
                         Arc::clone(&self.audio_pt),
                     )));
+                    let media = Arc::clone(media);
+                    self.tasks.extend(self.screen.start_leg(&media, SFU_LEG));
                 }
             }
             PcEvent::Track(_) => {}
@@ -382,6 +512,21 @@ impl Live {
                     self.subscribed.insert(feed, peer);
                 }
                 Err(e) => tracing::debug!(feed, "not subscribed yet: {e}"),
+            }
+        }
+        let streams: Vec<(u64, String)> = self.wanted_mids.iter().cloned().collect();
+        for (feed, mid) in streams {
+            let Some(sub) = &self.subscriber else { break };
+            let added = match sub.room.subscribe_mids(&[(feed, mid.clone())]).await {
+                Ok(offer) => self.answer_offer(offer).await,
+                Err(e) => Err(e.into()),
+            };
+            match added {
+                Ok(()) => {
+                    tracing::info!(feed, mid = %mid, "subscribed to a stream a member added");
+                    self.wanted_mids.remove(&(feed, mid));
+                }
+                Err(e) => tracing::debug!(feed, mid = %mid, "stream not subscribed yet: {e}"),
             }
         }
     }
@@ -432,12 +577,27 @@ impl Live {
         };
         {
             let mut feeds = lock(&self.feeds);
-            for (ssrc, (feed, _)) in feeds_by_ssrc(&offer.sdp, &offer.streams) {
-                feeds.by_ssrc.insert(ssrc, feed);
+            for (ssrc, s) in streams_by_ssrc(&offer.sdp, &offer.streams) {
+                if let Some(feed) = s.feed_id {
+                    feeds.by_ssrc.insert(ssrc, (feed, s.feed_mid.clone()));
+                }
             }
             for s in &offer.streams {
                 if let (Some(feed), Some(d)) = (s.feed_id, &s.feed_display) {
                     feeds.display.insert(feed, d.clone());
+                }
+            }
+        }
+        // The offer lists the whole subscription: what each feed's streams now are.
+        if !offer.streams.is_empty() {
+            self.subscribed_mids.clear();
+            for s in &offer.streams {
+                if let (Some(feed), Some(mid)) = (s.feed_id, &s.feed_mid) {
+                    self.subscribed_mids
+                        .entry(feed)
+                        .or_default()
+                        .insert(mid.clone());
+                    self.wanted_mids.remove(&(feed, mid.clone()));
                 }
             }
         }
@@ -495,6 +655,7 @@ impl Live {
     async fn close(mut self) {
         self.setup.media.video.remove_leg(SFU_LEG);
         self.setup.media.audio.remove_leg(SFU_LEG);
+        self.setup.media.screen.remove_leg(SFU_LEG);
         if let Some(sub) = self.subscriber.take() {
             let _ = tokio::time::timeout(CLOSE_STEP, sub.room.leave()).await;
             let _ = tokio::time::timeout(CLOSE_STEP, sub.pc.close()).await;
@@ -509,6 +670,21 @@ impl Live {
             let _ = tokio::time::timeout(CLOSE_STEP, session.destroy()).await;
         }
     }
+}
+
+/// Offers our publisher's current tracks to Janus again (`configure`) and applies its answer.
+async fn renegotiate(
+    pc: &Arc<dyn PeerConnection>,
+    publisher: &VideoRoom,
+) -> Result<(), JanusMemberError> {
+    let offer = pc.create_offer(None).await.map_err(conn_err)?;
+    pc.set_local_description(offer.clone())
+        .await
+        .map_err(conn_err)?;
+    let answer_sdp = publisher.configure(&offer.sdp).await?;
+    pc.set_remote_description(RTCSessionDescription::answer(answer_sdp).map_err(conn_err)?)
+        .await
+        .map_err(conn_err)
 }
 
 async fn next_subscriber_event(sub: &mut Option<Subscriber>) -> Option<VideoRoomEvent> {
@@ -532,21 +708,34 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-/// Where one incoming stream currently goes: its SSRC and its member's sink.
+/// The publisher streams (mids) in `streams` that carry media and are not in `have`.
+fn new_media_mids(streams: &[StreamInfo], have: Option<&HashSet<String>>) -> Vec<String> {
+    streams
+        .iter()
+        .filter(|s| s.kind == "video" || s.kind == "audio")
+        .filter_map(|s| s.mid.clone())
+        .filter(|m| have.is_none_or(|h| !h.contains(m)))
+        .collect()
+}
+
+/// Where one incoming stream currently goes: its SSRC, its member's sink, and whether it
+/// is the member's screen share.
 struct Target {
     ssrc: u32,
     peer: String,
     side: Arc<Side>,
+    screen: bool,
 }
 
 /// Resolves the member an SSRC belongs to (Janus may reuse an m-section for another feed).
 fn target_for(ssrc: u32, feeds: &SharedFeeds, book: &SinkBook) -> Option<Target> {
     let feeds = lock(feeds);
-    let feed = feeds.by_ssrc.get(&ssrc)?;
+    let (feed, mid) = feeds.by_ssrc.get(&ssrc)?;
     let peer = feeds.display.get(feed)?.clone();
     Some(Target {
         ssrc,
         side: book.sfu(&peer),
+        screen: feeds.is_screen(*feed, mid.as_deref()),
         peer,
     })
 }
@@ -620,6 +809,16 @@ async fn read_track(
                     if need_keyframe {
                         continue;
                     }
+                    if t.screen {
+                        if !claimed.swap(true, Ordering::Relaxed)
+                            && t.side.handover().claim_screen()
+                        {
+                            tracing::info!(peer = %t.peer, "a screen share arrives through the SFU");
+                            let _ = events.send(SfuEvent::ScreenArrived(t.peer.clone())).await;
+                        }
+                        t.side.screen(au);
+                        continue;
+                    }
                     if !claimed.swap(true, Ordering::Relaxed) && t.side.handover().claim_video() {
                         let arrived = SfuEvent::Arrived {
                             peer: t.peer.clone(),
@@ -632,7 +831,11 @@ async fn read_track(
             }
         }
         // Only once this path feeds the decoder: before, its failures are the mesh's.
-        need_keyframe |= t.side.take_decoder_failure();
+        need_keyframe |= if t.screen {
+            t.side.take_screen_decoder_failure()
+        } else {
+            t.side.take_decoder_failure()
+        };
         if need_keyframe && last_pli.is_none_or(|at| at.elapsed() >= PLI_INTERVAL) {
             last_pli = Some(Instant::now());
             // Behind a reception report for the same stream, or Janus drops it (see
@@ -654,5 +857,68 @@ async fn read_track(
                 .write_rtcp(vec![Box::new(report), Box::new(pli)])
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(kind: &str, mindex: u32, mid: &str) -> StreamInfo {
+        StreamInfo {
+            kind: kind.to_owned(),
+            mindex,
+            mid: Some(mid.to_owned()),
+            feed_id: None,
+            feed_display: None,
+            feed_mid: None,
+            codec: None,
+        }
+    }
+
+    fn publisher(id: u64, streams: Vec<StreamInfo>) -> PublisherInfo {
+        PublisherInfo {
+            id,
+            display: Some(format!("p{id}")),
+            streams,
+        }
+    }
+
+    #[test]
+    fn a_feeds_second_video_stream_in_its_publishers_order_is_its_share() {
+        let mut feeds = Feeds::default();
+        // Listed out of order: the m-line index decides, not the list's order.
+        feeds.note_publisher(&publisher(
+            7,
+            vec![
+                stream("video", 2, "s"),
+                stream("audio", 0, "a"),
+                stream("video", 1, "c"),
+            ],
+        ));
+        assert!(feeds.is_screen(7, Some("s")));
+        assert!(!feeds.is_screen(7, Some("c")));
+        assert!(!feeds.is_screen(7, Some("a")));
+        assert!(!feeds.is_screen(7, None));
+        // A feed without a share, and one we know nothing of.
+        feeds.note_publisher(&publisher(
+            8,
+            vec![stream("audio", 0, "0"), stream("video", 1, "1")],
+        ));
+        assert!(!feeds.is_screen(8, Some("1")));
+        assert!(!feeds.is_screen(9, Some("2")));
+    }
+
+    #[test]
+    fn only_media_streams_a_subscription_lacks_are_wanted() {
+        let streams = [
+            stream("audio", 0, "0"),
+            stream("video", 1, "1"),
+            stream("video", 2, "2"),
+            stream("data", 3, "3"),
+        ];
+        let have: HashSet<String> = ["0", "1"].map(str::to_owned).into();
+        assert_eq!(new_media_mids(&streams, Some(&have)), vec!["2".to_owned()]);
+        assert_eq!(new_media_mids(&streams, None).len(), 3);
     }
 }

@@ -1,6 +1,7 @@
 //! One sink per remote member, shared by the mesh link and the SFU subscription during a
-//! move (issue 14): each kind of media (video, audio) is taken from one path at a time,
-//! and the SFU path claims it when its first usable media from the member arrives. The
+//! move (issue 14): each kind of media (video, audio, screen share) is taken from one path
+//! at a time, and the SFU path claims it when its first usable media from the member
+//! arrives. The
 //! member's sink (decoder, audio output, counters) is handed over, never rebuilt: a
 //! decoding sink removes the member's output when it is dropped, so the mesh link's
 //! teardown must not be what drops it while the SFU still delivers.
@@ -24,6 +25,7 @@ pub(crate) struct Handover {
     inner: Arc<dyn RemoteMediaSink>,
     video_from_sfu: AtomicBool,
     audio_from_sfu: AtomicBool,
+    screen_from_sfu: AtomicBool,
     /// Audio numbering across the switch: the jitter buffer sees one stream, so the SFU's
     /// packets continue the mesh's sequence numbers and timestamps (a jump made it drop
     /// the rest of a member's audio in one run).
@@ -49,15 +51,21 @@ impl Handover {
         !self.audio_from_sfu.swap(true, Ordering::Relaxed)
     }
 
+    /// The SFU path takes this member's screen share from now on; true if it just did.
+    pub(crate) fn claim_screen(&self) -> bool {
+        !self.screen_from_sfu.swap(true, Ordering::Relaxed)
+    }
+
     /// The member's sink itself (for its counters).
     pub(crate) fn sink(&self) -> &Arc<dyn RemoteMediaSink> {
         &self.inner
     }
 
-    /// Both kinds back to the mesh (a cancelled move).
+    /// Every kind back to the mesh (a cancelled move).
     pub(crate) fn release(&self) {
         self.video_from_sfu.store(false, Ordering::Relaxed);
         self.audio_from_sfu.store(false, Ordering::Relaxed);
+        self.screen_from_sfu.store(false, Ordering::Relaxed);
         lock(&self.audio_numbers).sfu_offset = None;
     }
 }
@@ -80,6 +88,10 @@ impl Side {
 
     fn owns_audio(&self) -> bool {
         self.handover.audio_from_sfu.load(Ordering::Relaxed) == self.sfu
+    }
+
+    fn owns_screen(&self) -> bool {
+        self.handover.screen_from_sfu.load(Ordering::Relaxed) == self.sfu
     }
 }
 
@@ -113,14 +125,14 @@ impl RemoteMediaSink for Side {
         self.handover.inner.audio(seq, timestamp, payload);
     }
     fn screen(&self, au: AccessUnit) {
-        // Shares travel only on mesh links (SFU rooms carry none yet), so the mesh path
-        // always owns them.
-        if !self.sfu {
+        // Claimed apart from the camera: a share started during a move may reach us
+        // through Janus before or after the member's camera does.
+        if self.owns_screen() {
             self.handover.inner.screen(au);
         }
     }
     fn take_screen_decoder_failure(&self) -> bool {
-        !self.sfu && self.handover.inner.take_screen_decoder_failure()
+        self.owns_screen() && self.handover.inner.take_screen_decoder_failure()
     }
     fn take_decoder_failure(&self) -> bool {
         // Only the path feeding the decoder should repair it with a keyframe.
@@ -160,6 +172,7 @@ impl SinkBook {
                 inner: (self.factory)(id),
                 video_from_sfu: AtomicBool::new(false),
                 audio_from_sfu: AtomicBool::new(false),
+                screen_from_sfu: AtomicBool::new(false),
                 audio_numbers: Mutex::default(),
             })
         }))
@@ -243,16 +256,27 @@ mod tests {
     }
 
     #[test]
-    fn a_share_passes_through_the_mesh_side_whoever_owns_the_camera() {
+    fn a_share_comes_from_one_path_claimed_apart_from_the_camera() {
         let counting = CountingSinks::default();
         let book = SinkBook::new(counting.factory());
         let mesh = book.mesh("p1");
         let sfu = book.sfu("p1");
         mesh.screen(au(true));
+        // The camera moving to the SFU leaves the share with the mesh.
         assert!(sfu.handover().claim_video());
         mesh.screen(au(false));
         sfu.screen(au(false));
         let c = counting.get("p1").unwrap();
         assert_eq!(c.screen_frames(), 2);
+        assert!(sfu.handover().claim_screen());
+        assert!(!sfu.handover().claim_screen());
+        mesh.screen(au(false));
+        sfu.screen(au(true));
+        sfu.screen(au(false));
+        assert_eq!(c.screen_frames(), 4);
+        book.get("p1").unwrap().release();
+        sfu.screen(au(false));
+        mesh.screen(au(false));
+        assert_eq!(c.screen_frames(), 5);
     }
 }

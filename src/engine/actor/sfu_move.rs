@@ -3,7 +3,7 @@
 //! closes once X's media comes through Janus), `sfu-ready` / `sfu-failed`, and what the
 //! SFU task reports.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -11,11 +11,11 @@ use tokio::task::JoinHandle;
 use super::{Actor, apply_plan, handle_estimate};
 use crate::engine::api::{Event, LinkState};
 use crate::engine::estimator::CAUTIOUS_START_BPS;
-use crate::engine::sfu_call::{self, SFU_LEG, SfuEvent, SfuHandle, SfuSetup};
+use crate::engine::sfu_call::{self, SFU_LEG, SfuEvent, SfuHandle, SfuInput, SfuSetup};
 use crate::proto::{ClientMessage, SFU_KIND_JANUS, SfuRoom};
 
 /// How long a move waits for a member's media through Janus before closing its mesh link
-/// anyway, when nothing of theirs came through Janus at all (they send nothing).
+/// anyway, when not all of it came (they send nothing, or not everything they announce).
 const NOTHING_ARRIVED: Duration = Duration::from_secs(5);
 /// How long a mesh link stays after its member's media came through Janus. Closing it
 /// cuts both directions, and the member may not have our media through Janus yet (its
@@ -32,8 +32,18 @@ pub(super) struct SfuState {
     published_at: Option<Instant>,
     /// Per member, which kinds arrived through Janus: (video, audio).
     arrived: HashMap<String, (bool, bool)>,
+    /// Members whose screen share arrived through Janus.
+    screens: HashSet<String>,
     /// When everything a member sends first came through Janus.
     complete: HashMap<String, Instant>,
+}
+
+/// Our share started: the SFU task, if any, adds its stream to our publisher (a
+/// renegotiation with Janus the first time).
+pub(super) async fn screen_on(call: &super::Call) {
+    if let Some(sfu) = &call.sfu {
+        let _ = sfu.handle.input.send(SfuInput::ScreenOn).await;
+    }
 }
 
 impl Actor {
@@ -72,6 +82,7 @@ impl Actor {
             feed: None,
             published_at: None,
             arrived: HashMap::new(),
+            screens: HashSet::new(),
             complete: HashMap::new(),
         });
     }
@@ -82,6 +93,7 @@ impl Actor {
         let call = self.call.as_mut()?;
         let sfu = call.sfu.take()?;
         call.policy.remove_peer(SFU_LEG);
+        call.estimates.remove(SFU_LEG);
         if release {
             for h in call.book.all() {
                 h.release();
@@ -126,6 +138,10 @@ impl Actor {
                     let m = m.clone();
                     self.emit(Event::MemberUpdated(m)).await;
                 }
+                self.check_move().await;
+            }
+            SfuEvent::ScreenArrived(peer) => {
+                sfu.screens.insert(peer);
                 self.check_move().await;
             }
             SfuEvent::Estimate(bps) => {
@@ -173,16 +189,23 @@ impl Actor {
         let mut done = Vec::new();
         for id in call.peers.keys() {
             let (video, audio) = sfu.arrived.get(id).copied().unwrap_or_default();
-            let (wants_video, wants_audio) = call
+            let (wants_video, wants_audio, shares) = call
                 .members
                 .get(id)
-                .map_or((false, false), |m| (m.video, m.audio));
-            if (video || !wants_video) && (audio || !wants_audio) {
+                .map_or((false, false, false), |m| (m.video, m.audio, m.screen));
+            // A member's share is waited for too (closing its link first left a gap of a
+            // 1080p keyframe's time), but not past `NOTHING_ARRIVED`.
+            let screen = !shares || waited || sfu.screens.contains(id);
+            if (video || !wants_video) && (audio || !wants_audio) && screen {
                 let since = *sfu.complete.entry(id.clone()).or_insert(now);
                 if now.duration_since(since) >= LINGER {
                     done.push(id.clone());
                 }
-            } else if waited && !video && !audio {
+            } else if waited {
+                // Nothing (or not everything) of theirs came through Janus in that time: a
+                // member may announce a kind it has no device for (a window's microphone
+                // "on" on a machine without sound), which never comes by either path;
+                // waiting on would only let the server call the move off.
                 done.push(id.clone());
             }
         }

@@ -67,6 +67,9 @@ pub struct StreamInfo {
     /// In a subscription: the publisher's display name.
     #[serde(default)]
     pub feed_display: Option<String>,
+    /// In a subscription: the mid of the publisher's stream this one carries.
+    #[serde(default)]
+    pub feed_mid: Option<String>,
     /// The codec (`h264`, `opus`).
     #[serde(default)]
     pub codec: Option<String>,
@@ -255,21 +258,32 @@ impl VideoRoom {
 
     /// Publishes with our SDP offer; returns Janus' answer.
     pub async fn publish(&self, offer_sdp: &str) -> Result<String, JanusError> {
+        self.offer_publisher("publish", offer_sdp).await
+    }
+
+    /// Renegotiates what we publish (e.g. a stream added for a screen share) with a new
+    /// SDP offer; returns Janus' answer. Janus then tells the room's other participants
+    /// our new stream list (a `publishers` event).
+    pub async fn configure(&self, offer_sdp: &str) -> Result<String, JanusError> {
+        self.offer_publisher("configure", offer_sdp).await
+    }
+
+    async fn offer_publisher(&self, request: &str, offer_sdp: &str) -> Result<String, JanusError> {
         let offer = Jsep {
             kind: JsepKind::Offer,
             sdp: offer_sdp.to_owned(),
         };
         let (data, jsep) = self
             .handle
-            .message(json!({"request": "publish"}), Some(&offer))
+            .message(json!({ "request": request }), Some(&offer))
             .await?;
         if data.get("configured").and_then(Value::as_str) != Some("ok") {
             return Err(JanusError::Protocol {
-                request: "publish".to_owned(),
+                request: request.to_owned(),
                 detail: format!("not configured: {data}"),
             });
         }
-        want_jsep(jsep, JsepKind::Answer, "publish")
+        want_jsep(jsep, JsepKind::Answer, request)
     }
 
     /// Joins `room` (with its `pin`) as a subscriber to every stream of `feeds`; returns
@@ -299,6 +313,24 @@ impl VideoRoom {
     /// Adds `feeds` to this subscription; Janus answers with a new offer for it.
     pub async fn subscribe(&self, feeds: &[u64]) -> Result<SubscriberOffer, JanusError> {
         let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
+        let (data, jsep) = self
+            .handle
+            .message(json!({"request": "subscribe", "streams": streams}), None)
+            .await?;
+        expect(&data, "subscribe", "updated")?;
+        subscriber_offer(&data, jsep, "subscribe")
+    }
+
+    /// Adds single streams (`feed`, publisher `mid`) to this subscription, e.g. a stream a
+    /// publisher added after we subscribed to it; Janus answers with a new offer.
+    pub async fn subscribe_mids(
+        &self,
+        streams: &[(u64, String)],
+    ) -> Result<SubscriberOffer, JanusError> {
+        let streams: Vec<Value> = streams
+            .iter()
+            .map(|(f, m)| json!({"feed": f, "mid": m}))
+            .collect();
         let (data, jsep) = self
             .handle
             .message(json!({"request": "subscribe", "streams": streams}), None)
