@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
 use super::pacer::LinkMeter;
+use super::probe::{ProbeMeasurer, ProbeResult};
 use super::queue_delay::QueueDelay;
 
 /// Reported loss above which the loss half backs off: above what a lossy but uncongested
@@ -119,6 +120,8 @@ pub(crate) struct LinkEstimator {
     cautious: bool,
     /// The link has shown congestion (queue or heavy loss) at least once in the call.
     seen_congestion: bool,
+    /// Measures the pacer's probe clusters (`probe.rs`).
+    probes: ProbeMeasurer,
     meter: Arc<LinkMeter>,
 }
 
@@ -141,6 +144,7 @@ impl LinkEstimator {
             congested_at: None,
             cautious: false,
             seen_congestion: false,
+            probes: ProbeMeasurer::default(),
             meter,
         }
     }
@@ -286,6 +290,36 @@ impl LinkEstimator {
         self.last_move = Some(now);
     }
 
+    /// A probe cluster's result: a rate the link carried lifts the estimate to it at once,
+    /// both halves (GCC's delay half starts afresh there: it has no way to be told a rate,
+    /// and climbing 8 % a second it would hold a measured link down for many seconds). A
+    /// probe never lowers the estimate; a saturated link's rate is also where the climb
+    /// creeps from then on.
+    fn apply_probe(&mut self, r: ProbeResult) {
+        let Some(bps) = r.bps else {
+            return;
+        };
+        let bps = bps.clamp(self.min, self.max);
+        if r.saturated {
+            self.congested_at = Some(self.congested_at.map_or(bps, |c| c.min(bps)));
+        }
+        let before = self.target_bitrate();
+        if bps <= before {
+            return;
+        }
+        tracing::debug!(
+            before,
+            after = bps,
+            saturated = r.saturated,
+            "probe raised the estimate"
+        );
+        self.loss_target = bps;
+        self.gcc = Gcc::new(bps, self.min, self.max);
+        self.meter
+            .delay_half_bps
+            .store(bps as u64, Ordering::Relaxed);
+    }
+
     /// Whether the queue may make us back off again: not before the last back-off has had
     /// time to show, and then only if the queue is not already draining (or has stayed long
     /// for a while, so the last back-off was not enough).
@@ -321,6 +355,9 @@ impl BandwidthEstimator for LinkEstimator {
         // Transport feedback from webrtc-rs never marked a packet lost in our runs (the
         // cap dropped a fifth of them), so loss comes from the receiver reports instead.
         // Our pacer's own stale drops are no news about the link: what the path lost.
+        for r in self.probes.on_reports(now, reports, &self.meter.probes) {
+            self.apply_probe(r);
+        }
         let reported = self.meter.video_path_loss().max(self.meter.audio_loss());
         let reports = self.meter.reports.load(Ordering::Relaxed);
         let fresh = reports != self.reports_seen;
