@@ -660,6 +660,50 @@ mod tests {
     }
 
     #[test]
+    fn a_large_backlog_is_probed_faster_than_the_estimate_then_paced_again() {
+        const SCREEN: u32 = 3;
+        let meter = Arc::new(LinkMeter::default());
+        let mut p = AudioFirstPacer::new(AUDIO, VIDEO, Arc::clone(&meter)).with_screen(SCREEN);
+        let t0 = Instant::now();
+        meter.estimate_bps.store(150_000, Ordering::Relaxed);
+        p.bucket.set_target_bitrate(150_000.0 * PACING_FACTOR);
+        p.bucket.refill(t0);
+        // A share's first keyframe: 250 kB.
+        for i in 0..210u16 {
+            p.handle_write(rtp_packet(SCREEN, i, 0, 1188, t0)).unwrap();
+        }
+        // 400 ms of the pacer's timer.
+        let mut sent = 0usize;
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(400) {
+            p.handle_timeout(t).unwrap();
+            sent += drain(&mut p).len();
+            t = p
+                .poll_timeout()
+                .unwrap()
+                .max(t + Duration::from_micros(500));
+        }
+        // A cluster of about 30 kB at 1 Mbit/s went out (the bucket alone lets out 225
+        // kbit/s: 11 kB in 400 ms, plus its burst)...
+        let clusters = meter.probes.take_sent();
+        assert_eq!(clusters.len(), 1, "{clusters:?}");
+        let c = clusters[0];
+        assert!(c.packets >= 25, "{c:?}");
+        let spread = (c.last - c.first).as_secs_f64();
+        let rate = (c.packets - 1) as f64 * 1200.0 * 8.0 / spread;
+        assert!(
+            (800_000.0..1_300_000.0).contains(&rate),
+            "probe paced at {rate}"
+        );
+        // ...and then the bucket's pace again, until a result comes.
+        assert!(
+            sent <= c.packets + 12,
+            "{sent} sent, {} in the cluster",
+            c.packets
+        );
+    }
+
+    #[test]
     fn a_resend_goes_ahead_of_queued_video() {
         let (mut p, _) = pacer();
         let t0 = Instant::now();

@@ -102,7 +102,7 @@ impl ProbeLog {
         }
     }
 
-    fn take_sent(&self) -> Vec<SentCluster> {
+    pub(crate) fn take_sent(&self) -> Vec<SentCluster> {
         self.sent
             .lock()
             .map(|mut q| q.drain(..).collect())
@@ -277,10 +277,18 @@ struct Fate {
     size: usize,
 }
 
+/// Feedback is kept this long for a cluster the pacer has not finished yet...
+const RECENT: Duration = Duration::from_secs(2);
+/// ...and for this many packets at most.
+const RECENT_MAX: usize = 8192;
+
 /// The estimator's half: gathers each cluster's feedback and measures it.
 #[derive(Debug, Default)]
 pub(crate) struct ProbeMeasurer {
     pending: VecDeque<(SentCluster, Vec<Fate>)>,
+    /// Recent feedback: a cluster is handed over when the pacer has sent all of it, and
+    /// feedback on its first packets (it comes every 100 ms) may have come before.
+    recent: VecDeque<Fate>,
 }
 
 impl ProbeMeasurer {
@@ -291,23 +299,47 @@ impl ProbeMeasurer {
         reports: &[PacketReport],
         log: &ProbeLog,
     ) -> Vec<ProbeResult> {
+        let batch: Vec<Fate> = reports
+            .iter()
+            .map(|r| Fate {
+                departure: r.departure,
+                arrival: r.arrival.filter(|_| r.arrived),
+                size: r.size,
+            })
+            .collect();
+        // A cluster new here first takes the feedback that came before it was handed over.
         for c in log.take_sent() {
-            self.pending.push_back((c, Vec::new()));
+            let fates = self
+                .recent
+                .iter()
+                .filter(|f| f.departure >= c.first && f.departure <= c.last)
+                .copied()
+                .collect();
+            self.pending.push_back((c, fates));
         }
-        let mut done = vec![false; self.pending.len()];
-        for r in reports {
-            for (i, (c, fates)) in self.pending.iter_mut().enumerate() {
-                if r.departure >= c.first && r.departure <= c.last {
-                    fates.push(Fate {
-                        departure: r.departure,
-                        arrival: r.arrival.filter(|_| r.arrived),
-                        size: r.size,
-                    });
-                } else if r.departure > c.last {
+        let mut done: Vec<bool> = self
+            .pending
+            .iter()
+            .map(|(c, _)| self.recent.iter().any(|f| f.departure > c.last))
+            .collect();
+        for (i, (c, fates)) in self.pending.iter_mut().enumerate() {
+            for f in &batch {
+                if f.departure >= c.first && f.departure <= c.last {
+                    fates.push(*f);
+                } else if f.departure > c.last {
                     // Feedback comes in send order: everything of the cluster is in.
                     done[i] = true;
                 }
             }
+        }
+        self.recent.extend(batch);
+        while self.recent.len() > RECENT_MAX
+            || self
+                .recent
+                .front()
+                .is_some_and(|f| now.saturating_duration_since(f.departure) > RECENT)
+        {
+            self.recent.pop_front();
         }
         let mut results = Vec::new();
         let mut i = 0;
@@ -333,6 +365,7 @@ fn measure(c: &SentCluster, fates: &[Fate]) -> ProbeResult {
         saturated: true,
     };
     if fates.len() < MIN_PACKETS.max((c.packets as f64 * MIN_RECEIVED) as usize) {
+        tracing::debug!(?c, reported = fates.len(), "probe: too little feedback");
         return failed;
     }
     let mut sent: Vec<&Fate> = fates.iter().collect();
@@ -370,6 +403,15 @@ fn measure(c: &SentCluster, fates: &[Fate]) -> ProbeResult {
     let receive_rate = receive_rate_from(0).min(receive_rate_from(arrived.len() / 2));
     let offered = send_rate.min(c.target_bps);
     let lost = 1.0 - arrived.len() as f64 / fates.len() as f64;
+    tracing::debug!(
+        id = c.id,
+        target = c.target_bps,
+        send_rate,
+        receive_rate,
+        lost,
+        packets = fates.len(),
+        "probe measured"
+    );
     if receive_rate < offered * SATURATED_RATIO || lost > 1.0 - MIN_RECEIVED {
         let bps = receive_rate.min(offered) * SATURATED_SHARE;
         return ProbeResult {
@@ -464,6 +506,31 @@ mod tests {
         assert!(r.saturated, "{r:?}");
         let bps = r.bps.unwrap();
         assert!((250_000.0..=420_000.0).contains(&bps), "{bps}");
+    }
+
+    #[test]
+    fn feedback_that_came_before_the_cluster_was_handed_over_counts() {
+        let log = ProbeLog::default();
+        let mut m = ProbeMeasurer::default();
+        let t0 = Instant::now();
+        let (cluster, reports) = through_link(t0, 25, 1_000_000.0, 1e9, 0);
+        // Feedback on the first 15 packets comes while the pacer is still sending.
+        let (early, late) = reports.split_at(15);
+        assert!(
+            m.on_reports(t0 + Duration::from_millis(100), early, &log)
+                .is_empty()
+        );
+        log.push_sent(cluster);
+        let mut late = late.to_vec();
+        late.push(test_report(
+            cluster.last + Duration::from_millis(5),
+            None,
+            100,
+        ));
+        let r = m.on_reports(cluster.last + Duration::from_millis(50), &late, &log);
+        assert_eq!(r.len(), 1);
+        assert!(!r[0].saturated, "{r:?}");
+        assert!(r[0].bps.unwrap() > 900_000.0, "{r:?}");
     }
 
     #[test]
