@@ -683,7 +683,7 @@ mod tests {
                 .unwrap()
                 .max(t + Duration::from_micros(500));
         }
-        // A cluster of about 30 kB at 1 Mbit/s went out (the bucket alone lets out 225
+        // A cluster of about 30 kB at 2 Mbit/s went out (the bucket alone lets out 225
         // kbit/s: 11 kB in 400 ms, plus its burst)...
         let clusters = meter.probes.take_sent();
         assert_eq!(clusters.len(), 1, "{clusters:?}");
@@ -692,7 +692,7 @@ mod tests {
         let spread = (c.last - c.first).as_secs_f64();
         let rate = (c.packets - 1) as f64 * 1200.0 * 8.0 / spread;
         assert!(
-            (800_000.0..1_300_000.0).contains(&rate),
+            (1_600_000.0..2_600_000.0).contains(&rate),
             "probe paced at {rate}"
         );
         // ...and then the bucket's pace again, until a result comes.
