@@ -622,6 +622,69 @@ mod tests {
         );
     }
 
+    /// The pacer's probe controller sends one cluster of 1,200-byte packets at `t0` (the
+    /// link's estimate 150 kbit/s, a share's keyframe waiting); they cross a link of
+    /// `link_bps` behind a token bucket of `burst` bytes; the feedback comes every 100 ms.
+    /// Returns the estimate after the feedback.
+    fn probe_through(link_bps: f64, burst: f64) -> f64 {
+        use crate::engine::probe::ProbeController;
+        let meter = Arc::new(LinkMeter::default());
+        let mut e = LinkEstimator::new(600_000.0, 30_000.0, 2_500_000.0, Arc::clone(&meter))
+            .with_cautious_start(CAUTIOUS_START_BPS);
+        let mut p = ProbeController::default();
+        let t0 = Instant::now();
+        assert!(p.maybe_start(t0, CAUTIOUS_START_BPS, 225_000.0, 2_500_000.0, 250_000));
+        let mut sent = Vec::new();
+        while let Some(at) = p.next_send() {
+            p.on_sent(at, 1200, &meter.probes);
+            sent.push(at);
+        }
+        // After the cluster, the pacer's own pace: a packet every 40 ms for a second.
+        let last = *sent.last().unwrap();
+        sent.extend((1..25).map(|i| last + Duration::from_millis(40 * i)));
+        let (mut tokens, mut free) = (burst, 0.0f64);
+        let reports: Vec<PacketReport> = sent
+            .iter()
+            .map(|&at| {
+                let dep = at.duration_since(t0).as_secs_f64();
+                let arr = if tokens >= 1200.0 {
+                    tokens -= 1200.0;
+                    dep
+                } else {
+                    free = free.max(dep) + 1200.0 * 8.0 / link_bps;
+                    free
+                };
+                test_report(at, Some(Duration::from_secs_f64(0.01 + arr)), 1200)
+            })
+            .collect();
+        for batch in 1..=14u64 {
+            let now = t0 + Duration::from_millis(100 * batch);
+            let due: Vec<_> = reports
+                .iter()
+                .filter(|r| {
+                    let arrived = t0 + r.arrival.unwrap();
+                    arrived <= now && arrived > now - Duration::from_millis(100)
+                })
+                .cloned()
+                .collect();
+            e.on_reports(now, &due);
+        }
+        e.target_bitrate()
+    }
+
+    #[test]
+    fn a_probe_lifts_a_clean_link_s_estimate_at_once() {
+        let bps = probe_through(100_000_000.0, 0.0);
+        assert!(bps >= 1_900_000.0, "{bps}");
+    }
+
+    #[test]
+    fn a_probe_into_a_capped_link_lifts_the_estimate_to_the_cap_not_above() {
+        // 400 kbit/s behind htb's 15 kB burst (scripts/impair).
+        let bps = probe_through(400_000.0, 15_000.0);
+        assert!((300_000.0..=420_000.0).contains(&bps), "{bps}");
+    }
+
     #[test]
     fn heavy_loss_still_backs_off() {
         let mut e = estimator();
