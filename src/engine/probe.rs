@@ -46,10 +46,14 @@ pub(crate) const PROBE_MIN_BYTES: usize = 30_000;
 pub(crate) const BACKLOG_MIN_BYTES: usize = 60_000;
 /// ...and it would take longer than this to drain at the pacing rate.
 const BACKLOG_MIN_TIME: Duration = Duration::from_millis(300);
-/// A cluster's result is waited for at most this long before the next may go.
-const RESULT_WAIT: Duration = Duration::from_millis(500);
-/// The feedback on a cluster is complete this long after it was sent, whatever came.
-const FEEDBACK_WAIT: Duration = Duration::from_millis(1000);
+/// The feedback on a cluster is complete this long after it was sent, whatever came:
+/// behind a 400 kbit/s cap a 30 kB cluster takes 600 ms to arrive.
+const FEEDBACK_WAIT: Duration = Duration::from_millis(1500);
+/// A cluster's result is waited for at most this long; none by then (no transport
+/// feedback on this link?) counts as a failed probe.
+const RESULT_WAIT: Duration = Duration::from_millis(2000);
+/// Clusters handed over and not yet taken, at most (a bound if nothing takes them).
+const SENT_MAX: usize = 8;
 /// After a probe that showed the link saturated (or lost), no probe for this long: the link
 /// has told us its rate, and every probe into a capped link is a burst in its queue.
 const HOLD_SATURATED: Duration = Duration::from_secs(20);
@@ -101,6 +105,9 @@ pub(crate) struct ProbeLog {
 impl ProbeLog {
     fn push_sent(&self, c: SentCluster) {
         if let Ok(mut q) = self.sent.lock() {
+            if q.len() >= SENT_MAX {
+                q.pop_front();
+            }
             q.push_back(c);
         }
     }
@@ -114,6 +121,9 @@ impl ProbeLog {
 
     fn push_result(&self, r: ProbeResult) {
         if let Ok(mut q) = self.results.lock() {
+            if q.len() >= SENT_MAX {
+                q.pop_front();
+            }
             q.push_back(r);
         }
     }
@@ -148,8 +158,6 @@ pub(crate) struct ProbeController {
     waiting: Option<(u32, Instant)>,
     /// No probe before this.
     hold_until: Option<Instant>,
-    /// Clusters sent so far (for logs and tests).
-    pub(crate) clusters_sent: u32,
 }
 
 impl ProbeController {
@@ -186,10 +194,13 @@ impl ProbeController {
         if self.active.is_some() || self.hold_until.is_some_and(|t| now < t) {
             return false;
         }
-        if self
-            .waiting
-            .is_some_and(|(_, at)| now.saturating_duration_since(at) < RESULT_WAIT)
-        {
+        if let Some((id, at)) = self.waiting {
+            if now.saturating_duration_since(at) < RESULT_WAIT {
+                return false;
+            }
+            tracing::debug!(id, "probe: no result; holding off");
+            self.waiting = None;
+            self.hold_until = Some(now + HOLD_SATURATED);
             return false;
         }
         let drain = backlog_bytes as f64 * 8.0 / pacing_bps.max(1.0);
@@ -246,7 +257,10 @@ impl ProbeController {
         a.packets += 1;
         // Spaced from the schedule, not from `now`: a late timer does not lower the rate.
         let gap = Duration::from_secs_f64(bytes as f64 * 8.0 / a.target_bps);
-        a.next_send = a.next_send.max(now - gap.min(Duration::from_millis(5))) + gap;
+        let catch_up = now
+            .checked_sub(gap.min(Duration::from_millis(5)))
+            .unwrap_or(now);
+        a.next_send = a.next_send.max(catch_up) + gap;
         if a.bytes_sent >= a.bytes_goal {
             self.finish(log);
         }
@@ -260,7 +274,6 @@ impl ProbeController {
         let (Some(first), Some(last)) = (a.first, a.last) else {
             return;
         };
-        self.clusters_sent += 1;
         self.waiting = Some((a.id, last));
         log.push_sent(SentCluster {
             id: a.id,
@@ -590,6 +603,34 @@ mod tests {
             later + HOLD_SATURATED,
             380_000.0,
             570_000.0,
+            2_500_000.0,
+            250_000
+        ));
+    }
+
+    #[test]
+    fn a_probe_with_no_result_holds_probing_off() {
+        let log = ProbeLog::default();
+        let mut p = ProbeController::default();
+        let t0 = Instant::now();
+        assert!(p.maybe_start(t0, 150_000.0, 225_000.0, 2_500_000.0, 250_000));
+        while let Some(at) = p.next_send() {
+            p.on_sent(at, 1200, &log);
+        }
+        // No feedback at all (nothing takes the cluster, no result comes).
+        let t = t0 + RESULT_WAIT + Duration::from_millis(300);
+        assert!(!p.maybe_start(t, 150_000.0, 225_000.0, 2_500_000.0, 250_000));
+        assert!(!p.maybe_start(
+            t + Duration::from_secs(1),
+            150_000.0,
+            225_000.0,
+            2_500_000.0,
+            250_000
+        ));
+        assert!(p.maybe_start(
+            t + HOLD_SATURATED,
+            150_000.0,
+            225_000.0,
             2_500_000.0,
             250_000
         ));
