@@ -8,11 +8,12 @@
 //! climbs some 50 % a second; the first share frame took 2.5 s after the share started and
 //! 4.7 s after a late join. Probing finds a clean link's rate in a few round trips.
 //!
-//! The probe is the queued media itself, paced faster than the estimate: webrtc-rs 0.21 has
-//! no RTX here (nothing to send padding on), a padding packet on the media SSRC would need a
-//! sequence number of the media's own (a gap to the receiver), and a duplicate is dropped by
-//! SRTP's replay check before the feedback sees it. So a probe needs a backlog: a share's
-//! keyframe, or a camera's large one.
+//! The probe is the queued media itself, paced faster than the estimate (read in webrtc-rs'
+//! source, not tried): we negotiate no RTX, the stream padding would go on (webrtc-rs'
+//! receiver drops a padding-only RTX packet after the TWCC receiver has counted it); a
+//! padding packet on the media SSRC would need a sequence number of the media's own (a gap
+//! to the receiver); a duplicate would meet SRTP's replay check before the feedback. So a
+//! probe needs a backlog: a share's keyframe, or a camera's large one.
 //!
 //! On a capped link a probe must not raise the estimate above the cap. A router's token
 //! bucket (htb's `burst 15k` in `scripts/impair`) lets the first kilobytes of a burst
