@@ -18,7 +18,7 @@ use super::link_shaper::LinkShaper;
 use super::local_media::{DeviceFailure, LocalMedia, SCREEN_MAX_BPS, SCREEN_MIN_BPS};
 use super::peer::{self, PeerEvent, PeerHandle, PeerInput, PeerSetup};
 use super::peer_factory::{BitrateRange, PeerFactory};
-use super::policy::{VideoPolicy, expected_audio_loss};
+use super::policy::{SCREEN_SHARE_PART, VideoPolicy, expected_audio_loss};
 use super::sfu_call::SfuEvent;
 use super::sink_handover::SinkBook;
 use super::turn_tcp::{TurnTcpBridges, loopback_for};
@@ -37,13 +37,13 @@ const RETIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Hands the policy a peer's new estimate (logged when it moves the peer's layer).
 fn handle_estimate(media: &LocalMedia, call: &mut Call, id: &str, estimate: u32) {
     call.estimates.insert(id.to_owned(), estimate);
+    call.policy.set_layers(media.video.layers());
     // While we share, the camera plans with what the share leaves (`screen_bitrate`).
     let estimate = if media.screen_on() {
-        estimate - (f64::from(estimate) * 0.6) as u32
+        call.policy.beside_share(id, estimate)
     } else {
         estimate
     };
-    call.policy.set_layers(media.video.layers());
     let before = call.policy.layer_of(id);
     call.policy.handle_estimate(Instant::now(), id, estimate);
     let after = call.policy.layer_of(id);
@@ -80,7 +80,8 @@ fn apply_plan(media: &LocalMedia, call: &Call) {
 /// encoder skips frames instead, so the frame rate gives first and text stays sharp.
 fn screen_bitrate(estimates: impl Iterator<Item = u32>) -> u32 {
     let slowest = estimates.min().unwrap_or(SCREEN_MAX_BPS);
-    (f64::from(slowest) * 0.6).clamp(f64::from(SCREEN_MIN_BPS), f64::from(SCREEN_MAX_BPS)) as u32
+    (f64::from(slowest) * SCREEN_SHARE_PART)
+        .clamp(f64::from(SCREEN_MIN_BPS), f64::from(SCREEN_MAX_BPS)) as u32
 }
 
 struct Call {

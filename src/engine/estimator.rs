@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
 use super::pacer::LinkMeter;
+use super::probe::{ProbeMeasurer, ProbeResult};
 use super::queue_delay::QueueDelay;
 
 /// Reported loss above which the loss half backs off: above what a lossy but uncongested
@@ -119,6 +120,8 @@ pub(crate) struct LinkEstimator {
     cautious: bool,
     /// The link has shown congestion (queue or heavy loss) at least once in the call.
     seen_congestion: bool,
+    /// Measures the pacer's probe clusters (`probe.rs`).
+    probes: ProbeMeasurer,
     meter: Arc<LinkMeter>,
 }
 
@@ -141,6 +144,7 @@ impl LinkEstimator {
             congested_at: None,
             cautious: false,
             seen_congestion: false,
+            probes: ProbeMeasurer::default(),
             meter,
         }
     }
@@ -286,6 +290,36 @@ impl LinkEstimator {
         self.last_move = Some(now);
     }
 
+    /// A probe cluster's result: a rate the link carried lifts the estimate to it at once,
+    /// both halves (GCC's delay half starts afresh there: it has no way to be told a rate,
+    /// and climbing 8 % a second it would hold a measured link down for many seconds). A
+    /// probe never lowers the estimate; a saturated link's rate is also where the climb
+    /// creeps from then on.
+    fn apply_probe(&mut self, r: ProbeResult) {
+        let Some(bps) = r.bps else {
+            return;
+        };
+        let bps = bps.clamp(self.min, self.max);
+        if r.saturated {
+            self.congested_at = Some(self.congested_at.map_or(bps, |c| c.min(bps)));
+        }
+        let before = self.target_bitrate();
+        if bps <= before {
+            return;
+        }
+        tracing::debug!(
+            before,
+            after = bps,
+            saturated = r.saturated,
+            "probe raised the estimate"
+        );
+        self.loss_target = bps;
+        self.gcc = Gcc::new(bps, self.min, self.max);
+        self.meter
+            .delay_half_bps
+            .store(bps as u64, Ordering::Relaxed);
+    }
+
     /// Whether the queue may make us back off again: not before the last back-off has had
     /// time to show, and then only if the queue is not already draining (or has stayed long
     /// for a while, so the last back-off was not enough).
@@ -321,6 +355,9 @@ impl BandwidthEstimator for LinkEstimator {
         // Transport feedback from webrtc-rs never marked a packet lost in our runs (the
         // cap dropped a fifth of them), so loss comes from the receiver reports instead.
         // Our pacer's own stale drops are no news about the link: what the path lost.
+        for r in self.probes.on_reports(now, reports, &self.meter.probes) {
+            self.apply_probe(r);
+        }
         let reported = self.meter.video_path_loss().max(self.meter.audio_loss());
         let reports = self.meter.reports.load(Ordering::Relaxed);
         let fresh = reports != self.reports_seen;
@@ -583,6 +620,69 @@ mod tests {
             VIDEO_FLOOR_BPS > pause * 1.05,
             "{VIDEO_FLOOR_BPS} vs {pause}"
         );
+    }
+
+    /// The pacer's probe controller sends one cluster of 1,200-byte packets at `t0` (the
+    /// link's estimate 150 kbit/s, a share's keyframe waiting); they cross a link of
+    /// `link_bps` behind a token bucket of `burst` bytes; the feedback comes every 100 ms.
+    /// Returns the estimate after the feedback.
+    fn probe_through(link_bps: f64, burst: f64) -> f64 {
+        use crate::engine::probe::ProbeController;
+        let meter = Arc::new(LinkMeter::default());
+        let mut e = LinkEstimator::new(600_000.0, 30_000.0, 2_500_000.0, Arc::clone(&meter))
+            .with_cautious_start(CAUTIOUS_START_BPS);
+        let mut p = ProbeController::default();
+        let t0 = Instant::now();
+        assert!(p.maybe_start(t0, CAUTIOUS_START_BPS, 225_000.0, 2_500_000.0, 250_000));
+        let mut sent = Vec::new();
+        while let Some(at) = p.next_send() {
+            p.on_sent(at, 1200, &meter.probes);
+            sent.push(at);
+        }
+        // After the cluster, the pacer's own pace: a packet every 40 ms for a second.
+        let last = *sent.last().unwrap();
+        sent.extend((1..25).map(|i| last + Duration::from_millis(40 * i)));
+        let (mut tokens, mut free) = (burst, 0.0f64);
+        let reports: Vec<PacketReport> = sent
+            .iter()
+            .map(|&at| {
+                let dep = at.duration_since(t0).as_secs_f64();
+                let arr = if tokens >= 1200.0 {
+                    tokens -= 1200.0;
+                    dep
+                } else {
+                    free = free.max(dep) + 1200.0 * 8.0 / link_bps;
+                    free
+                };
+                test_report(at, Some(Duration::from_secs_f64(0.01 + arr)), 1200)
+            })
+            .collect();
+        for batch in 1..=14u64 {
+            let now = t0 + Duration::from_millis(100 * batch);
+            let due: Vec<_> = reports
+                .iter()
+                .filter(|r| {
+                    let arrived = t0 + r.arrival.unwrap();
+                    arrived <= now && arrived > now - Duration::from_millis(100)
+                })
+                .cloned()
+                .collect();
+            e.on_reports(now, &due);
+        }
+        e.target_bitrate()
+    }
+
+    #[test]
+    fn a_probe_lifts_a_clean_link_s_estimate_at_once() {
+        let bps = probe_through(100_000_000.0, 0.0);
+        assert!(bps >= 1_900_000.0, "{bps}");
+    }
+
+    #[test]
+    fn a_probe_into_a_capped_link_lifts_the_estimate_to_the_cap_not_above() {
+        // 400 kbit/s behind htb's 15 kB burst (scripts/impair).
+        let bps = probe_through(400_000.0, 15_000.0);
+        assert!((300_000.0..=420_000.0).contains(&bps), "{bps}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod pacer;
 mod peer;
 mod peer_factory;
 mod policy;
+mod probe;
 mod queue_delay;
 mod sfu_call;
 mod sink_handover;

@@ -26,6 +26,8 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
+use super::probe::{ProbeController, ProbeLog};
+
 /// Video older than this (by its RTP timestamp against the newest one sent) is not worth
 /// sending: the receiver would show it late or have given it up already.
 pub(crate) const MAX_VIDEO_AGE: Duration = Duration::from_millis(500);
@@ -38,6 +40,9 @@ const MAX_SCREEN_AGE: Duration = Duration::from_secs(5);
 const PACING_FACTOR: f64 = 1.5;
 /// Until the first estimate arrives.
 const INITIAL_RATE_BPS: f64 = 1_000_000.0;
+/// The most an estimate can be unless the connection says otherwise (`EngineConfig`'s
+/// default `max_bitrate`).
+const DEFAULT_MAX_BPS: f64 = 2_500_000.0;
 /// Video packets held at most, a backstop behind the age limit.
 const VIDEO_QUEUE_LIMIT: usize = 1024;
 /// Least time between two resends of one packet when the round trip is not known or
@@ -91,6 +96,8 @@ pub(crate) struct LinkMeter {
     pub(crate) video_gap: AtomicBool,
     /// The same for our screen share.
     pub(crate) screen_gap: AtomicBool,
+    /// Probe clusters sent, and their results (`probe.rs`).
+    pub(crate) probes: ProbeLog,
 }
 
 impl LinkMeter {
@@ -138,6 +145,10 @@ pub(crate) struct AudioFirstPacer {
     released: VecDeque<TaggedPacket>,
     read: VecDeque<TaggedPacket>,
     meter: Arc<LinkMeter>,
+    /// Sends a probe cluster when much more waits than the estimate lets out (`probe.rs`).
+    probe: ProbeController,
+    /// The most the estimate can be, bits per second (no probe beyond it).
+    max_bps: f64,
 }
 
 impl AudioFirstPacer {
@@ -160,6 +171,35 @@ impl AudioFirstPacer {
             released: VecDeque::new(),
             read: VecDeque::new(),
             meter,
+            probe: ProbeController::default(),
+            max_bps: DEFAULT_MAX_BPS,
+        }
+    }
+
+    /// The estimate never exceeds `bps`: probing for more is pointless.
+    pub(crate) fn with_max_bitrate(mut self, bps: f64) -> Self {
+        self.max_bps = bps;
+        self
+    }
+
+    /// Bytes of video (camera, resends and screen) waiting.
+    fn backlog_bytes(&self) -> usize {
+        let size = |p: &TaggedPacket| match &p.message.packet {
+            Packet::Rtp(rtp) => rtp.marshal_size(),
+            _ => 0,
+        };
+        [&self.resends, &self.video, &self.screen]
+            .iter()
+            .flat_map(|q| q.iter())
+            .map(|(_, p)| size(p))
+            .sum()
+    }
+
+    /// The congestion controller's latest estimate (before the first, the initial rate).
+    fn estimate_bps(&self) -> f64 {
+        match self.meter.estimate_bps.load(Ordering::Relaxed) {
+            0 => INITIAL_RATE_BPS,
+            bps => bps as f64,
         }
     }
 
@@ -450,6 +490,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             self.released.push_back(p);
         }
         self.drop_stale_head(now);
+        self.probe.note_results(now, &self.meter.probes);
+        if !self.probe.is_active() {
+            let (estimate, pacing) = (self.estimate_bps(), self.bucket.target_bitrate());
+            let backlog = self.backlog_bytes();
+            self.probe
+                .maybe_start(now, estimate, pacing, self.max_bps, backlog);
+        }
         loop {
             // The camera before the share: when the link narrows, the share's frames wait
             // (and go stale, and are skipped) first, so its frame rate gives while its
@@ -465,17 +512,31 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
                 break;
             };
             let bits = Self::bits(head);
-            if !self.bucket.can_release(bits) {
+            let probing = self.probe.is_active();
+            // A probe cluster goes at its own rate, past the bucket: it is the measurement
+            // that lets the estimate (and so the bucket) grow.
+            if (probing && !self.probe.may_send(now))
+                || (!probing && !self.bucket.can_release(bits))
+            {
                 break;
             }
             let Some((_, mut p)) = queue.pop_front() else {
                 break;
             };
-            self.bucket.consume(bits);
+            if probing {
+                self.probe
+                    .on_sent(now, (bits / 8.0) as usize, &self.meter.probes);
+            } else {
+                self.bucket.consume(bits);
+            }
             // The departure instant: the send history (TWCC) must not charge our queueing
             // to the network.
             p.now = now;
             self.released.push_back(p);
+        }
+        if self.resends.is_empty() && self.video.is_empty() && self.screen.is_empty() {
+            // Nothing left to probe with: what was sent is the cluster.
+            self.probe.finish(&self.meter.probes);
         }
         Ok(())
     }
@@ -489,7 +550,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             .front()
             .or_else(|| self.video.front())
             .or_else(|| self.screen.front())?;
-        let release = self.bucket.releasable_at(Self::bits(head));
+        let release = match self.probe.next_send() {
+            Some(at) => Some(at),
+            None => self.bucket.releasable_at(Self::bits(head)),
+        };
         // Wake for the age limit too, so a stalled queue is emptied on time (the screen's,
         // longer, is checked on these wakes too).
         let expiry = *queued + MAX_VIDEO_AGE + Duration::from_millis(1);
@@ -593,6 +657,50 @@ mod tests {
             "{bps} bit/s left, above the pacing rate"
         );
         assert!(meter.video_queue_ms.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_large_backlog_is_probed_faster_than_the_estimate_then_paced_again() {
+        const SCREEN: u32 = 3;
+        let meter = Arc::new(LinkMeter::default());
+        let mut p = AudioFirstPacer::new(AUDIO, VIDEO, Arc::clone(&meter)).with_screen(SCREEN);
+        let t0 = Instant::now();
+        meter.estimate_bps.store(150_000, Ordering::Relaxed);
+        p.bucket.set_target_bitrate(150_000.0 * PACING_FACTOR);
+        p.bucket.refill(t0);
+        // A share's first keyframe: 250 kB.
+        for i in 0..210u16 {
+            p.handle_write(rtp_packet(SCREEN, i, 0, 1188, t0)).unwrap();
+        }
+        // 400 ms of the pacer's timer.
+        let mut sent = 0usize;
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(400) {
+            p.handle_timeout(t).unwrap();
+            sent += drain(&mut p).len();
+            t = p
+                .poll_timeout()
+                .unwrap()
+                .max(t + Duration::from_micros(500));
+        }
+        // A cluster of about 30 kB at 2 Mbit/s went out (the bucket alone lets out 225
+        // kbit/s: 11 kB in 400 ms, plus its burst)...
+        let clusters = meter.probes.take_sent();
+        assert_eq!(clusters.len(), 1, "{clusters:?}");
+        let c = clusters[0];
+        assert!(c.packets >= 25, "{c:?}");
+        let spread = (c.last - c.first).as_secs_f64();
+        let rate = (c.packets - 1) as f64 * 1200.0 * 8.0 / spread;
+        assert!(
+            (1_600_000.0..2_600_000.0).contains(&rate),
+            "probe paced at {rate}"
+        );
+        // ...and then the bucket's pace again, until a result comes.
+        assert!(
+            sent <= c.packets + 12,
+            "{sent} sent, {} in the cluster",
+            c.packets
+        );
     }
 
     #[test]

@@ -109,7 +109,8 @@ fn interceptors(
         )
         .with(Slot::Pacer, {
             let pacer =
-                AudioFirstPacer::new(send.audio_ssrc, send.video_ssrc, Arc::clone(&send.meter));
+                AudioFirstPacer::new(send.audio_ssrc, send.video_ssrc, Arc::clone(&send.meter))
+                    .with_max_bitrate(max);
             match screen_ssrc {
                 Some(ssrc) => pacer.with_screen(ssrc),
                 None => pacer,

@@ -31,6 +31,9 @@ pub(crate) const UPGRADE_HOLD: Duration = Duration::from_secs(3);
 pub(crate) const RESUME_HOLD: Duration = Duration::from_secs(2);
 /// The budget must exceed a larger layer's least bitrate by this factor to move up to it.
 const UP_MARGIN: f64 = 1.15;
+/// While we share our screen, the share's part of a link's estimate (the camera and audio
+/// plan with the rest; see [`VideoPolicy::beside_share`]).
+pub(crate) const SCREEN_SHARE_PART: f64 = 0.6;
 
 #[derive(Debug, Clone)]
 struct PeerRate {
@@ -159,6 +162,24 @@ impl VideoPolicy {
         self.peers.insert(id.to_owned(), p);
     }
 
+    /// The part of the link to `id`'s `estimate_bps` the camera plans with while we share
+    /// our screen: what the share's part leaves, but never less than the layer the peer has
+    /// needs. The pacer sends the camera before the share, so a share over its part only
+    /// loses frames (its frame rate gives, as it should), while a camera stepped down waits
+    /// [`UPGRADE_HOLD`] to come back: measured, a share starting on a link still at its
+    /// start estimate put the sharer's camera at 320x180 for three seconds, though the
+    /// link's estimate had grown past both within a second.
+    pub(crate) fn beside_share(&self, id: &str, estimate_bps: u32) -> u32 {
+        let left = estimate_bps - (f64::from(estimate_bps) * SCREEN_SHARE_PART) as u32;
+        let keep = self
+            .peers
+            .get(id)
+            .and_then(|p| p.layer)
+            .and_then(|l| self.layers.get(l))
+            .map_or(0, |l| l.min_bps.saturating_add(AUDIO_SHARE_BPS));
+        left.max(keep.min(estimate_bps))
+    }
+
     /// The layer `id` should receive (`None`: paused, or unknown peer).
     pub(crate) fn layer_of(&self, id: &str) -> Option<usize> {
         self.peers.get(id).and_then(|p| p.layer)
@@ -218,6 +239,29 @@ mod tests {
             p.handle_estimate(*t, id, bps);
             *t += Duration::from_secs(1);
         }
+    }
+
+    #[test]
+    fn a_share_starting_does_not_take_the_camera_s_layer() {
+        let mut p = VideoPolicy::new(ladder(640, 360), 2_500_000);
+        let mut t = Instant::now();
+        p.add_peer("bob", 600_000);
+        assert_eq!(p.layer_of("bob"), Some(1));
+        // The share starts while the link is still at 600 kbit/s: its 60 % would leave the
+        // camera 240 (176 after audio), under 360p's least; the camera keeps its layer.
+        let beside = p.beside_share("bob", 600_000);
+        assert!(beside >= 200_000 + AUDIO_SHARE_BPS, "{beside}");
+        steady(&mut p, &mut t, "bob", beside, 2);
+        assert_eq!(p.layer_of("bob"), Some(1));
+        // A link that has grown leaves the camera the share's remainder.
+        assert_eq!(p.beside_share("bob", 2_500_000), 1_000_000);
+        // A link that carries less than the layer's least: the camera plans with all of it
+        // and steps down, as without a share.
+        assert_eq!(p.beside_share("bob", 150_000), 150_000);
+        p.handle_estimate(t, "bob", 150_000);
+        assert_eq!(p.layer_of("bob"), Some(0));
+        // On the smallest layer the share's part applies as before.
+        assert_eq!(p.beside_share("bob", 500_000), 200_000);
     }
 
     #[test]
