@@ -76,8 +76,10 @@ fn main() {
     let window = seconds("ROOM_WINDOW", "15");
     let settle = seconds("ROOM_SETTLE", "8");
     let decode = env_or("ROOM_DECODE", "0") == "1";
-    let binary = std::env::var_os("ROOM_BINARY")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_meshcall")), PathBuf::from);
+    let binary = std::env::var_os("ROOM_BINARY").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_meshcall")),
+        PathBuf::from,
+    );
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("room_size");
 
     println!(
@@ -94,10 +96,10 @@ fn main() {
     println!("logs and reports: {}", work.display());
     println!();
     println!(
-        "| N | mode | uplink kbit/s per member, mean (max) | CPU % of a core per member, mean (max) | Janus CPU % | Janus sent kbit/s | serve CPU % | received (pairs with video / all) | fps per pair, mean (min) | pairs < {} fps | load 1 min | verdict |",
+        "| N | mode | uplink kbit/s per member, mean (max) | CPU % of a core per member, mean (max) | Janus CPU % | members + Janus CPU % | Janus sent kbit/s | serve CPU % | received (pairs with video / all) | fps per pair, mean (min) | pairs < {} fps | mesh: layer sent to each member at the end (pairs) | load 1 min | verdict |",
         room_bench::KEEPING_UP_FPS
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut results = Vec::new();
     let mut port = 8700;
     for &n in &sizes {
@@ -171,10 +173,11 @@ fn row(r: &RoomResult) -> String {
     let opt = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"));
     let p = &r.pairs;
     format!(
-        "| {} | {} | {up_mean:.0} ({up_max:.0}) | {cpu_mean:.0} ({cpu_max:.0}) | {} | {} | {} | {} / {} | {:.1} ({:.1}) | {} | {:.1}–{:.1} | {} |",
+        "| {} | {} | {up_mean:.0} ({up_max:.0}) | {cpu_mean:.0} ({cpu_max:.0}) | {} | {:.0} | {} | {} | {} / {} | {:.1} ({:.1}) | {} | {} | {:.1}–{:.1} | {} |",
         r.spec.members,
         r.spec.mode.name(),
         opt(r.janus_cpu_pct),
+        r.total_cpu_pct(),
         opt(r.janus_bytes.map(|b| b as f64 * 8.0 / r.window_s / 1000.0)),
         opt(r.serve_cpu_pct),
         p.with_video,
@@ -182,6 +185,16 @@ fn row(r: &RoomResult) -> String {
         p.mean_fps,
         p.min_fps,
         p.behind,
+        // On Janus a member sends one stream and the engine reports no per-member layer.
+        if r.spec.mode == Mode::Sfu {
+            "–".to_owned()
+        } else {
+            p.layers
+                .iter()
+                .map(|(l, n)| format!("{l}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
         r.load.0,
         r.load.1,
         match r.verdict() {
@@ -215,8 +228,10 @@ fn details(r: &RoomResult) {
             m.name,
             m.ip,
             m.exit,
-            m.cpu_s
-                .map_or_else(|| "–".to_owned(), |s| format!("{:.0} %", s * 100.0 / r.window_s)),
+            m.cpu_s.map_or_else(
+                || "–".to_owned(),
+                |s| format!("{:.0} %", s * 100.0 / r.window_s)
+            ),
             if m.report.is_some() { "yes" } else { "NONE" },
             m.log.display()
         );

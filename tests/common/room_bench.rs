@@ -8,6 +8,9 @@
 //! to 127.0.1.(i+1) so the counters can tell them apart, and installs an nftables table.
 //! Used by `benches/room_size.rs` and its smoke test `tests/room_size.rs`.
 
+// The smoke test reads only part of what the benchmark prints.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -91,6 +94,9 @@ pub struct Pairs {
     pub behind: usize,
     /// "receiver<-sender" for every pair that got no video or no audio.
     pub missing: Vec<String>,
+    /// The layer each sender was sending each receiver at the end (report `layer`, from
+    /// the receiver's view of the sender's report), counted: `640x360` → pairs.
+    pub layers: std::collections::BTreeMap<String, usize>,
 }
 
 /// The test pattern runs at 30 fps; a pair at 80 % of that or less is falling behind.
@@ -148,9 +154,17 @@ impl RoomResult {
             .collect()
     }
 
+    /// All members' CPU plus Janus', % of one core (the machine has 200).
+    pub fn total_cpu_pct(&self) -> f64 {
+        self.cpu_pct().iter().sum::<f64>() + self.janus_cpu_pct.unwrap_or(0.0)
+    }
+
     /// Ok, behind, or broken.
     pub fn verdict(&self) -> Verdict {
-        let failed = self.members.iter().any(|m| m.exit != "0" || m.report.is_none());
+        let failed = self
+            .members
+            .iter()
+            .any(|m| m.exit != "0" || m.report.is_none());
         let p = &self.pairs;
         if failed
             || !self.errors.is_empty()
@@ -439,7 +453,10 @@ pub fn run_room(spec: &RoomSpec) -> Result<RoomResult, String> {
         Mode::Sfu => serve
             .args(["--sfu", &format!("ws://127.0.0.1:{janus_port}")])
             .args(["--sfu-above", "1"])
-            .args(["--sfu-max-room-size", &(spec.members + 1).max(3).to_string()]),
+            .args([
+                "--sfu-max-room-size",
+                &(spec.members + 1).max(3).to_string(),
+            ]),
     };
     let serve = spawn_logged(&mut serve, &log)?;
     wait_port(spec.port, "meshcall serve", &log)?;
@@ -457,10 +474,11 @@ pub fn run_room(spec: &RoomSpec) -> Result<RoomResult, String> {
     members.push(first);
     let room = room.ok_or("the first member printed no room")?;
     for i in 1..spec.members {
-        if spec.mode == Mode::Sfu && i == 2 {
-            if let Err(e) = wait_log(&log, "every member is on the SFU", Duration::from_secs(30)) {
-                errors.push(e);
-            }
+        if spec.mode == Mode::Sfu
+            && i == 2
+            && let Err(e) = wait_log(&log, "every member is on the SFU", Duration::from_secs(30))
+        {
+            errors.push(e);
         }
         std::thread::sleep(gap);
         match join(spec, i, Some(&room), backstop) {
@@ -579,8 +597,14 @@ fn pairs(members: &[MemberResult]) -> Pairs {
                     .find(|v| v["name"] == other.name.as_str())
                     .cloned()
             });
-            let video = peer.as_ref().and_then(|v| v["video_frames"].as_u64()).unwrap_or(0);
-            let audio = peer.as_ref().and_then(|v| v["audio_frames"].as_u64()).unwrap_or(0);
+            let video = peer
+                .as_ref()
+                .and_then(|v| v["video_frames"].as_u64())
+                .unwrap_or(0);
+            let audio = peer
+                .as_ref()
+                .and_then(|v| v["audio_frames"].as_u64())
+                .unwrap_or(0);
             let fps = peer.as_ref().and_then(|v| v["fps"].as_f64()).unwrap_or(0.0);
             p.with_video += usize::from(video > 0);
             p.with_audio += usize::from(audio > 0);
@@ -590,6 +614,18 @@ fn pairs(members: &[MemberResult]) -> Pairs {
                     me.name, other.name
                 ));
             }
+            // `layer` in my report is what I send that member.
+            let layer = me.report.as_ref().and_then(|r| {
+                r["peers"]
+                    .as_object()?
+                    .values()
+                    .find(|v| v["name"] == other.name.as_str())?["layer"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+            *p.layers
+                .entry(layer.unwrap_or_else(|| "none".to_owned()))
+                .or_default() += 1;
             p.behind += usize::from(fps < KEEPING_UP_FPS);
             p.min_fps = p.min_fps.min(fps);
             fps_sum += fps;
