@@ -251,6 +251,19 @@ async fn inside_failed_or_late_move() {
     for client in [&mut a, &mut b, &mut c] {
         client.expect("move-to-sfu").await;
     }
+    // Mid-move a newcomer is asked to come back (and may, on the same socket); one
+    // without the feature is told it needs it, as for a room already on Janus.
+    let mut dan = server.client().await;
+    dan.send(json!({"type": "join", "room": room, "name": "dan", "features": SFU}))
+        .await;
+    dan.expect_error("room-moving").await;
+    dan.send(json!({"type": "join", "room": room, "name": "dan", "features": SFU}))
+        .await;
+    dan.expect_error("room-moving").await;
+    let mut old = server.client().await;
+    old.send(json!({"type": "join", "room": room, "name": "old"}))
+        .await;
+    old.expect_error("sfu-required").await;
     a.send(json!({"type": "sfu-ready", "feed": 1})).await;
     b.send(json!({"type": "sfu-failed", "reason": "no route to the SFU"}))
         .await;

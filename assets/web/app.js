@@ -220,7 +220,8 @@ function onSignal(msg) {
 }
 
 function onError(msg) {
-  if (msg.code === 'bad-resume') return; // Signaling joins afresh by itself
+  // Signaling joins again by itself after both.
+  if (msg.code === 'bad-resume' || msg.code === 'room-moving') return;
   if (!state.inCall) {
     let text = ERRORS[msg.code] || msg.message || msg.code;
     if (msg.code === 'wrong-passcode') {

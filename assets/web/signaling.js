@@ -74,6 +74,9 @@ export class Signaling {
       // The grace period ran out: join afresh on the same socket.
       this.resume = null;
       this.sendJoin();
+    } else if (msg.type === 'error' && msg.code === 'room-moving') {
+      // The room is moving onto the media server for a few seconds: ask again.
+      setTimeout(() => { if (!this.left) this.sendJoin(); }, 1000);
     }
     this.handlers.message(msg);
   }

@@ -157,9 +157,7 @@ impl SignalClient {
     /// Connects and joins. Returns once `joined` arrived, or the typed reason it did not.
     pub async fn connect(config: ClientConfig) -> Result<(Self, Joined), ClientError> {
         let url = ws_url(&config.url);
-        let (socket, joined) = timeout(config.join_timeout, open_and_join(&url, &config.join))
-            .await
-            .map_err(|_| ClientError::Timeout)??;
+        let (socket, joined) = join_when_settled(&url, &config).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (ev_tx, ev_rx) = mpsc::channel(1024);
         let ServerMessage::Joined { token, .. } = &joined.message else {
@@ -228,6 +226,36 @@ pub fn ws_url(url: &str) -> String {
         url
     } else {
         format!("{url}{}", crate::proto::WS_PATH)
+    }
+}
+
+/// How long a join keeps asking a room that is moving onto the SFU (the server calls a
+/// move off after 15 s).
+const MOVING_PATIENCE: Duration = Duration::from_secs(20);
+/// Pause between two joins of a moving room.
+const MOVING_RETRY: Duration = Duration::from_secs(1);
+
+/// Joins; a room moving onto the SFU (`room-moving`) is asked again every second until
+/// the move is over, so the person joining never sees it.
+async fn join_when_settled(
+    url: &str,
+    config: &ClientConfig,
+) -> Result<(Socket, Joined), ClientError> {
+    let started = Instant::now();
+    loop {
+        let result = timeout(config.join_timeout, open_and_join(url, &config.join))
+            .await
+            .map_err(|_| ClientError::Timeout)?;
+        match result {
+            Err(ClientError::Refused {
+                code: ErrorCode::RoomMoving,
+                ..
+            }) if started.elapsed() < MOVING_PATIENCE => {
+                tracing::info!("the room is moving onto the media server; joining again");
+                sleep(MOVING_RETRY).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -487,6 +515,11 @@ impl Worker {
                     let _ = self.events.send(ClientEvent::Message(joined.message)).await;
                     return Some(socket);
                 }
+                // Back in a moment; the next attempt comes after the usual pause.
+                Ok(Err(ClientError::Refused {
+                    code: ErrorCode::RoomMoving,
+                    ..
+                })) => tracing::debug!(attempt, "the room is moving onto the SFU"),
                 Ok(Err(ClientError::Refused { code, message })) => {
                     self.emit_state(ConnectionState::Closed {
                         reason: format!("could not rejoin ({code}): {message}"),

@@ -28,11 +28,14 @@ pub enum ErrorCode {
     BadResume,
     /// The room runs on an SFU and the client did not declare it can use one.
     SfuRequired,
+    /// The room is moving onto the SFU right now; join again in a moment (only clients
+    /// that declared `sfu-janus` get it).
+    RoomMoving,
 }
 
 impl ErrorCode {
     /// All codes, in the order protocol.md lists them.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadMessage,
         ErrorCode::TooLarge,
         ErrorCode::NotJoined,
@@ -45,6 +48,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::BadResume,
         ErrorCode::SfuRequired,
+        ErrorCode::RoomMoving,
     ];
 
     /// The code as it travels on the wire.
@@ -62,6 +66,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::BadResume => "bad-resume",
             ErrorCode::SfuRequired => "sfu-required",
+            ErrorCode::RoomMoving => "room-moving",
         }
     }
 

@@ -183,5 +183,14 @@ mod tests {
             serde_json::to_string(&ErrorCode::SfuRequired).unwrap(),
             r#""sfu-required""#
         );
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::RoomMoving).unwrap(),
+            r#""room-moving""#
+        );
+        // The wire name and the counters' order come from one place each.
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{code}\""));
+            assert_eq!(ErrorCode::ALL[code.index()], code);
+        }
     }
 }

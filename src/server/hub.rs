@@ -358,11 +358,10 @@ impl Hub {
                     .to_owned(),
             )),
             // Members who joined mid-move would have to be carried through a cancel too;
-            // the window is a second or two.
+            // the window is a few seconds, and the client joins again by itself.
             Media::Moving { .. } => Err((
-                ErrorCode::RoomFull,
-                "The room is moving onto the media server; try again in a few seconds."
-                    .to_owned(),
+                ErrorCode::RoomMoving,
+                "The room is moving onto the media server; join again in a moment.".to_owned(),
             )),
             Media::Sfu(_) if size >= sfu.max_room_size => Err(full(sfu.max_room_size)),
             Media::Sfu(_) => Ok(false),
