@@ -281,7 +281,7 @@ fn inside_twelve() {
     );
     members.push(first);
     let room = room.unwrap();
-    for (i, name) in names.iter().enumerate().skip(1) {
+    for name in names.iter().skip(1) {
         // The fourth and later joins come while the third's join is still moving the room
         // (a move takes 3–4 s): the server answers `room-moving` and they join again.
         std::thread::sleep(Duration::from_millis(700));
