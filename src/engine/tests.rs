@@ -11,6 +11,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::RTCPeerConnectionState;
@@ -239,6 +240,72 @@ fn quick_factory(link: LinkShaper) -> PeerFactory {
     }
 }
 
+type Pc = Arc<dyn webrtc::peer_connection::PeerConnection>;
+
+/// `a` offers, `b` answers, both apply (candidates go through the event channels).
+async fn negotiate(a: &Pc, b: &Pc) {
+    let offer = a.create_offer(None).await.unwrap();
+    a.set_local_description(offer.clone()).await.unwrap();
+    b.set_remote_description(offer).await.unwrap();
+    let answer = b.create_answer(None).await.unwrap();
+    b.set_local_description(answer.clone()).await.unwrap();
+    a.set_remote_description(answer).await.unwrap();
+}
+
+/// Two connections on loopback, `a` sending one video track to `b`, both connected.
+struct VideoPair {
+    a: Pc,
+    b: Pc,
+    a_rx: mpsc::UnboundedReceiver<PcEvent>,
+    b_rx: mpsc::UnboundedReceiver<PcEvent>,
+    /// `a`'s video track.
+    track: Arc<TrackLocalStaticRTP>,
+    /// What `b` received so far (the video track, once it came).
+    tracks: Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>,
+}
+
+/// Builds `a` with `a_factory` (its sending side `a_side`) and `b` with `b_factory`,
+/// negotiates one video track from `a` and relays candidates until both are connected.
+async fn connected_video_pair(
+    a_factory: PeerFactory,
+    a_side: &SendSide,
+    b_factory: PeerFactory,
+) -> VideoPair {
+    let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+    let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+    let a = a_factory
+        .build(&[], true, a_side, Arc::new(Forward(a_tx)))
+        .await
+        .unwrap();
+    let b = b_factory
+        .build(&[], false, &send_side(), Arc::new(Forward(b_tx)))
+        .await
+        .unwrap();
+    let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
+    a.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    negotiate(&a, &b).await;
+    let mut tracks = Vec::new();
+    pump_until(
+        &a,
+        &mut a_rx,
+        &b,
+        &mut b_rx,
+        RTCPeerConnectionState::Connected,
+        &mut tracks,
+    )
+    .await;
+    VideoPair {
+        a,
+        b,
+        a_rx,
+        b_rx,
+        track,
+        tracks,
+    }
+}
+
 /// Relays candidates both ways until both connections reach `want` (or panics after 15 s).
 async fn pump_until(
     a: &Arc<dyn webrtc::peer_connection::PeerConnection>,
@@ -275,34 +342,17 @@ async fn pump_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_restart_recovers_a_failed_connection() {
     let gate = LinkShaper::default();
-    let (a_tx, mut a_rx) = mpsc::unbounded_channel();
-    let (b_tx, mut b_rx) = mpsc::unbounded_channel();
-    let a = quick_factory(gate.clone())
-        .build(&[], true, &send_side(), Arc::new(Forward(a_tx)))
-        .await
-        .unwrap();
-    let b = quick_factory(LinkShaper::default())
-        .build(&[], false, &send_side(), Arc::new(Forward(b_tx)))
-        .await
-        .unwrap();
-    let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
-    a.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-        .await
-        .unwrap();
-    let offer = a.create_offer(None).await.unwrap();
-    a.set_local_description(offer.clone()).await.unwrap();
-    b.set_remote_description(offer).await.unwrap();
-    let answer = b.create_answer(None).await.unwrap();
-    b.set_local_description(answer.clone()).await.unwrap();
-    a.set_remote_description(answer).await.unwrap();
-    let mut tracks = Vec::new();
-    pump_until(
-        &a,
-        &mut a_rx,
-        &b,
-        &mut b_rx,
-        RTCPeerConnectionState::Connected,
-        &mut tracks,
+    let VideoPair {
+        a,
+        b,
+        mut a_rx,
+        mut b_rx,
+        track,
+        mut tracks,
+    } = connected_video_pair(
+        quick_factory(gate.clone()),
+        &send_side(),
+        quick_factory(LinkShaper::default()),
     )
     .await;
     let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -345,12 +395,7 @@ async fn ice_restart_recovers_a_failed_connection() {
     gate.set_blocked(false);
     let t1 = std::time::Instant::now();
     a.restart_ice().await.unwrap();
-    let offer = a.create_offer(None).await.unwrap();
-    a.set_local_description(offer.clone()).await.unwrap();
-    b.set_remote_description(offer).await.unwrap();
-    let answer = b.create_answer(None).await.unwrap();
-    b.set_local_description(answer.clone()).await.unwrap();
-    a.set_remote_description(answer).await.unwrap();
+    negotiate(&a, &b).await;
     pump_until(
         &a,
         &mut a_rx,
@@ -419,38 +464,10 @@ async fn ice_restart_recovers_a_failed_connection() {
 /// a 300 kB burst on it after 300 ms (what a share's first 1080p keyframe is to the pacer),
 /// and returns the highest estimate `a`'s link reached.
 async fn highest_estimate_after_a_burst(link: LinkShaper) -> u64 {
-    let (a_tx, mut a_rx) = mpsc::unbounded_channel();
-    let (b_tx, mut b_rx) = mpsc::unbounded_channel();
     let side = send_side();
     let meter = Arc::clone(&side.meter);
-    let a = quick_factory(link)
-        .build(&[], true, &side, Arc::new(Forward(a_tx)))
-        .await
-        .unwrap();
-    let b = factory()
-        .build(&[], false, &send_side(), Arc::new(Forward(b_tx)))
-        .await
-        .unwrap();
-    let track = local_track("peer-a", RtpCodecKind::Video, SSRC);
-    a.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-        .await
-        .unwrap();
-    let offer = a.create_offer(None).await.unwrap();
-    a.set_local_description(offer.clone()).await.unwrap();
-    b.set_remote_description(offer).await.unwrap();
-    let answer = b.create_answer(None).await.unwrap();
-    b.set_local_description(answer.clone()).await.unwrap();
-    a.set_remote_description(answer).await.unwrap();
-    let mut tracks = Vec::new();
-    pump_until(
-        &a,
-        &mut a_rx,
-        &b,
-        &mut b_rx,
-        RTCPeerConnectionState::Connected,
-        &mut tracks,
-    )
-    .await;
+    let VideoPair { a, b, track, .. } =
+        connected_video_pair(quick_factory(link), &side, factory()).await;
     let mut seq = 0u16;
     let mut highest = 0;
     for frame in 0..60u32 {
