@@ -279,14 +279,7 @@ impl JanusMember {
             .await
             .map_err(conn_err)?;
 
-        let offer = pc.create_offer(None).await.map_err(conn_err)?;
-        pc.set_local_description(offer.clone())
-            .await
-            .map_err(conn_err)?;
-        let answer = publisher.publish(&offer.sdp).await?;
-        pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(conn_err)?)
-            .await
-            .map_err(conn_err)?;
+        offer_to_publisher(&pc, &publisher, PublisherOffer::Publish).await?;
         // We offered, so our payload types stand; read them anyway, as the mesh does.
         let audio_pt = payload_type(&audio_sender, MIME_TYPE_OPUS, OPUS_PT).await;
         let video_pt = payload_type(&video_sender, MIME_TYPE_H264, H264_PT).await;
@@ -521,6 +514,34 @@ pub(super) async fn answer(
 }
 
 /// The payload type the connection negotiated for `mime`, or ours when it cannot tell.
+/// Which request carries our publisher's offer to Janus.
+#[derive(Clone, Copy)]
+pub(super) enum PublisherOffer {
+    /// The first: start publishing.
+    Publish,
+    /// A later one: what we publish changed (a share's stream added).
+    Configure,
+}
+
+/// Offers our publisher's current tracks to Janus and applies its answer.
+pub(super) async fn offer_to_publisher(
+    pc: &Arc<dyn PeerConnection>,
+    publisher: &VideoRoom,
+    request: PublisherOffer,
+) -> Result<(), JanusMemberError> {
+    let offer = pc.create_offer(None).await.map_err(conn_err)?;
+    pc.set_local_description(offer.clone())
+        .await
+        .map_err(conn_err)?;
+    let answer = match request {
+        PublisherOffer::Publish => publisher.publish(&offer.sdp).await?,
+        PublisherOffer::Configure => publisher.configure(&offer.sdp).await?,
+    };
+    pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(conn_err)?)
+        .await
+        .map_err(conn_err)
+}
+
 pub(super) async fn payload_type(sender: &Arc<dyn RtpSender>, mime: &str, ours: u8) -> u8 {
     match sender.get_parameters().await {
         Ok(p) => negotiated_payload_type(&p.rtp_parameters.codecs, mime).unwrap_or(ours),

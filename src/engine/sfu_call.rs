@@ -32,8 +32,8 @@ use webrtc::peer_connection::{
 
 use super::api::MemberStats;
 use super::janus_member::{
-    Forward, JanusMemberError, PcEvent, answer, conn_err, payload_type, send_candidate,
-    streams_by_ssrc,
+    Forward, JanusMemberError, PcEvent, PublisherOffer, answer, conn_err, offer_to_publisher,
+    payload_type, send_candidate, streams_by_ssrc,
 };
 use super::local_media::LocalMedia;
 use super::pacer::LinkMeter;
@@ -273,14 +273,7 @@ impl Live {
                     .map_err(conn_err)?,
             );
         }
-        let offer = pc.create_offer(None).await.map_err(conn_err)?;
-        pc.set_local_description(offer.clone())
-            .await
-            .map_err(conn_err)?;
-        let answer_sdp = publisher.publish(&offer.sdp).await?;
-        pc.set_remote_description(RTCSessionDescription::answer(answer_sdp).map_err(conn_err)?)
-            .await
-            .map_err(conn_err)?;
+        offer_to_publisher(&pc, &publisher, PublisherOffer::Publish).await?;
         let audio_pt = payload_type(&audio_sender, MIME_TYPE_OPUS, OPUS_PT).await;
         let video_pt = payload_type(&video_sender, MIME_TYPE_H264, H264_PT).await;
         screen.refresh_payload_type().await;
@@ -358,7 +351,7 @@ impl Live {
             .add_track(Arc::clone(&self.screen.track) as _)
             .await
             .map_err(conn_err)?;
-        if let Err(e) = renegotiate(pc, &self.publisher).await {
+        if let Err(e) = offer_to_publisher(pc, &self.publisher, PublisherOffer::Configure).await {
             // Back to where we were, so the camera goes on and the next share tries again.
             if let Ok(rollback) = RTCSessionDescription::rollback(None) {
                 let _ = pc.set_local_description(rollback).await;
@@ -670,21 +663,6 @@ impl Live {
             let _ = tokio::time::timeout(CLOSE_STEP, session.destroy()).await;
         }
     }
-}
-
-/// Offers our publisher's current tracks to Janus again (`configure`) and applies its answer.
-async fn renegotiate(
-    pc: &Arc<dyn PeerConnection>,
-    publisher: &VideoRoom,
-) -> Result<(), JanusMemberError> {
-    let offer = pc.create_offer(None).await.map_err(conn_err)?;
-    pc.set_local_description(offer.clone())
-        .await
-        .map_err(conn_err)?;
-    let answer_sdp = publisher.configure(&offer.sdp).await?;
-    pc.set_remote_description(RTCSessionDescription::answer(answer_sdp).map_err(conn_err)?)
-        .await
-        .map_err(conn_err)
 }
 
 async fn next_subscriber_event(sub: &mut Option<Subscriber>) -> Option<VideoRoomEvent> {

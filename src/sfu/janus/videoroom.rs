@@ -313,12 +313,7 @@ impl VideoRoom {
     /// Adds `feeds` to this subscription; Janus answers with a new offer for it.
     pub async fn subscribe(&self, feeds: &[u64]) -> Result<SubscriberOffer, JanusError> {
         let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
-        let (data, jsep) = self
-            .handle
-            .message(json!({"request": "subscribe", "streams": streams}), None)
-            .await?;
-        expect(&data, "subscribe", "updated")?;
-        subscriber_offer(&data, jsep, "subscribe")
+        self.subscribe_streams(streams).await
     }
 
     /// Adds single streams (`feed`, publisher `mid`) to this subscription, e.g. a stream a
@@ -331,6 +326,10 @@ impl VideoRoom {
             .iter()
             .map(|(f, m)| json!({"feed": f, "mid": m}))
             .collect();
+        self.subscribe_streams(streams).await
+    }
+
+    async fn subscribe_streams(&self, streams: Vec<Value>) -> Result<SubscriberOffer, JanusError> {
         let (data, jsep) = self
             .handle
             .message(json!({"request": "subscribe", "streams": streams}), None)
