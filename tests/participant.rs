@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::TestServer;
+use common::report::{n, peer};
 use meshcall::server::ServerConfig;
 use serde_json::Value;
 
@@ -77,19 +78,6 @@ impl Member {
         let _ = std::fs::remove_file(&self.report);
         serde_json::from_str(&text).unwrap()
     }
-}
-
-fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["peers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no peer {name} in {report:#}"))
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

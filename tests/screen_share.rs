@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::TestServer;
+use common::report::{n, peer};
 use meshcall::engine::{Command, CountingSinks, Engine, EngineConfig, Event, JoinParams};
 use meshcall::media::pipeline::{AudioChoice, Speaker, VideoChoice};
 use meshcall::media::video::screen::ScreenSource;
@@ -85,19 +86,6 @@ impl Member {
         let _ = std::fs::remove_file(&self.report);
         serde_json::from_str(&text).unwrap()
     }
-}
-
-fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["peers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no peer {name} in {report:#}"))
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 #[test]

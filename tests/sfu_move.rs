@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::report::{n, peer};
 use serde_json::Value;
 
 use egui::accesskit::Role;
@@ -184,19 +185,6 @@ fn refused_total(code: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
-}
-
-fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["peers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no peer {name} in {report:#}"))
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 fn inside() -> bool {

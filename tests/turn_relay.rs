@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::TestServer;
+use common::report::{n, peer};
 use meshcall::server::{ServerConfig, TurnConfig};
 use serde_json::Value;
 
@@ -192,19 +193,6 @@ impl Member {
         let _ = std::fs::remove_file(&self.report);
         (serde_json::from_str(&text).unwrap(), log)
     }
-}
-
-fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["peers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no peer {name} in {report:#}"))
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 fn coturn_missing() -> bool {

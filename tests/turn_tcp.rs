@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::report::{n, peer};
 use serde_json::Value;
 
 /// Each test runs two encoders and decoders; both at once would starve 2 cores.
@@ -300,19 +301,6 @@ impl Drop for Member {
             let _ = c.wait();
         }
     }
-}
-
-fn peer<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["peers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no peer {name} in {report:#}"))
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 /// Runs A and B for about `secs` under the rules with the server handing out `turn_url`.

@@ -4,6 +4,7 @@
 
 pub mod netns;
 pub mod pulse;
+pub mod report;
 pub mod skip;
 pub mod xvfb;
 
